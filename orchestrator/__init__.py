@@ -1,0 +1,1 @@
+"""The CLI, Tuner building (local or cluster), resume, status and Ray Jobs submission."""

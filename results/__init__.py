@@ -1,0 +1,1 @@
+"""Export to Parquet, the instability-gain aggregator, and the Plotly report."""

@@ -1,0 +1,1 @@
+"""Study specs: typed, validated at load; sweeps, presets, expansion into trials."""

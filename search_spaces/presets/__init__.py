@@ -1,0 +1,1 @@
+"""Named study specs shipped with the package (YAML)."""
