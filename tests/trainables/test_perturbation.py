@@ -1,0 +1,293 @@
+"""Re-entry and noise injection: windows, exact zeros, restore, noise scale, resume."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.config import PerturbationConfig, TrialConfig
+from trainables.errors import UserError
+from trainables.loop import TrialRunner
+from trainables.pruning.perturbation import (
+    Perturbation,
+    first_alive_std,
+    official_passes_to_training_steps,
+)
+from trainables.state import save_state
+
+torch.set_num_threads(1)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 6, 3, padding=1)
+        self.bn = nn.BatchNorm1d(6)
+        self.fc = nn.Linear(6 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _setup(mode: str, variant: str = "iter", steps: int = 3, restore: bool = False, seed=0):
+    torch.manual_seed(seed)
+    net = _Net()
+    x, y = torch.randn(32, 1, 8), torch.randint(0, 3, (32,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    cfg = PerturbationConfig(mode=mode, variant=variant, steps=steps, restore=restore)
+    pert = Perturbation(cfg, {"conv": net.conv}, {"conv": net.bn}, seed=seed)
+    return net, opt, pert, x, y
+
+
+def _step(net, opt, pert, x, y):
+    pert.before_step()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    pert.after_step()
+
+
+def _units(*idx: int) -> torch.Tensor:
+    mask = torch.zeros(6, dtype=torch.bool)
+    mask[list(idx)] = True
+    return mask
+
+
+def test_zeroing_holds_units_at_zero_during_window_then_they_move_again():
+    net, opt, pert, x, y = _setup("zeroing", steps=4)
+    for _ in range(3):
+        _step(net, opt, pert, x, y)
+    n_params = sum(p.numel() for p in net.parameters())
+    pert.on_event({"conv": _units(1, 4)})
+    rows = _units(1, 4)
+    assert (net.conv.weight[rows] == 0).all()  # the post-event evaluation sees zeros
+    for _ in range(4):
+        pert.before_step()
+        assert (net.conv.weight[rows] == 0).all()  # the forward pass sees zeros
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        pert.after_step()
+        assert (net.conv.weight[rows] == 0).all()  # in-window updates are wiped
+    assert not pert.active
+    assert (net.conv.weight[~rows] != 0).all()  # untargeted units untouched
+    for _ in range(2):
+        _step(net, opt, pert, x, y)
+    assert (net.conv.weight[rows] != 0).all()  # re-entry: they grow back
+    assert sum(p.numel() for p in net.parameters()) == n_params
+    assert pert.alive()["conv"].tolist() == [True, False, True, True, False, True]
+
+
+def test_zeroing_without_restore_leaves_bn_alone():
+    net, opt, pert, x, y = _setup("zeroing", steps=2)
+    gamma = net.bn.weight.detach().clone()
+    pert.on_event({"conv": _units(0)})
+    assert torch.equal(net.bn.weight.detach(), gamma)
+
+
+def test_restore_returns_exact_originals():
+    net, opt, pert, x, y = _setup("zeroing", variant="cumulative", steps=5, restore=True)
+    for _ in range(3):
+        _step(net, opt, pert, x, y)
+    rows = _units(2, 3)
+    keys = ("weight", "bias", "running_mean", "running_var")
+    w0 = net.conv.weight.detach()[rows].clone()
+    bn0 = {k: getattr(net.bn, k).detach()[rows].clone() for k in keys}
+    pert.on_event({"conv": rows})
+    assert (net.bn.weight[rows] == 0).all() and (net.bn.bias[rows] == 0).all()
+    for _ in range(5):
+        _step(net, opt, pert, x, y)
+        if pert.active:
+            assert (net.conv.weight[rows] == 0).all() and (net.bn.weight[rows] == 0).all()
+    assert not pert.active
+    assert torch.equal(net.conv.weight.detach()[rows], w0)
+    for k in keys:
+        assert torch.equal(getattr(net.bn, k).detach()[rows], bn0[k]), k
+    # running stats of the other channels did move during the window
+    assert not torch.equal(net.bn.running_mean[~rows], torch.zeros(4))
+
+
+def test_zero_step_window_only_perturbs_the_event_evaluation():
+    net, opt, pert, x, y = _setup("zeroing", steps=0, restore=True)
+    w0 = net.conv.weight.detach().clone()
+    pert.on_event({"conv": _units(5)})
+    assert (net.conv.weight[5] == 0).all() and pert.active
+    pert.before_step()  # closes the window before the first training step
+    assert not pert.active and torch.equal(net.conv.weight.detach(), w0)
+
+
+def test_gaussian_noise_has_the_first_alive_unit_std():
+    torch.manual_seed(0)
+    fc = nn.Linear(4000, 6)
+    with torch.no_grad():
+        fc.weight[0] *= 7.0  # targeted below: must not set the scale
+        fc.weight[1] *= 3.0  # the first still-alive unit: sets sigma
+    cfg = PerturbationConfig(mode="gaussian", steps=3)
+    pert = Perturbation(cfg, {"fc": fc}, {}, seed=1)
+    sigma = fc.weight[1].std().item()
+    assert first_alive_std(fc.weight, torch.tensor([False, True, True, False, True, True])) == sigma
+    before = fc.weight.detach().clone()
+    rows = torch.tensor([True, False, False, True, False, False])
+    pert.on_event({"fc": rows})
+    noise = fc.weight.detach()[rows] - before[rows]  # 8,000 draws
+    assert noise.std().item() == pytest.approx(sigma, rel=0.05)
+    assert abs(noise.mean().item()) < 0.05 * sigma
+    assert torch.equal(fc.weight.detach()[~rows], before[~rows])
+    for _ in range(3):  # accumulates: after 4 additions the std is 2 sigma
+        pert.before_step()
+        pert.after_step()
+    assert not pert.active
+    total = fc.weight.detach()[rows] - before[rows]
+    assert total.std().item() == pytest.approx(2 * sigma, rel=0.05)
+
+
+def test_iter_and_cumulative_variants_choose_their_units():
+    for variant, expect in (("iter", [2]), ("cumulative", [0, 2])):
+        net, opt, pert, x, y = _setup("zeroing", variant=variant, steps=1)
+        pert.on_event({"conv": _units(0)})
+        _step(net, opt, pert, x, y)
+        _step(net, opt, pert, x, y)  # unit 0 re-enters
+        assert (net.conv.weight[0] != 0).all()
+        pert.on_event({"conv": _units(2)})
+        zero_rows = [i for i in range(6) if (net.conv.weight[i] == 0).all()]
+        assert zero_rows == expect, variant
+
+
+def test_choose_ranks_only_untargeted_units():
+    net, opt, pert, x, y = _setup("zeroing", steps=0)
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.arange(6.0).view(6, 1, 1).expand(6, 1, 3))  # l2 grows with row
+    gen = torch.Generator().manual_seed(0)
+    first = pert.choose({"conv": 2}, score="l2", target="smallest", generator=gen)
+    assert first["conv"].nonzero().flatten().tolist() == [0, 1]
+    pert.on_event(first)
+    pert.before_step()  # close the 0-step window
+    second = pert.choose({"conv": 2}, score="l2", target="smallest", generator=gen)
+    assert second["conv"].nonzero().flatten().tolist() == [2, 3]  # 0 and 1 are never re-chosen
+
+
+def test_a_unit_is_targeted_at_most_once():
+    net, opt, pert, x, y = _setup("zeroing")
+    pert.on_event({"conv": _units(1)})
+    with pytest.raises(ValueError, match="targeted twice"):
+        pert.on_event({"conv": _units(1, 2)})
+
+
+def test_resume_mid_window_is_exact():
+    def run(split: int | None):
+        net, opt, pert, x, y = _setup("gaussian", variant="cumulative", steps=6, restore=True)
+        pert.on_event({"conv": _units(1)})
+        for i in range(8):
+            if i == split:  # checkpoint, rebuild everything, load
+                state = copy.deepcopy(
+                    {"m": net.state_dict(), "o": opt.state_dict(), "p": pert.state_dict()}
+                )
+                net, opt, pert, _, _ = _setup("gaussian", "cumulative", 6, True, seed=99)
+                net.load_state_dict(state["m"])
+                opt.load_state_dict(state["o"])
+                pert.load_state_dict(state["p"])
+            if i == 4:
+                pert.on_event({"conv": _units(3)})
+            _step(net, opt, pert, x, y)
+        return net.state_dict()
+
+    straight, resumed = run(None), run(2)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_official_pass_counts_map_to_the_papers_legends():
+    assert [official_passes_to_training_steps(x, 79) for x in (0, 129, 1500)] == [0, 50, 1105]
+    assert [official_passes_to_training_steps(x, 40) for x in (129, 750, 1500, 3000)] == [
+        89,
+        630,
+        1220,
+        2480,
+    ]
+
+
+def test_bad_config_is_rejected():
+    net = _Net()
+    with pytest.raises(ValueError, match="perturbation.mode"):
+        Perturbation(PerturbationConfig(mode="none"), {"conv": net.conv}, {}, seed=0)
+
+
+# --- in the training loop -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def _trial(data_dir: str, **perturbation) -> TrialConfig:
+    # cnn1d width 8, 800 training examples at batch 64: 13 steps per epoch. conv3 loses 2 + 2 units
+    # at epochs 0 and 1.
+    return TrialConfig.from_dict(
+        {
+            "dataset": {"data_dir": data_dir, "num_samples": 1000},
+            "model": {"name": "cnn1d", "width": 8},
+            "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3},
+            "pruning": {
+                "method": "schedule",
+                "target": "largest",
+                "layers": [
+                    {"name": "conv3", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 1}
+                ],
+                "perturbation": perturbation,
+            },
+            "seed": 3,
+        }
+    )
+
+
+def test_zeroing_trial_in_the_loop_re_enters_and_never_prunes(data_dir):
+    runner = TrialRunner(_trial(data_dir, mode="zeroing", steps=20), device="cpu", num_threads=1)
+    n_params = sum(p.numel() for p in runner.model.parameters())
+    conv3 = runner.model.prunable_layers()["conv3"]
+    records = [runner.run_epoch() for _ in range(3)]  # epoch 2 ends 13 steps into a 20-step window
+    second = runner.method.perturbation.window["conv3"]
+    assert int(second.sum()) == 2 and (conv3.weight[second] == 0).all()
+    records.append(runner.run_epoch())  # the window ends 7 steps into epoch 3
+    assert (conv3.weight[second] != 0).all()  # re-entry
+    assert [r["is_event"] for r in records] == [True, True, False, False]
+    assert [r["units_removed"] for r in records[:2]] == [{"conv3": 2}, {"conv3": 2}]
+    assert all(r["sparsity"] == 0.0 for r in records)
+    for r in records[:2]:  # instability measured around the event's first perturbed state
+        assert r["test_acc"] == r["acc_after"]
+        assert r["instability"] == pytest.approx(
+            (r["acc_before"] - r["acc_after"]) / r["acc_before"]
+        )
+    assert sum(p.numel() for p in runner.model.parameters()) == n_params
+    alive = runner.method.perturbation.alive()["conv3"]
+    assert int((~alive).sum()) == 4
+
+
+def test_resume_mid_window_in_the_loop_is_bit_identical(data_dir, tmp_path):
+    cfg = _trial(data_dir, mode="gaussian", variant="cumulative", steps=20, restore=True)
+    full = TrialRunner(cfg, device="cpu", num_threads=1)
+    records = list(full.run())
+    first = TrialRunner(cfg, device="cpu", num_threads=1)
+    head = [first.run_epoch() for _ in range(2)]
+    assert first.method.perturbation.active  # the checkpoint falls inside a window
+    save_state(first, tmp_path)
+    del first
+    torch.manual_seed(999)
+    resumed = TrialRunner.from_checkpoint(str(tmp_path), device="cpu", num_threads=1)
+    tail = list(resumed.run())
+    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in head + tail]
+    assert strip == [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in records]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_perturbation_needs_filter_granularity(data_dir):
+    cfg = _trial(data_dir, mode="zeroing", steps=1)
+    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, granularity="weight"))
+    with pytest.raises(UserError, match="pruning.granularity"):
+        TrialRunner(cfg, device="cpu")

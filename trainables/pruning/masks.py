@@ -1,0 +1,290 @@
+"""The mask holder: which units of which prunable layers are gone, and keeping them at exactly 0.
+
+Pruning is masking, as in Bartoldson et al.'s official code (``models.py::_prunable_conv_forward``,
+``_prune_layer``; ``architectures_and_layers/custom_batch_norm.py::_prunable_batch_forward``): a
+pruned filter's weights are zeroed and the following BatchNorm's gamma and beta are multiplied by
+the same mask, so the channel outputs exactly 0; in ResNets the model adds the shortcut only to
+unpruned channels (``resnetxx._mask_shortcuts_forward_C``), which we drive through the model's
+``channel_mask_buffers()``. Here parameters stay plain tensors: the masked entries are zeroed once
+at the event and re-zeroed in place after every optimizer step (:meth:`MaskSet.apply_`, one
+``torch._foreach_mul_``), which keeps them exactly 0 under Adam, SGD with momentum, nesterov and
+weight decay. The optimizer's per-parameter state (Adam moments, momentum buffers) is zeroed for
+the masked entries at the event (:meth:`MaskSet.zero_optimizer_state`) and their gradients are masked before each
+step (:meth:`MaskSet.mask_grads_`), so no stale or fresh update leaks into a pruned entry.
+
+Granularity ``filter``: a mask is bool [out_units] (conv output channels / linear rows); the unit's
+weights, its bias, and the following BN's gamma and beta are masked. Granularity ``weight``: a mask
+is bool shaped like the weight; only the weight is masked; ranking is per layer or global.
+
+Sparsity is the fraction of prunable weights (the ``.weight`` of every layer in the model's
+``prunable_layers()``) that are masked; biases and BN parameters are not counted. Masks only shrink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from trainables.errors import UserError
+from trainables.pruning import scores
+
+GRANULARITIES = ("filter", "weight")
+SCOPES = ("layer", "global")
+
+
+class MaskSet:
+    """Per-layer masks over a model's prunable layers (all of them, initially all True).
+
+    Args:
+        model: a prunetune model (``prunable_layers()``, ``following_bn()``,
+            ``channel_mask_buffers()``); parameters must already be on their final device.
+        granularity: ``filter`` or ``weight``.
+    """
+
+    def __init__(self, model: nn.Module, granularity: str):
+        if granularity not in GRANULARITIES:
+            raise UserError(
+                f"pruning.granularity: unknown {granularity!r}; choose one of: {', '.join(GRANULARITIES)}"
+            )
+        self.granularity = granularity
+        self.layers: dict[str, nn.Module] = dict(model.prunable_layers())
+        self.bns: dict[str, nn.Module] = (
+            dict(model.following_bn()) if granularity == "filter" else {}
+        )
+        self.shortcuts: dict[str, Tensor] = (
+            dict(model.channel_mask_buffers()) if granularity == "filter" else {}
+        )
+        self.masks: dict[str, Tensor] = {
+            name: torch.ones(self._unit_shape(layer), dtype=torch.bool, device=layer.weight.device)
+            for name, layer in self.layers.items()
+        }
+        self._total = sum(layer.weight.numel() for layer in self.layers.values())
+        self._pruned = 0
+        self._params: list[Tensor] = []  # the masked parameters, flat, for foreach
+        self._factors: list[Tensor] = []  # float masks broadcastable to each of _params
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @property
+    def n_units(self) -> dict[str, int]:
+        """Units per layer: filters/rows (filter) or weights (weight granularity)."""
+        return {name: int(m.numel()) for name, m in self.masks.items()}
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of prunable weights masked, in [0, 1] (no device sync: cached at events)."""
+        return self._pruned / self._total if self._total else 0.0
+
+    @property
+    def pruned_weights(self) -> int:
+        return self._pruned
+
+    @property
+    def total_weights(self) -> int:
+        return self._total
+
+    def alive(self, name: str) -> Tensor:
+        """Bool mask of layer `name` (True = kept); filter [out], weight like the weight."""
+        return self.masks[name]
+
+    def check_scoring(self, score: str, target: str, scope: str, layers: list[str]) -> None:
+        """UserError now, not at the first event, for a score/target/scope that cannot work here."""
+        scores.get_target(target)
+        if self.granularity == "weight":
+            scores.get_weight_score(score)
+            if scope not in SCOPES:
+                raise UserError(
+                    f"pruning.scope: unknown {scope!r}; choose one of: {', '.join(SCOPES)}"
+                )
+            return
+        scores.get_filter_score(score)
+        if scope != "layer":
+            raise UserError(
+                f"pruning.scope: {scope!r} needs granularity weight; filters rank per layer"
+            )
+        missing = [name for name in layers if name not in self.bns]
+        if score == "ebn" and missing:
+            raise UserError(
+                f"pruning.score: 'ebn' needs a BatchNorm after each layer; {missing[0]!r} has none"
+            )
+
+    # --- choosing and removing -----------------------------------------------------------------
+
+    def select(
+        self,
+        units: Mapping[str, int],
+        *,
+        score: str,
+        target: str,
+        generator: torch.Generator,
+        scope: str = "layer",
+    ) -> dict[str, Tensor]:
+        """Choose units to remove without removing them (perturbation methods target this way).
+
+        Args:
+            units: {layer: k} units to remove per layer, in the order to draw them. With weight
+                granularity and ``scope="global"``, the layers' budgets are pooled: sum(k) weights
+                are ranked jointly over those layers.
+            score / target: registry names (``scores.FILTER_SCORES`` / ``WEIGHT_SCORES``,
+                ``scores.TARGETS``).
+            generator: CPU generator for ``random`` targets (checkpointed by the caller).
+
+        Returns:
+            {layer: bool tensor shaped like the layer's mask, True = chosen}; chosen units are a
+            subset of the alive ones and number exactly k per layer (or sum(k) globally).
+        """
+        if scope not in SCOPES:
+            raise UserError(f"pruning.scope: unknown {scope!r}; choose one of: {', '.join(SCOPES)}")
+        for name in units:
+            if name not in self.masks:
+                raise UserError(
+                    f"pruning.layers: unknown prunable layer {name!r}; choose one of: {', '.join(self.masks)}"
+                )
+        if self.granularity == "weight" and scope == "global":
+            return self._select_global(units, score, target, generator)
+        return {
+            name: scores.select(
+                self._scores(name, score).flatten(),
+                self.masks[name].flatten(),
+                k,
+                target,
+                generator,
+            ).view_as(self.masks[name])
+            for name, k in units.items()
+        }
+
+    def _select_global(self, units, score, target, generator) -> dict[str, Tensor]:
+        names = list(units)
+        flat_scores = torch.cat([self._scores(n, score).flatten() for n in names])
+        flat_alive = torch.cat([self.masks[n].flatten() for n in names])
+        chosen = scores.select(flat_scores, flat_alive, sum(units.values()), target, generator)
+        parts = chosen.split([self.masks[n].numel() for n in names])
+        return {n: p.view_as(self.masks[n]) for n, p in zip(names, parts, strict=True)}
+
+    def _scores(self, name: str, score: str) -> Tensor:
+        layer = self.layers[name]
+        if self.granularity == "weight":
+            return scores.get_weight_score(score)(layer.weight)
+        bn = self.bns.get(name)
+        gamma, beta = (bn.weight, bn.bias) if bn is not None else (None, None)
+        return scores.get_filter_score(score)(layer.weight, gamma, beta)
+
+    @torch.no_grad()
+    def remove(self, chosen: Mapping[str, Tensor]) -> dict[str, int]:
+        """Mask the chosen units for good and zero their parameters (and shortcut entries).
+
+        Returns {layer: units newly removed}. Masks only shrink: already-masked entries stay masked.
+        """
+        removed = {}
+        for name, pick in chosen.items():
+            newly = pick & self.masks[name]
+            removed[name] = int(newly.sum())
+            self.masks[name] &= ~pick
+        self._refresh()
+        self.apply_()
+        for name in chosen:
+            if name in self.shortcuts:
+                self.shortcuts[name].mul_(self.masks[name].to(self.shortcuts[name].dtype))
+        return removed
+
+    def prune(
+        self,
+        units: Mapping[str, int],
+        *,
+        score: str,
+        target: str,
+        generator: torch.Generator,
+        scope: str = "layer",
+    ) -> dict[str, int]:
+        """:meth:`select` then :meth:`remove`; returns {layer: units removed}."""
+        chosen = self.select(units, score=score, target=target, generator=generator, scope=scope)
+        return self.remove(chosen)
+
+    # --- keeping masked entries at zero --------------------------------------------------------
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Re-zero every masked entry in place (call after each ``optimizer.step()``)."""
+        if self._params:
+            torch._foreach_mul_(self._params, self._factors)
+
+    @torch.no_grad()
+    def mask_grads_(self) -> None:
+        """Zero the gradients of masked entries in place (call before ``optimizer.step()``).
+
+        With the optimizer state zeroed at the event, this keeps moments and momentum buffers of
+        masked entries at exactly 0 (BN gamma/beta of a dead channel still receive gradients).
+        """
+        grads, factors = [], []
+        for param, factor in zip(self._params, self._factors, strict=True):
+            if param.grad is not None:
+                grads.append(param.grad)
+                factors.append(factor)
+        if grads:
+            torch._foreach_mul_(grads, factors)
+
+    @torch.no_grad()
+    def zero_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero per-parameter optimizer state (moments, momentum) at masked entries."""
+        for param, factor in zip(self._params, self._factors, strict=True):
+            for value in optimizer.state.get(param, {}).values():
+                if isinstance(value, Tensor) and value.shape == param.shape:
+                    value.mul_(factor)
+
+    def _refresh(self) -> None:
+        """Rebuild the foreach lists and the pruned-weight count from the bool masks."""
+        self._params, self._factors = [], []
+        pruned = 0
+        for name, mask in self.masks.items():
+            n_masked = int(mask.numel() - mask.sum())
+            if n_masked == 0:
+                continue
+            layer = self.layers[name]
+            dtype = layer.weight.dtype
+            if self.granularity == "weight":
+                pruned += n_masked
+                self._add(layer.weight, mask.to(dtype))
+                continue
+            pruned += n_masked * layer.weight[0].numel()
+            unit = mask.to(dtype)
+            self._add(layer.weight, unit.view(-1, *([1] * (layer.weight.dim() - 1))))
+            self._add(getattr(layer, "bias", None), unit)
+            bn = self.bns.get(name)
+            if bn is not None:
+                self._add(bn.weight, unit)
+                self._add(bn.bias, unit)
+        self._pruned = pruned
+
+    def _add(self, param: Tensor | None, factor: Tensor) -> None:
+        if param is not None:
+            self._params.append(param)
+            self._factors.append(factor)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        """``{"granularity": str, "masks": {layer: bool tensor (CPU)}}``."""
+        return {
+            "granularity": self.granularity,
+            "masks": {n: m.detach().cpu().clone() for n, m in self.masks.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore masks saved by :meth:`state_dict` (parameters are restored with the model)."""
+        if state["granularity"] != self.granularity:
+            raise ValueError(
+                f"mask granularity {state['granularity']!r} does not match {self.granularity!r}"
+            )
+        saved = state["masks"]
+        if set(saved) != set(self.masks):
+            raise ValueError(f"mask layers {sorted(saved)} do not match {sorted(self.masks)}")
+        for name, mask in saved.items():
+            self.masks[name] = mask.to(device=self.masks[name].device, dtype=torch.bool).clone()
+        self._refresh()
+
+    def _unit_shape(self, layer: nn.Module) -> tuple[int, ...]:
+        if self.granularity == "weight":
+            return tuple(layer.weight.shape)
+        return (layer.weight.shape[0],)
