@@ -41,7 +41,7 @@ from trainables.data import augment_batch, derived_generator, load_data
 from trainables.errors import UserError
 from trainables.models import build_model
 from trainables.pruning.masks import MaskSet
-from trainables.pruning.schedule import plan_schedule
+from trainables.pruning.schedule import plan_schedule, schedule_summary
 from trainables.records import empty_record, event_instability
 from trainables.state import GENERATORS, LoopState, load_state, restore_state
 
@@ -110,6 +110,11 @@ class SchedulePruning(PruningMethod):
         except ValueError as e:
             raise UserError(str(e)) from None
         runner.masks.check_scoring(p.score, p.target, p.scope, [lp.name for lp in self.plan.layers])
+        # Recorded on every epoch: the aggregator cannot derive it for the model's default layers.
+        self.pruning_rate = schedule_summary(layers, p.period)["pruning_rate"]
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        record["pruning_rate"] = self.pruning_rate
 
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
