@@ -1,0 +1,210 @@
+"""Rules that relate fields of a study spec, and which sweeps each search algorithm accepts.
+
+A cross-field rule must hold for every combination of values the related fields can take. With
+grids of sections (``perturbation: [{...}, {...}]``) a combination stays inside one grid item:
+:func:`combos` never pairs item 0's ``mode`` with item 1's ``steps``. Values that failed to parse
+or broke their own field rule are left out (they are reported once, where they are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from search_spaces.rules import problems_of
+from search_spaces.sweeps import INVALID, Dist, Grid, Problems, candidates, plain, show
+
+SECTIONS: tuple[str, ...] = ("dataset", "model", "train", "pruning", "flatness")
+LIST_FIELDS: tuple[str, ...] = ("train.milestones", "pruning.layers", "flatness.epochs")
+
+
+def is_section(value: Any) -> bool:
+    """True for a spec section (DatasetSpec, PerturbationSpec, ...), not for a grid of them."""
+    return hasattr(type(value), "config_type")
+
+
+def is_section_grid(value: Any) -> bool:
+    return isinstance(value, Grid) and is_section(value.values[0])
+
+
+def field_path(where: str) -> str:
+    """``pruning.perturbation[1].steps`` -> ``pruning.perturbation.steps``."""
+    return re.sub(r"\[\d+\]", "", where)
+
+
+def combos(spec: Any, *paths: str) -> Iterator[tuple[tuple[str, Any], ...]]:
+    """Each consistent combination of valid candidate values of `paths`: ``((where, value), ...)``."""
+    for assignment in _assign(spec, "", list(dict.fromkeys(paths))):
+        yield tuple(assignment[p] for p in paths)
+
+
+def _assign(node: Any, prefix: str, paths: list[str]) -> Iterator[dict[str, tuple[str, Any]]]:
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        head, _, rest = path.partition(".")
+        groups.setdefault(head, []).append(rest)
+    options = []
+    for head, rests in groups.items():
+        value = getattr(node, head)
+        where = f"{prefix}.{head}" if prefix else head
+        if value is INVALID:
+            return
+        if rests == [""]:
+            options.append([{head: c} for c in _valid(value, where)])
+            continue
+        items = (
+            [(v, f"{where}[{i}]") for i, v in enumerate(value.values)]
+            if isinstance(value, Grid)
+            else [(value, where)]
+        )
+        options.append(
+            [
+                {f"{head}.{k}": v for k, v in sub.items()}
+                for item, at in items
+                for sub in _assign(item, at, rests)
+            ]
+        )
+    for combo in itertools.product(*options):
+        yield {k: v for part in combo for k, v in part.items()}
+
+
+def _valid(value: Any, where: str) -> list[tuple[str, Any]]:
+    bad = [at for at, _ in problems_of(field_path(where), value, where)]
+    return [(at, v) for at, v in candidates(value, where) if not any(_within(b, at) for b in bad)]
+
+
+def _within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+
+def check_cross(spec: Any, problems: Problems) -> None:
+    """Rules relating fields; every consistent combination of their values must satisfy them."""
+    for path in ("train.milestones", "flatness.epochs"):
+        for (where, values), (_, epochs) in combos(spec, path, "train.epochs"):
+            for i, epoch in enumerate(values):
+                if epoch >= epochs:
+                    problems.add(f"{where}[{i}]", f"must be < train.epochs ({epochs}), got {epoch}")
+    for (where, layers), (_, epochs) in combos(spec, "pruning.layers", "train.epochs"):
+        for i, layer in enumerate(layers):
+            if layer.end_epoch >= epochs:
+                problems.add(
+                    f"{where}[{i}].end_epoch",
+                    f"must be < train.epochs ({epochs}), got {layer.end_epoch}",
+                )
+    for (_, rewind), (where, epoch), (_, epochs) in combos(
+        spec, "pruning.imp.rewind", "pruning.imp.rewind_epoch", "train.epochs"
+    ):
+        if rewind == "weight" and epoch >= epochs:
+            problems.add(
+                where, f"must be < train.epochs ({epochs}) for weight rewinding, got {epoch}"
+            )
+    needs = [
+        ("pruning.scope", "global", "pruning.granularity", ("weight",)),
+        ("pruning.score", "magnitude", "pruning.granularity", ("weight",)),
+        ("pruning.score", "ebn", "pruning.granularity", ("filter",)),
+        ("pruning.perturbation.mode", "zeroing", "pruning.method", ("schedule",)),
+        ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
+        ("dataset.augment", True, "dataset.name", ("cifar10", "cifar100", "mnist")),
+    ]
+    for path, value, other, wanted in needs:
+        for (where, v), (_, o) in combos(spec, path, other):
+            if v == value and o not in wanted:
+                choices = (
+                    " or ".join(wanted)
+                    if len(wanted) < 3
+                    else f"{', '.join(wanted[:-1])} or {wanted[-1]}"
+                )
+                problems.add(where, f"{_word(value)} needs {other} {choices}, got {_word(o)}")
+    for (_, method), (where, rounds) in combos(spec, "pruning.method", "pruning.imp.rounds"):
+        if method == "imp" and rounds < 1:
+            problems.add(where, f"must be >= 1 when pruning.method is imp, got {rounds}")
+    if spec.generalization == "val_selected":
+        for ((where, fraction),) in combos(spec, "dataset.validation_fraction"):
+            if fraction <= 0:
+                problems.add(
+                    where, f"must be > 0 for generalization val_selected, got {show(fraction)}"
+                )
+
+
+# --- sweeps per search algorithm ------------------------------------------------------------------
+
+
+def swept_leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(where, value) of every Grid or Dist under a section, in field order; a grid of sections
+    is yielded itself, then the sweeps inside each of its items (``prefix[i].field``)."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        where = f"{prefix}.{f.name}"
+        if is_section_grid(value):
+            yield where, value
+            for i, item in enumerate(value.values):
+                yield from swept_leaves(item, f"{where}[{i}]")
+        elif isinstance(value, (Grid, Dist)):
+            yield where, value
+        elif is_section(value):
+            yield from swept_leaves(value, where)
+
+
+def all_swept(spec: Any) -> list[tuple[str, Any]]:
+    out = []
+    for name in SECTIONS:
+        section = getattr(spec, name)
+        if is_section_grid(section):
+            out.append((name, section))
+            for i, item in enumerate(section.values):
+                out.extend(swept_leaves(item, f"{name}[{i}]"))
+        else:
+            out.extend(swept_leaves(section, name))
+    return out
+
+
+def check_search(spec: Any, problems: Problems) -> None:
+    """Which sweeps each algorithm accepts (see search_spaces.sweeps for the convention).
+
+    grid: lists only, num_samples 1. random: anything. optuna: sweeps only under ``pruning``
+    (so one set of baselines matches every trial), no list fields, no grids of sections.
+    """
+    search = spec.search
+    if INVALID in (search.algorithm, search.num_samples):
+        return
+    swept = all_swept(spec)
+    if search.algorithm == "grid":
+        for where, value in swept:
+            if isinstance(value, Dist):
+                problems.add(
+                    where, "a distribution needs search.algorithm random or optuna, got grid"
+                )
+        if search.num_samples != 1:
+            problems.add(
+                "search.num_samples",
+                f"grid search takes no num_samples (the grids and seeds set the trials), got {search.num_samples}",
+            )
+    if search.algorithm != "optuna":
+        return
+    for where, value in swept:
+        if not _under_pruning(where):
+            problems.add(
+                where,
+                "with search.algorithm optuna only pruning fields may be swept "
+                f"(the baselines must match every trial), got {show(plain(value))}",
+            )
+        elif is_section_grid(value) or field_path(where) in LIST_FIELDS:
+            kind = "a grid of sections" if is_section_grid(value) else "a list field"
+            problems.add(where, f"optuna cannot search {kind}; use search.algorithm grid or random")
+    if not any(_under_pruning(w) for w, _ in swept):
+        problems.add("search.algorithm", "optuna needs at least one swept pruning field, got none")
+
+
+def _word(value: Any) -> str:
+    """A YAML scalar as a word in a sentence: true, zeroing, 0.5."""
+    return value if isinstance(value, str) else show(value)
+
+
+def _under_pruning(where: str) -> bool:
+    return where == "pruning" or where.startswith(("pruning.", "pruning["))

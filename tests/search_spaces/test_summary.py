@@ -1,0 +1,61 @@
+"""plan_summary: counts, epochs and the documented cost model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from spec_examples import OPTUNA
+
+from search_spaces.expand import expand
+from search_spaces.spec import load_spec, spec_from_yaml
+from search_spaces.summary import CPU_EPOCH_S, GPU_EPOCH_S, plan_summary
+
+
+def test_quickstart_summary() -> None:
+    summary = plan_summary(expand(load_spec("quickstart")))
+    assert summary["trials"] == {"pruned": 27, "baselines": 3, "optuna": 0, "total": 30}
+    assert summary["epochs"] == 30 * 100
+    assert summary["resources_per_trial"] == {"cpu": 1.0, "gpu": 0.0}
+    cpu_hours = 3000 * CPU_EPOCH_S["mlp"][0] / 3600
+    assert summary["estimate"]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-3)
+    assert summary["estimate"]["wall_hours"] == pytest.approx(cpu_hours / 2, abs=1e-3)
+    assert summary["estimate"]["wall_hours"] * 3600 < 300  # the 5-minute budget on 2 cores
+
+
+def test_imp_epochs_count_every_round() -> None:
+    summary = plan_summary(expand(load_spec("jin2022-imp")))
+    assert summary["epochs"] == 24 * 160 * 17 + 12 * 160
+    gpu = (24 * 17 + 12) * 160 * GPU_EPOCH_S["resnet20"][0] * 45_000 / 50_000 / 3600  # 10% held out
+    assert summary["estimate"]["gpu_hours"] == pytest.approx(gpu, abs=1e-3)
+    assert summary["estimate"]["cpu_hours"] is None  # no CPU cost model for CIFAR ResNets
+
+
+def test_flatness_adds_hvp_cost() -> None:
+    summary = plan_summary(expand(load_spec("bartoldson2020-flatness")))
+    per_trial = 325 + 2 * 100 * 20 * 512 / 50_000
+    assert summary["estimate"]["gpu_hours"] == pytest.approx(50 * per_trial * 0.6 / 3600, abs=1e-3)
+
+
+def test_optuna_trials_are_counted() -> None:
+    summary = plan_summary(expand(spec_from_yaml(OPTUNA)))
+    assert summary["trials"] == {"pruned": 0, "baselines": 3, "optuna": 24, "total": 27}
+    assert summary["epochs"] == 27 * 12
+
+
+def test_imp_epochs_per_variant() -> None:
+    from search_spaces.summary import trial_epochs
+
+    base = load_spec("jin2022-imp")
+    trial = expand(base).pruned[0]
+    imp = trial.pruning.imp
+    assert trial_epochs(trial) == 160 * 17
+    weight = dataclasses.replace(imp, rewind="weight", rewind_epoch=10)
+    assert trial_epochs(_with_imp(trial, weight)) == 160 + 16 * 150
+    sparse = dataclasses.replace(imp, control="sparse_from_start")
+    assert trial_epochs(_with_imp(trial, sparse)) == 160 * 17 + 160
+    assert trial_epochs(expand(base).baselines[0]) == 160
+
+
+def _with_imp(trial, imp):
+    return dataclasses.replace(trial, pruning=dataclasses.replace(trial.pruning, imp=imp))
