@@ -1,0 +1,161 @@
+"""Public entry points: export a study to Parquet, render its report.
+
+The orchestrator calls :func:`export_study` then :func:`write_report` at the end of ``run`` and
+``resume``; ``prunetune aggregate`` / ``prunetune report`` call them on demand. A study that is
+still running, or was interrupted, exports what its snapshot and result files hold; the summary
+says which trials are unfinished.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from results import storage
+from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
+from results.export import Tables, build_tables, fits_table
+from results.history import read_histories
+from results.summarize import INCOMPLETE, STATUSES
+from trainables.errors import UserError
+
+TABLES = ("trials", "epochs", "events", "fits")
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export wrote and found."""
+
+    study_dir: str
+    name: str
+    spec_hash: str
+    experiments: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...]  # (experiment, why): no snapshot written yet
+    n_trials: int
+    by_status: dict[str, int]  # every status of results.summarize.STATUSES, zeros included
+    incomplete: tuple[str, ...]  # trial ids of stopped / running / pending trials
+    n_duplicates: int  # Tune trials collapsed into another with the same trial_key
+    n_epochs: int
+    n_events: int
+    n_fits: int
+    pooled: dict[str, Any] | None  # the trial-level, all-trials mean_instability~gain fit row
+    files: dict[str, str] = field(default_factory=dict)  # table name -> path written
+
+
+def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSummary:
+    """Read the study's Tune experiments and write trials/epochs/events/fits Parquet files.
+
+    `study_dir` is a local path or a pyarrow filesystem URI. Raises UserError when it is not a
+    study directory or holds no Tune experiment. Idempotent: a second export of an unchanged
+    study writes byte-identical files.
+    """
+    from results.tune_reader import read_tune_study  # the Ray import stays inside this call
+
+    fs, path = storage.resolve(study_dir)
+    meta = storage.read_meta(fs, path, study_dir)
+    tune = read_tune_study(fs, posixpath.join(path, "tune"))
+    if not tune.experiments and not tune.unreadable:
+        raise UserError(f"study directory {study_dir!r}: no Ray Tune experiment under tune/")
+    history = read_histories(fs, [t.result_path for t in tune.trials])
+    tables = build_tables(tune.trials, history, meta.spec_hash)
+    fits = fits_table(tables.trials, meta.spec_hash, plan)
+    files = write_tables(fs, path, {**_as_dict(tables), "fits": fits})
+    return _summary(study_dir, meta, tune, tables, fits, files)
+
+
+def _as_dict(tables: Tables) -> dict[str, pa.Table]:
+    return {"trials": tables.trials, "epochs": tables.epochs, "events": tables.events}
+
+
+def write_tables(
+    fs: pafs.FileSystem, study_path: str, tables: dict[str, pa.Table]
+) -> dict[str, str]:
+    """Write each table as ``<name>.parquet`` atomically; returns table name -> path."""
+    files = {}
+    for name, table in tables.items():
+        target = posixpath.join(study_path, f"{name}.parquet")
+        storage.write_parquet(fs, target, table)
+        files[name] = target
+    return files
+
+
+def write_report(study_dir: str, out: str | None = None) -> str:
+    """Render ``report.html`` (or `out`) from the study's Parquet files; returns the path.
+
+    Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
+    """
+    from results.report import render_report
+    from results.report_data import CURVE_COLUMNS, build_report_data, columns, dynamics_trials
+
+    fs, path = storage.resolve(study_dir)
+    meta = storage.read_meta(fs, path, study_dir)
+    if fs.get_file_info(posixpath.join(path, "trials.parquet")).type == pafs.FileType.NotFound:
+        export_study(study_dir)
+    trials = _read(fs, posixpath.join(path, "trials.parquet"))
+    fits = _read(fs, posixpath.join(path, "fits.parquet"))
+    curves = dynamics_trials(columns(trials))
+    epochs = _read(
+        fs,
+        posixpath.join(path, "epochs.parquet"),
+        columns=list(CURVE_COLUMNS),
+        filters=[("trial_id", "in", curves or [""])],
+    )
+    data = build_report_data(meta, trials, epochs, fits)
+    html = render_report(data)
+    if out is None:
+        out_fs, target, shown = (
+            fs,
+            posixpath.join(path, REPORT_FILE),
+            posixpath.join(study_dir, REPORT_FILE),
+        )
+    else:
+        out_fs, target = storage.resolve(out)
+        shown = out
+    storage.write_bytes(out_fs, target, html.encode("utf-8"))
+    return shown
+
+
+def _read(fs: pafs.FileSystem, path: str, **kwargs: Any) -> pa.Table:
+    try:
+        return pq.read_table(path, filesystem=fs, **kwargs)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; run `prunetune aggregate` first") from None
+
+
+def _summary(study_dir, meta, tune, tables: Tables, fits: pa.Table, files) -> ExportSummary:
+    trials = tables.trials
+    status = trials.column("status").to_pylist()
+    counts = Counter(status)
+    ids = trials.column("trial_id").to_pylist()
+    pooled = None
+    for row in fits.to_pylist():
+        if (row["x"], row["y"], row["level"], row["grouping"]) == (
+            "mean_instability",
+            "gain",
+            "trial",
+            "all",
+        ):
+            pooled = row
+            break
+    return ExportSummary(
+        study_dir=study_dir,
+        name=meta.name,
+        spec_hash=meta.spec_hash,
+        experiments=tune.experiments,
+        unreadable=tune.unreadable,
+        n_trials=trials.num_rows,
+        by_status={s: counts.get(s, 0) for s in STATUSES},
+        incomplete=tuple(i for i, s in zip(ids, status, strict=True) if s in INCOMPLETE),
+        n_duplicates=tables.n_duplicates,
+        n_epochs=tables.epochs.num_rows,
+        n_events=tables.events.num_rows,
+        n_fits=fits.num_rows,
+        pooled=pooled,
+        files=files,
+    )

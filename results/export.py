@@ -1,0 +1,282 @@
+"""Build the four tables of a study from its Tune trials and their parsed result files.
+
+Rules (DESIGN.md storage contract):
+
+- one epochs row per (trial, epoch): the latest report (:func:`results.history.latest_per_epoch`);
+- one trials row per ``trial_key``: an Optuna restore can re-run a trial under a new Tune id with
+  the same config, so Tune trials sharing a key are collapsed to the most complete one (status
+  ok/diverged, then error, stopped, running, pending; then more epochs; then the smaller id);
+- rows in the order of the Tune trials given (``read_tune_study`` sorts them by experiment and
+  trial id), epochs ascending, so exporting twice writes identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from results import aggregate, schema
+from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
+from results.history import latest_per_epoch
+from results.summarize import INPUT_KEYS, STATUSES, summarize, trial_status
+from results.tune_reader import TuneTrial
+from trainables.config import TrialConfig, baseline_key, content_hash, trial_id
+from trainables.errors import UserError
+
+_COMPLETENESS = {
+    s: i for i, s in enumerate(("ok", "diverged", "error", "stopped", "running", "pending"))
+}
+
+
+@dataclass(frozen=True)
+class Tables:
+    trials: pa.Table
+    epochs: pa.Table
+    events: pa.Table
+    n_duplicates: int  # Tune trials dropped because another trial had the same trial_key
+
+
+def resolve_config(tune_config: Mapping[str, Any]) -> TrialConfig:
+    """The trial's TrialConfig; with ``seeds`` + ``__trial_index__`` (Tune's Repeater) the seed
+    is ``seeds[__trial_index__]``, as the trainable resolves it."""
+    return _Resolver().resolve(tune_config).cfg
+
+
+def config_key(cfg: TrialConfig) -> str:
+    """12 hex chars identifying the config without its seed (the unit of seed averaging)."""
+    d = cfg.canonical_dict()
+    d.pop("seed", None)
+    return content_hash(d)[:12]
+
+
+def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str) -> Tables:
+    """trials / epochs / events tables from Tune trials and their parsed histories.
+
+    `history` is :func:`results.history.parse_histories` output whose ``source`` indexes `trials`.
+    """
+    resolve = _Resolver()
+    resolved = [resolve(t) for t in trials]
+    latest = latest_per_epoch(history)
+    cols = _numpy_columns(latest)
+    bounds = np.searchsorted(cols["source"], np.arange(len(trials) + 1))
+    rows = []
+    for i, (t, r) in enumerate(zip(trials, resolved, strict=True)):
+        part = {k: v[bounds[i] : bounds[i + 1]] for k, v in cols.items()}
+        last_status = part["status"][-1] if len(part["status"]) else None
+        status = trial_status(t.tune_status, last_status, len(part["epoch"]))
+        rows.append(_identity(t, r, status) | summarize(part, r.cfg, status))
+    keep = _most_complete(rows)
+    rows = [rows[i] for i in keep]
+    _add_gain(rows)
+    trials_table = _trials_table(rows, [resolved[i].plain for i in keep], spec_hash)
+    epochs = _epochs_table(latest, keep, len(trials), rows, spec_hash)
+    return Tables(
+        trials=trials_table,
+        epochs=epochs.drop_columns(["units_removed"]),
+        events=_events_table(epochs, spec_hash),
+        n_duplicates=len(trials) - len(keep),
+    )
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A Tune trial's TrialConfig, its plain dict and its identity hashes."""
+
+    cfg: TrialConfig
+    plain: dict[str, Any]
+    trial_key: str
+    config_key: str
+    baseline_key: str
+
+
+class _Resolver:
+    """Resolve configs, parsing each config-without-seed once (10,000 trials share few configs).
+
+    Only the seed differs between a memo hit and its first parse, and baseline_key and config_key
+    do not depend on it. trial_key is the hash of the canonical dict, whose ``seed`` entry is
+    present only when the seed differs from its default (``TrialConfig.canonical_dict``); it is
+    rebuilt from the memo, and checked against ``trial_id`` at every first parse.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[_Resolved, dict[str, Any]]] = {}
+
+    def __call__(self, t: TuneTrial) -> _Resolved:
+        try:
+            return self.resolve(t.config)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UserError(f"{t.experiment}/{t.trial_id}: config['trial']: {exc}") from None
+
+    def resolve(self, tune_config: Mapping[str, Any]) -> _Resolved:
+        trial = dict(tune_config["trial"])
+        seed = trial.pop("seed", _DEFAULT_SEED)
+        if "seeds" in tune_config and "__trial_index__" in tune_config:
+            seed = tune_config["seeds"][tune_config["__trial_index__"]]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed: must be an integer, got {seed!r}")
+        key = json.dumps(trial)  # Tune keeps key order: equal configs give equal keys
+        if key not in self._memo:
+            cfg = TrialConfig.from_dict(trial | {"seed": seed})
+            canonical = cfg.canonical_dict()
+            canonical.pop("seed", None)
+            base = _Resolved(cfg, cfg.to_dict(), trial_id(cfg), config_key(cfg), baseline_key(cfg))
+            assert _seeded_key(canonical, seed) == base.trial_key, "canonical_dict changed its rule"
+            self._memo[key] = (base, canonical)
+        base, canonical = self._memo[key]
+        return dataclasses.replace(
+            base,
+            cfg=dataclasses.replace(base.cfg, seed=seed),
+            plain=base.plain | {"seed": seed},
+            trial_key=_seeded_key(canonical, seed),
+        )
+
+
+_DEFAULT_SEED = TrialConfig().seed
+
+
+def _seeded_key(canonical_without_seed: dict[str, Any], seed: int) -> str:
+    """``trial_id`` of the config whose canonical dict minus seed is given, with `seed`."""
+    extra = {} if seed == _DEFAULT_SEED else {"seed": seed}
+    return content_hash(canonical_without_seed | extra)[:12]
+
+
+def _identity(t: TuneTrial, r: _Resolved, status: str) -> dict[str, Any]:
+    assert status in STATUSES, status
+    return {
+        "trial_id": t.trial_id,
+        "trial_key": r.trial_key,
+        "config_key": r.config_key,
+        "baseline_key": r.baseline_key,
+        "experiment": t.experiment,
+        "status": status,
+        "tune_status": t.tune_status,
+        "error": t.error if status == "error" else None,
+        "num_failures": t.num_failures,
+        "is_baseline": r.cfg.is_baseline,
+    }
+
+
+def _most_complete(rows: list[dict]) -> list[int]:
+    """Indices of the rows kept: the most complete per trial_key, in input order."""
+    best: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        j = best.get(row["trial_key"])
+        if j is None or _rank(row) < _rank(rows[j]):
+            best[row["trial_key"]] = i
+    return sorted(best.values())
+
+
+def _rank(row: dict) -> tuple:
+    return (_COMPLETENESS[row["status"]], -row["n_epochs"], row["experiment"], row["trial_id"])
+
+
+def _add_gain(rows: list[dict]) -> None:
+    gen = np.array([np.nan if r["generalization"] is None else r["generalization"] for r in rows])
+    gain, n_base = aggregate.matched_gain(
+        np.array([r["baseline_key"] for r in rows], dtype=object),
+        np.array([r["is_baseline"] for r in rows], dtype=bool),
+        np.array([r["status"] for r in rows], dtype=object),
+        gen,
+    )
+    for row, g, n in zip(rows, gain, n_base, strict=True):
+        row["gain"] = float(g) if np.isfinite(g) else None
+        row["n_baselines"] = int(n)
+
+
+def _numpy_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """The columns summarize() reads, and ``source``: floats (NaN = null), ``is_event`` as bool,
+    strings as object arrays."""
+    out: dict[str, np.ndarray] = {}
+    for name in (*INPUT_KEYS, "source"):
+        col = table.column(name)
+        if name == "is_event":
+            out[name] = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        elif pa.types.is_string(col.type):
+            out[name] = col.to_numpy(zero_copy_only=False)
+        elif name == "source":
+            out[name] = col.to_numpy()
+        else:
+            out[name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _trials_table(rows: list[dict], dicts: list[dict], spec_hash: str) -> pa.Table:
+    columns = {name: [r[name] for r in rows] for name, _ in schema.TRIAL_FIELDS}
+    for name, path, _ in schema.CONFIG_FIELDS:
+        columns[name] = [_get(d, path) for d in dicts]
+    return pa.table(columns, schema=schema.with_metadata(schema.TRIALS, "trials", spec_hash))
+
+
+def _get(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        d = d[key]
+    return d
+
+
+def _epochs_table(
+    latest: pa.Table, keep: list[int], n_trials: int, rows: list[dict], spec_hash: str
+) -> pa.Table:
+    """The kept trials' epochs; ``units_removed`` rides along for the events table."""
+    kept = latest
+    if len(keep) < n_trials:
+        kept = latest.filter(pc.is_in(latest.column("source"), pa.array(keep, type=pa.int32())))
+    position = np.full(max(keep, default=-1) + 1, -1, dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    pos = pa.array(position[kept.column("source").to_numpy()])
+    ids = pa.array([r["trial_id"] for r in rows], type=pa.string())
+    keys = pa.array([r["trial_key"] for r in rows], type=pa.string())
+    columns = {"trial_id": ids.take(pos), "trial_key": keys.take(pos)}
+    columns.update({name: kept.column(name) for name, _ in schema.EPOCH_VALUE_FIELDS})
+    out = pa.table(columns, schema=schema.with_metadata(schema.EPOCHS, "epochs", spec_hash))
+    return out.append_column("units_removed", kept.column("units_removed"))
+
+
+def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
+    ev = epochs.filter(pc.fill_null(epochs.column("is_event"), False))
+    by_layer = ev.column("units_removed")
+    summed = [sum(v for _, v in m) if m is not None else None for m in by_layer.to_pylist()]
+    totals = pc.coalesce(ev.column("units_removed_total"), pa.array(summed, type=pa.int64()))
+    columns = {
+        "trial_id": ev.column("trial_id"),
+        "trial_key": ev.column("trial_key"),
+        "epoch": ev.column("epoch"),
+        "acc_before": ev.column("acc_before"),
+        "acc_after": ev.column("acc_after"),
+        "instability": ev.column("instability"),
+        "units_removed": totals,
+        "units_removed_by_layer": by_layer,
+        "sparsity": ev.column("sparsity"),
+        "imp_round": ev.column("imp_round"),
+    }
+    return pa.table(columns, schema=schema.with_metadata(schema.EVENTS, "events", spec_hash))
+
+
+def trial_arrays(trials: pa.Table) -> dict[str, np.ndarray]:
+    """The trials-table columns the aggregator reads, as numpy (floats with NaN for null)."""
+    out: dict[str, np.ndarray] = {}
+    for name in ("status", "config_key", "pruning_target", "model_name", "dataset_name"):
+        out[name] = np.asarray(trials.column(name).to_pylist(), dtype=object)
+    out["is_baseline"] = np.asarray(trials.column("is_baseline").to_pylist(), dtype=bool)
+    out["n_baselines"] = trials.column("n_baselines").to_numpy()
+    floats = ["mean_instability", "mean_stability", "gain", "generalization", "gen_gap"]
+    for name in floats + ["final_sparsity", "control_train_acc", *schema.FLATNESS_KEYS]:
+        out[name] = trials.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def fits_table(trials: pa.Table, spec_hash: str, plan: BootstrapPlan = DEFAULT_PLAN) -> pa.Table:
+    """fits.parquet: :func:`results.aggregate.fits` over a trials table (NaN stored as null)."""
+    rows = aggregate.fits(trial_arrays(trials), plan)
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                row[key] = None
+        row["excluded"] = sorted(row["excluded"].items())
+    return pa.Table.from_pylist(rows, schema=schema.with_metadata(schema.FITS, "fits", spec_hash))

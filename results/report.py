@@ -1,0 +1,361 @@
+"""Render :class:`results.report_data.ReportData` as one self-contained HTML page (Plotly).
+
+This layer only maps numbers to traces and text to escaped HTML: plotly.js is embedded once in the
+page head (no CDN, opens offline), each figure is a ``<div>`` drawn by ``Plotly.newPlot``. Every
+string that comes from the spec, a config or a trial goes through :func:`html.escape`, in the page
+and inside Plotly titles, legend names and hover text too (Plotly renders a subset of HTML there).
+Above ``WEBGL_THRESHOLD`` points a scatter is drawn with ``Scattergl``.
+
+The headline's two menus are independent: the pair menu replaces the x/y data (and fit lines) of
+all traces, the grouping menu only toggles which groups' fit lines are visible.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from results.report_data import Curve, FitLine, PairView, ReportData
+from results.report_html import (
+    config_section,
+    facts_section,
+    fit_text,
+    fits_section,
+    page,
+    slope_text,
+)
+from results.summarize import FLATNESS_KEYS
+
+TARGET_COLOURS = {"smallest": "#2ca02c", "largest": "#d62728", "random": "#1f77b4"}
+PALETTE = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down", "star")
+LABELS = {
+    "mean_instability": "mean instability (relative accuracy drop per event)",
+    "mean_stability": "mean stability (%)",
+    "gain": "generalization gain (vs. matched baselines)",
+    "generalization": "generalization (test accuracy)",
+    "gen_gap": "generalization gap (train - test accuracy)",
+    "hessian_topk_sum": "Hessian top-k eigenvalue sum",
+    "grad_noise_trace": "gradient-noise trace Tr(C)",
+    "eps_flatness": "epsilon-flatness",
+}
+_CONFIG = {"displaylogo": False, "responsive": True}
+esc = html.escape
+
+
+def _colour(grouping: str, group: str, index: int) -> str:
+    if grouping == "all":
+        return "#222222"
+    if grouping == "target" and group in TARGET_COLOURS:
+        return TARGET_COLOURS[group]
+    return PALETTE[index % len(PALETTE)]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _rate_symbols(rate: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    keys = ["unknown" if not np.isfinite(r) else f"{r:.3g}%" for r in rate]
+    ordered = sorted(
+        set(keys), key=lambda k: (k == "unknown", float(k[:-1]) if k != "unknown" else 0)
+    )
+    legend = {k: SYMBOLS[i % len(SYMBOLS)] for i, k in enumerate(ordered)}
+    return [legend[k] for k in keys], legend
+
+
+def _line_name(line: FitLine) -> str:
+    group = (
+        "all pruned trials" if line.grouping == "all" else f"{esc(line.grouping)} {esc(line.group)}"
+    )
+    return f"{group}: OLS ± 95% CI<br>{fit_text(line.fit)}"
+
+
+def _line_traces(line: FitLine, colour: str, visible: bool, webgl: bool = False) -> list:
+    """Band and line of one fit; WebGL like the points when they are (WebGL draws above SVG)."""
+    scatter = go.Scattergl if webgl else go.Scatter
+    band = scatter(
+        x=np.concatenate([line.x, line.x[::-1]]),
+        y=np.concatenate([line.high, line.low[::-1]]),
+        fill="toself",
+        fillcolor=_rgba(colour, 0.15),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        visible=visible,
+    )
+    fit = scatter(
+        x=line.x,
+        y=line.y,
+        mode="lines",
+        line={"color": colour, "width": 2},
+        name=_line_name(line),
+        visible=visible,
+    )
+    return [band, fit]
+
+
+def headline_figure(data: ReportData) -> go.Figure:
+    h = data.headline
+    first = h.pairs[0]
+    scatter = go.Scattergl if h.webgl else go.Scatter
+    symbols, symbol_legend = _rate_symbols(h.rate)
+    hover = [
+        "<br>".join([f"<b>{esc(t)}</b>", *(f"{esc(k)}: {esc(v)}" for k, v in items)])
+        for t, items in zip(h.trial_id, h.hover, strict=True)
+    ]
+    points = scatter(
+        x=first.px,
+        y=first.py,
+        mode="markers",
+        name="trials",
+        uid="trials",
+        meta="trials",
+        marker={
+            "color": [TARGET_COLOURS.get(t, PALETTE[0]) for t in h.target],
+            "symbol": symbols,
+            "size": 8,
+            "opacity": 0.8,
+            "line": {"width": 0.5, "color": "white"},
+        },
+        hovertext=hover,
+        hoverinfo="text",
+        showlegend=False,
+    )
+    fig = go.Figure([points])
+    for target in sorted(set(h.target)):
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=f"target {esc(target)}",
+                marker={"color": TARGET_COLOURS.get(target, PALETTE[0]), "size": 9},
+            )
+        )
+    for key, symbol in symbol_legend.items():
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=f"rate {esc(key)}",
+                marker={"color": "#777", "symbol": symbol, "size": 9},
+            )
+        )
+    fit_start = len(fig.data)
+    colours = [_colour(li.grouping, li.group, i) for i, li in enumerate(first.lines)]
+    for line, colour in zip(first.lines, colours, strict=True):
+        fig.add_traces(_line_traces(line, colour, line.grouping == "all", h.webgl))
+    fit_idx = list(range(fit_start, len(fig.data)))
+    fig.update_layout(
+        title={"text": _title(data.name, first), "y": 0.98},
+        xaxis_title=LABELS.get(first.x, first.x),
+        yaxis_title=LABELS.get(first.y, first.y),
+        annotations=[_pooled_annotation(first)],
+        height=720,
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.18, "font": {"size": 11}},
+        updatemenus=[_pair_menu(data.name, h.pairs, fit_idx), _grouping_menu(first, fit_idx)],
+        margin={"t": 150},
+    )
+    return fig
+
+
+def _title(name: str, pair: PairView) -> str:
+    short = {"mean_instability": "pruning instability", "mean_stability": "mean stability"}
+    return f"{esc(name)}: {pair.y.replace('_', ' ')} vs. {short.get(pair.x, pair.x)}"
+
+
+def _pooled_annotation(pair: PairView) -> dict:
+    row = pair.line("all", "all").fit
+    text = f"all pruned trials: {fit_text(row)} · OLS slope={slope_text(row)}"
+    return {
+        "text": text,
+        "xref": "paper",
+        "yref": "paper",
+        "x": 0,
+        "y": 1.01,
+        "showarrow": False,
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "font": {"size": 12},
+    }
+
+
+def _pair_menu(name: str, pairs: tuple[PairView, ...], fit_idx: list[int]) -> dict:
+    buttons = []
+    for pair in pairs:
+        xs, ys, names = [pair.px], [pair.py], ["trials"]
+        for line in pair.lines:
+            xs += [np.concatenate([line.x, line.x[::-1]]), line.x]
+            ys += [np.concatenate([line.high, line.low[::-1]]), line.y]
+            names += ["", _line_name(line)]
+        restyle = {"x": [_plain(v) for v in xs], "y": [_plain(v) for v in ys], "name": names}
+        layout = {
+            "xaxis.title.text": LABELS.get(pair.x, pair.x),
+            "yaxis.title.text": LABELS.get(pair.y, pair.y),
+            "annotations[0].text": _pooled_annotation(pair)["text"],
+            "title.text": _title(name, pair),
+        }
+        buttons.append(
+            {
+                "label": f"{pair.y} vs {pair.x}",
+                "method": "update",
+                "args": [restyle, layout, [0, *fit_idx]],
+            }
+        )
+    return {
+        "buttons": buttons,
+        "x": 0,
+        "y": 1.07,
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "direction": "down",
+    }
+
+
+def _grouping_menu(pair: PairView, fit_idx: list[int]) -> dict:
+    groupings = list(dict.fromkeys(li.grouping for li in pair.lines))
+    buttons = []
+    for grouping in groupings:
+        visible = [li.grouping == grouping for li in pair.lines for _ in (0, 1)]
+        buttons.append(
+            {
+                "label": f"fits: {grouping}",
+                "method": "restyle",
+                "args": [{"visible": visible}, fit_idx],
+            }
+        )
+    return {
+        "buttons": buttons,
+        "x": 0.4,
+        "y": 1.07,
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "direction": "down",
+    }
+
+
+def _plain(v: np.ndarray) -> list:
+    """Menu arguments as JSON lists (7 significant digits; NaN -> null so Plotly skips the point)."""
+    return [None if not np.isfinite(a) else float(f"{a:.7g}") for a in np.asarray(v, dtype=float)]
+
+
+def dynamics_figure(curves: tuple[Curve, ...], name: str) -> go.Figure:
+    fig = go.Figure()
+    for i, c in enumerate(curves):
+        colour = PALETTE[i % len(PALETTE)] if i else "#222222"
+        label = esc(f"{c.label} ({c.trial_id})")
+        fig.add_trace(
+            go.Scatter(
+                x=c.x,
+                y=c.y,
+                mode="lines",
+                name=label,
+                legendgroup=c.trial_id,
+                line={"color": colour},
+                hovertemplate="epoch %{x}<br>test acc %{y:.4f}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=c.event_epoch,
+                y=c.event_after,
+                mode="markers",
+                legendgroup=c.trial_id,
+                marker={"symbol": "triangle-down", "size": 8, "color": colour},
+                showlegend=False,
+                hovertemplate="pruning event, epoch %{x}<br>after: %{y:.4f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": f"{esc(name)}: test accuracy per epoch (▼ pruning events)"},
+        xaxis_title="epoch",
+        yaxis_title="test accuracy",
+        template="plotly_white",
+        height=520,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def flatness_figure(data: ReportData) -> go.Figure | None:
+    pairs = [p for p in data.headline.pairs if p.y in FLATNESS_KEYS]
+    if not pairs:
+        return None
+    h = data.headline
+    scatter = go.Scattergl if h.webgl else go.Scatter
+    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[LABELS[p.y] for p in pairs])
+    colours = [TARGET_COLOURS.get(t, PALETTE[0]) for t in h.target]
+    for col, pair in enumerate(pairs, start=1):
+        fig.add_trace(
+            scatter(
+                x=pair.px,
+                y=pair.py,
+                mode="markers",
+                marker={"color": colours, "size": 7},
+                hovertext=[esc(t) for t in h.trial_id],
+                hoverinfo="text+x+y",
+                showlegend=False,
+            ),
+            1,
+            col,
+        )
+        line = pair.line("all", "all")
+        for trace in _line_traces(line, "#222222", True, h.webgl):
+            trace.showlegend = False
+            fig.add_trace(trace, 1, col)
+        fig.update_xaxes(title_text="mean instability", row=1, col=col)
+        fig.layout.annotations[
+            col - 1
+        ].text = f"{LABELS[pair.y]}<br><sub>{fit_text(line.fit)}</sub>"
+    fig.update_layout(
+        template="plotly_white",
+        height=460,
+        title={"text": f"{esc(data.name)}: flatness vs. instability"},
+    )
+    return fig
+
+
+def _div(fig: go.Figure, div_id: str) -> str:
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=_CONFIG)
+
+
+def render_report(data: ReportData) -> str:
+    """The whole page as a string (UTF-8 when written)."""
+    body = [
+        f"<h1>prunetune report: {esc(data.name)}</h1>",
+        facts_section(data, summary_only=True),
+    ]
+    if data.headline.trial_id:
+        body.append(
+            "<section><h2>Generalization gain vs. instability</h2>"
+            + _div(headline_figure(data), "headline")
+            + "</section>"
+        )
+    else:
+        body.append(
+            "<section><h2>Generalization gain vs. instability</h2><p>No pruned trial has finished yet.</p></section>"
+        )
+    body.append(fits_section(data))
+    if data.curves:
+        body.append(
+            "<section><h2>Training dynamics</h2>"
+            + _div(dynamics_figure(data.curves, data.name), "dynamics")
+            + "</section>"
+        )
+    body.append(config_section(data))
+    flat = flatness_figure(data)
+    if flat is not None:
+        body.append(
+            "<section><h2>Flatness vs. instability</h2>" + _div(flat, "flatness") + "</section>"
+        )
+    body.append(facts_section(data, summary_only=False))
+    return page(esc(data.name), get_plotlyjs(), "\n".join(body))

@@ -1,0 +1,381 @@
+"""Every number the report shows, computed from the study's tables (pure; no plotly, no HTML).
+
+:func:`build_report_data` turns the trials / epochs / fits tables into :class:`ReportData`;
+``results.report`` only maps it to Plotly traces and escaped HTML. Strings here are raw (the
+renderer escapes them all).
+
+- Headline: one point per *pruned ok* trial, for every fitted (x, y) pair (NaN where the trial
+  lacks a value, e.g. gain without a baseline); per (pair, grouping, group) an OLS line with its
+  95% mean-response band ``yhat +- t_{n-2} s sqrt(1/n + (x - xbar)^2 / Sxx)`` over the group's
+  points with finite x and y (the fit's points), and the fit's row of ``fits.parquet`` (trial level).
+- Training dynamics: test accuracy per epoch of a few trials (the baseline with the smallest
+  seed, then up to ``MAX_CURVES`` pruned configs spread over mean instability, smallest seed each);
+  an event epoch contributes two points, (e, acc_before) then (e, acc_after), so drops show.
+- Per-configuration table: ok trials grouped by ``config_key``: n, mean and sd (ddof 1) of gain
+  and mean instability, mean generalization; sorted by (baselines first, mean instability).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats as st
+
+from results.aggregate import GROUPINGS, exclusions, fit_pairs
+from results.schema import CONFIG_FIELDS
+from results.storage import StudyMeta
+from results.summarize import INCOMPLETE, STATUSES
+
+WEBGL_THRESHOLD = 2000  # points per trace above which the report switches to WebGL (Scattergl)
+MAX_CURVES = 6
+MAX_CONFIG_ROWS = 500
+MAX_LISTED = 200
+GRID = 25
+CURVE_COLUMNS = ("trial_id", "epoch", "test_acc", "acc_before", "acc_after", "is_event")
+_NUMBERS = (
+    "mean_instability",
+    "mean_stability",
+    "gain",
+    "generalization",
+    "gen_gap",
+    "final_sparsity",
+    "pruning_rate",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class FitLine:
+    grouping: str
+    group: str
+    fit: dict | None  # the fits.parquet row (trial level), None when absent
+    x: np.ndarray  # (GRID,) or (0,) when undefined
+    y: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+@dataclass(frozen=True)
+class PairView:
+    x: str
+    y: str
+    px: np.ndarray  # (n_points,), NaN = missing
+    py: np.ndarray
+    lines: tuple[FitLine, ...]
+
+    def line(self, grouping: str, group: str) -> FitLine:
+        return next(li for li in self.lines if (li.grouping, li.group) == (grouping, group))
+
+
+@dataclass(frozen=True)
+class Headline:
+    trial_id: tuple[str, ...]
+    target: tuple[str, ...]
+    rate: np.ndarray  # pruning rate (%) per point, NaN = unknown
+    groups: dict[str, tuple[str, ...]]  # per point: its value for each grouping
+    hover: tuple[tuple[tuple[str, str], ...], ...]  # per point: (label, value) pairs
+    pairs: tuple[PairView, ...]
+    webgl: bool
+
+
+@dataclass(frozen=True)
+class Curve:
+    trial_id: str
+    label: str
+    x: np.ndarray  # epochs, an event epoch twice
+    y: np.ndarray  # test accuracy (acc_before then acc_after at an event)
+    event_epoch: np.ndarray
+    event_after: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    config_key: str
+    label: str
+    is_baseline: bool
+    n: int
+    gain_mean: float
+    gain_sd: float
+    instability_mean: float
+    instability_sd: float
+    generalization_mean: float
+
+
+@dataclass(frozen=True)
+class ReportData:
+    name: str
+    spec_hash: str
+    spec_text: str
+    prunetune_version: str
+    n_trials: int
+    counts: dict[str, int]
+    incomplete: tuple[tuple[str, str], ...]  # (trial_id, status), at most MAX_LISTED
+    excluded_counts: dict[str, int]  # headline pair, pruned trials: reason -> n
+    excluded: tuple[tuple[str, str], ...]  # (trial_id, reason), at most MAX_LISTED
+    headline: Headline
+    curves: tuple[Curve, ...]
+    config_rows: tuple[ConfigRow, ...]
+    n_configs: int
+    fit_rows: tuple[dict, ...] = field(default=())
+
+
+def columns(trials: pa.Table) -> dict[str, np.ndarray]:
+    """Trials columns as numpy: numbers as float (NaN = null), the rest as object arrays."""
+    out = {}
+    for name in trials.column_names:
+        col = trials.column(name)
+        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            out[name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        elif pa.types.is_boolean(col.type):
+            out[name] = np.asarray(col.fill_null(False).to_pylist(), dtype=bool)
+        else:
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
+    return out
+
+
+def varying_fields(cols: dict[str, np.ndarray]) -> list[str]:
+    """Config columns (seed excluded) whose values differ between trials.
+
+    Pruning fields count only among pruned trials: baselines differ from every pruned trial in
+    them anyway (their labels say "no pruning").
+    """
+    pruned = ~cols["is_baseline"]
+    out = []
+    for name, _, _ in CONFIG_FIELDS:
+        if name == "seed":
+            continue
+        values = cols[name][pruned] if name.startswith("pruning_") else cols[name]
+        if _n_distinct(values) > 1:
+            out.append(name)
+    return out
+
+
+def _n_distinct(values: np.ndarray) -> int:
+    if values.dtype.kind in "fbi":
+        return len(np.unique(values))  # NaNs count as one value
+    try:
+        return len(set(values.tolist()))
+    except TypeError:  # lists / structs
+        return len({_text(v) for v in values})
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def config_label(cols: dict[str, np.ndarray], i: int, fields: list[str]) -> str:
+    """'k=v, ...' of the varying fields; pruning fields of a baseline read 'no pruning'."""
+    parts = []
+    baseline = bool(cols["is_baseline"][i])
+    for name in fields:
+        if baseline and name.startswith("pruning_"):
+            continue
+        parts.append(f"{name}={_text(cols[name][i])}")
+    if baseline:
+        parts.insert(0, "no pruning")
+    return ", ".join(parts) or "all trials share one config"
+
+
+def ols_band(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, ...]:
+    """(grid, fit, low, high) of the OLS line and its mean-response band; empty if undefined."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        return (np.zeros(0),) * 4
+    res = st.linregress(x, y)
+    grid = np.linspace(x.min(), x.max(), GRID)
+    fit = res.intercept + res.slope * grid
+    resid = y - (res.intercept + res.slope * x)
+    s = np.sqrt((resid @ resid) / (len(x) - 2))
+    sxx = ((x - x.mean()) ** 2).sum()
+    half = (
+        st.t.ppf(0.5 + confidence / 2, len(x) - 2)
+        * s
+        * np.sqrt(1 / len(x) + (grid - x.mean()) ** 2 / sxx)
+    )
+    return grid, fit, fit - half, fit + half
+
+
+def _fit_index(fit_rows: list[dict]) -> dict[tuple, dict]:
+    return {(r["x"], r["y"], r["level"], r["grouping"], r["group"]): r for r in fit_rows}
+
+
+def _headline(cols, fits_by_key, fields) -> Headline:
+    pruned = ~cols["is_baseline"]
+    idx = np.flatnonzero(pruned & (cols["status"] == "ok"))
+    groups = {
+        g: tuple(str(v) for v in cols[c][idx]) if c else ("all",) * len(idx)
+        for g, c in GROUPINGS.items()
+    }
+    pairs = []
+    for x, y in fit_pairs(cols):
+        px, py = cols[x][idx], cols[y][idx]
+        lines = []
+        for grouping, values in groups.items():
+            arr = np.array(values, dtype=object)
+            for value in sorted(set(values)):
+                m = (arr == value) & np.isfinite(px) & np.isfinite(py)
+                grid, fit, low, high = ols_band(px[m], py[m])
+                row = fits_by_key.get((x, y, "trial", grouping, value))
+                lines.append(FitLine(grouping, value, row, grid, fit, low, high))
+        pairs.append(PairView(x, y, px, py, tuple(lines)))
+    hover = tuple(
+        tuple((name, _text(cols[name][i])) for name in fields)
+        + tuple((name, f"{cols[name][i]:.6g}") for name in _NUMBERS if np.isfinite(cols[name][i]))
+        for i in idx
+    )
+    return Headline(
+        trial_id=tuple(cols["trial_id"][idx]),
+        target=tuple(str(t) for t in cols["pruning_target"][idx]),
+        rate=cols["pruning_rate"][idx],
+        groups=groups,
+        hover=hover,
+        pairs=tuple(pairs),
+        webgl=len(idx) > WEBGL_THRESHOLD,
+    )
+
+
+def dynamics_trials(cols: dict[str, np.ndarray]) -> list[str]:
+    """Trial ids whose curves the report draws (module docstring), in drawing order."""
+    ok = cols["status"] == "ok"
+    chosen = []
+    for baseline in (True, False):
+        m = ok & (cols["is_baseline"] == baseline)
+        if baseline:
+            m &= cols["n_baselines"] > 0  # a baseline some pruned trial is compared with
+        keys = sorted(set(cols["config_key"][m]))
+        firsts = []
+        for key in keys:
+            members = np.flatnonzero(m & (cols["config_key"] == key))
+            first = members[np.lexsort((cols["trial_id"][members], cols["seed"][members]))[0]]
+            firsts.append(first)
+        if baseline:
+            chosen += firsts[:1]
+            continue
+        firsts.sort(
+            key=lambda i: (
+                np.nan_to_num(cols["mean_instability"][i], nan=np.inf),
+                cols["trial_id"][i],
+            )
+        )
+        if len(firsts) > MAX_CURVES:
+            picks = np.unique(np.round(np.linspace(0, len(firsts) - 1, MAX_CURVES)).astype(int))
+            firsts = [firsts[p] for p in picks]
+        chosen += firsts
+    return [str(cols["trial_id"][i]) for i in chosen]
+
+
+def _curves(cols, epochs: pa.Table, fields) -> tuple[Curve, ...]:
+    ids = dynamics_trials(cols)
+    row_of = {t: i for i, t in enumerate(cols["trial_id"])}
+    tid = np.asarray(epochs.column("trial_id").to_pylist(), dtype=object)
+    num = {
+        k: epochs.column(k).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        for k in ("epoch", "test_acc", "acc_before", "acc_after")
+    }
+    event = np.asarray(epochs.column("is_event").fill_null(False).to_pylist(), dtype=bool)
+    out = []
+    for trial in ids:
+        m = np.flatnonzero(tid == trial)
+        m = m[np.argsort(num["epoch"][m], kind="stable")]
+        xs, ys = [], []
+        for j in m:
+            if event[j] and np.isfinite(num["acc_before"][j]):
+                xs += [num["epoch"][j]] * 2
+                ys += [num["acc_before"][j], num["acc_after"][j]]
+            else:
+                xs.append(num["epoch"][j])
+                ys.append(num["test_acc"][j])
+        ev = m[event[m]]
+        label = config_label(cols, row_of[trial], fields)
+        out.append(
+            Curve(trial, label, np.array(xs), np.array(ys), num["epoch"][ev], num["acc_after"][ev])
+        )
+    return tuple(out)
+
+
+def _config_rows(cols, fields) -> tuple[list[ConfigRow], int]:
+    ok = np.flatnonzero(cols["status"] == "ok")
+    keys = cols["config_key"][ok]
+    rows = []
+    for key in sorted(set(keys)):
+        members = ok[keys == key]
+        gain = cols["gain"][members]
+        inst = cols["mean_instability"][members]
+        rows.append(
+            ConfigRow(
+                config_key=str(key),
+                label=config_label(cols, members[0], fields),
+                is_baseline=bool(cols["is_baseline"][members[0]]),
+                n=len(members),
+                gain_mean=_mean(gain),
+                gain_sd=_sd(gain),
+                instability_mean=_mean(inst),
+                instability_sd=_sd(inst),
+                generalization_mean=_mean(cols["generalization"][members]),
+            )
+        )
+    rows.sort(
+        key=lambda r: (
+            not r.is_baseline,
+            np.nan_to_num(r.instability_mean, nan=np.inf),
+            r.config_key,
+        )
+    )
+    return rows[:MAX_CONFIG_ROWS], len(rows)
+
+
+def _mean(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _sd(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def build_report_data(
+    meta: StudyMeta, trials: pa.Table, epochs: pa.Table, fits: pa.Table
+) -> ReportData:
+    """All report numbers (module docstring). `epochs` may hold only the curves' trials."""
+    cols = columns(trials)
+    fit_rows = fits.to_pylist()
+    fields = varying_fields(cols)
+    status = cols["status"]
+    reason = (
+        exclusions(cols, "mean_instability", "gain")
+        if trials.num_rows
+        else np.zeros(0, dtype=object)
+    )
+    excluded_idx = np.flatnonzero((reason != "") & (reason != "baseline"))
+    incomplete_idx = np.flatnonzero(np.isin(status, INCOMPLETE))
+    config_rows, n_configs = _config_rows(cols, fields)
+    return ReportData(
+        name=meta.name,
+        spec_hash=meta.spec_hash,
+        spec_text=meta.spec_text,
+        prunetune_version=meta.prunetune_version,
+        n_trials=trials.num_rows,
+        counts={s: int((status == s).sum()) for s in STATUSES},
+        incomplete=tuple(
+            (str(cols["trial_id"][i]), str(status[i])) for i in incomplete_idx[:MAX_LISTED]
+        ),
+        excluded_counts={
+            r: int((reason[excluded_idx] == r).sum()) for r in sorted(set(reason[excluded_idx]))
+        },
+        excluded=tuple(
+            (str(cols["trial_id"][i]), str(reason[i])) for i in excluded_idx[:MAX_LISTED]
+        ),
+        headline=_headline(cols, _fit_index(fit_rows), fields),
+        curves=_curves(cols, epochs, fields),
+        config_rows=tuple(config_rows),
+        n_configs=n_configs,
+        fit_rows=tuple(fit_rows),
+    )

@@ -1,0 +1,218 @@
+"""The Parquet schemas of a study's derived tables, and their file metadata.
+
+Four tables, one file each in the study directory (column meanings: README glossary):
+
+- ``trials.parquet``: one row per trial (after de-duplication by ``trial_key``);
+- ``epochs.parquet``: one row per (trial, epoch), the latest report of that epoch;
+- ``events.parquet``: one row per (trial, pruning event);
+- ``fits.parquet``: one row per (x, y, level, grouping, group) correlation fit.
+
+Every file carries ``prunetune.schema_version``, ``prunetune.version``, ``prunetune.spec_hash`` and
+``prunetune.table`` in its schema metadata. The trial-config columns are derived from
+:class:`trainables.config.TrialConfig` by :func:`config_fields`: nested fields are joined with
+``_`` (``pruning.target`` -> ``pruning_target``), tuples become typed list columns, and the
+top-level ``generalization`` (the measure's *name*) becomes ``generalization_measure`` because
+``generalization`` holds the measured value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from importlib import metadata
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from trainables.config import TrialConfig
+
+SCHEMA_VERSION = "1"
+
+_RENAMED = {"generalization": "generalization_measure"}
+
+# Per-epoch record keys (trainables/records.py) as stored in epochs.parquet, plus Tune's keys.
+EPOCH_VALUE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("epoch", pa.int64()),
+    ("train_loss", pa.float64()),
+    ("train_acc", pa.float64()),
+    ("test_loss", pa.float64()),
+    ("test_acc", pa.float64()),
+    ("sparsity", pa.float64()),
+    ("lr", pa.float64()),
+    ("epoch_time_s", pa.float64()),
+    ("is_event", pa.bool_()),
+    ("status", pa.string()),
+    ("val_loss", pa.float64()),
+    ("val_acc", pa.float64()),
+    ("acc_before", pa.float64()),
+    ("acc_after", pa.float64()),
+    ("instability", pa.float64()),
+    ("units_removed_total", pa.int64()),
+    ("pruning_rate", pa.float64()),
+    ("imp_round", pa.int64()),
+    ("train_acc_noisy", pa.float64()),
+    ("train_acc_clean", pa.float64()),
+    ("hessian_topk_sum", pa.float64()),
+    ("grad_noise_trace", pa.float64()),
+    ("eps_flatness", pa.float64()),
+    ("flatness_time_s", pa.float64()),
+    ("per_example_loss_file", pa.string()),
+    ("time_total_s", pa.float64()),
+    ("training_iteration", pa.int64()),
+    ("hostname", pa.string()),
+    ("node_ip", pa.string()),
+)
+
+FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
+
+UNITS_BY_LAYER = pa.map_(pa.string(), pa.int64())
+
+_ID_FIELDS = [pa.field("trial_id", pa.string()), pa.field("trial_key", pa.string())]
+
+EPOCHS = pa.schema(_ID_FIELDS + [pa.field(n, t) for n, t in EPOCH_VALUE_FIELDS])
+
+EVENTS = pa.schema(
+    _ID_FIELDS
+    + [
+        pa.field("epoch", pa.int64()),
+        pa.field("acc_before", pa.float64()),
+        pa.field("acc_after", pa.float64()),
+        pa.field("instability", pa.float64()),
+        pa.field("units_removed", pa.int64()),  # total over layers
+        pa.field("units_removed_by_layer", UNITS_BY_LAYER),
+        pa.field("sparsity", pa.float64()),
+        pa.field("imp_round", pa.int64()),
+    ]
+)
+
+# trials.parquet: identity and outcome columns first, then the flattened TrialConfig.
+TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("trial_id", pa.string()),  # Ray Tune's trial id
+    ("trial_key", pa.string()),  # content hash of the resolved TrialConfig (trainables.config)
+    ("config_key", pa.string()),  # content hash of the config without its seed
+    ("baseline_key", pa.string()),
+    ("experiment", pa.string()),
+    ("status", pa.string()),  # ok | diverged | error | running | pending | stopped
+    ("tune_status", pa.string()),
+    ("error", pa.string()),
+    ("num_failures", pa.int64()),
+    ("is_baseline", pa.bool_()),
+    ("n_epochs", pa.int64()),
+    ("n_events", pa.int64()),
+    ("last_event_epoch", pa.int64()),
+    ("pruning_rate", pa.float64()),
+    ("final_sparsity", pa.float64()),
+    ("mean_instability", pa.float64()),
+    ("mean_stability", pa.float64()),
+    ("generalization", pa.float64()),
+    ("generalization_epoch", pa.int64()),
+    ("test_acc_final", pa.float64()),
+    ("gen_gap", pa.float64()),
+    ("gain", pa.float64()),
+    ("n_baselines", pa.int64()),
+    ("train_acc_final", pa.float64()),
+    ("train_acc_noisy_final", pa.float64()),
+    ("train_acc_clean_final", pa.float64()),
+    ("control_train_acc", pa.float64()),
+    ("hessian_topk_sum", pa.float64()),
+    ("grad_noise_trace", pa.float64()),
+    ("eps_flatness", pa.float64()),
+    ("runtime_s", pa.float64()),
+    ("node_ip", pa.string()),
+    ("hostname", pa.string()),
+)
+
+FITS = pa.schema(
+    [
+        pa.field("x", pa.string()),
+        pa.field("y", pa.string()),
+        pa.field("level", pa.string()),  # trial | config
+        pa.field("grouping", pa.string()),  # all | target | model | dataset
+        pa.field("group", pa.string()),  # "all" or the group's value
+        pa.field("n", pa.int64()),
+        *[
+            pa.field(name, pa.float64())
+            for method, stat in (("pearson", "r"), ("kendall", "tau"), ("spearman", "rho"))
+            for name in (f"{method}_{stat}", f"{method}_p", f"{method}_ci_low", f"{method}_ci_high")
+        ],
+        *[
+            pa.field(f"{coef}{suffix}", pa.float64())
+            for coef in ("slope", "intercept")
+            for suffix in ("", "_stderr", "_ci_low", "_ci_high")
+        ],
+        *[
+            pa.field(f"partial_{part}_{control}", t)
+            for control in ("sparsity", "train_acc")
+            for part, t in (
+                ("n", pa.int64()),
+                ("r", pa.float64()),
+                ("p", pa.float64()),
+                ("ci_low", pa.float64()),
+                ("ci_high", pa.float64()),
+            )
+        ],
+        pa.field("n_excluded", pa.int64()),
+        pa.field("excluded", pa.map_(pa.string(), pa.int64())),  # reason -> trials
+        pa.field("n_resamples", pa.int64()),
+        pa.field("random_state", pa.int64()),
+        pa.field("confidence_level", pa.float64()),
+    ]
+)
+
+
+def _arrow_type(tp: Any) -> pa.DataType:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return pa.struct(
+            [pa.field(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(tp)]
+        )
+    if origin is tuple:
+        return pa.list_(_arrow_type(typing.get_args(tp)[0]))
+    if origin is Literal or tp is str:
+        return pa.string()
+    return {bool: pa.bool_(), int: pa.int64(), float: pa.float64()}[tp]
+
+
+def config_fields(
+    cls: type = TrialConfig, prefix: str = ""
+) -> list[tuple[str, tuple[str, ...], pa.DataType]]:
+    """The flattened config columns: (column name, path in ``to_dict()``, arrow type), in order."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            for name, path, t in config_fields(tp, f"{prefix}{f.name}_"):
+                out.append((name, (f.name, *path), t))
+        else:
+            name = _RENAMED.get(f.name, f.name) if not prefix else f"{prefix}{f.name}"
+            out.append((name, (f.name,), _arrow_type(tp)))
+    return out
+
+
+CONFIG_FIELDS = config_fields()
+TRIALS = pa.schema(
+    [pa.field(n, t) for n, t in TRIAL_FIELDS] + [pa.field(n, t) for n, _, t in CONFIG_FIELDS]
+)
+SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "events": EVENTS, "fits": FITS}
+
+
+def prunetune_version() -> str:
+    """The installed prunetune distribution's version ("unknown" when it is not installed)."""
+    try:
+        return metadata.version("prunetune")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def with_metadata(schema: pa.Schema, table: str, spec_hash: str) -> pa.Schema:
+    """`schema` carrying the file metadata every prunetune table has (all values are strings)."""
+    return schema.with_metadata(
+        {
+            "prunetune.table": table,
+            "prunetune.schema_version": SCHEMA_VERSION,
+            "prunetune.version": prunetune_version(),
+            "prunetune.spec_hash": spec_hash,
+        }
+    )

@@ -1,0 +1,167 @@
+"""One trial's outcome from its per-epoch records (pure numpy; no Ray, no pyarrow).
+
+Definitions (DESIGN.md, papers.md section 1.2):
+
+- event instability ``(acc_before - acc_after) / acc_before`` as recorded; ``mean_instability`` is
+  its mean over the trial's events, 0 for an unpruned trial by definition, null for a pruned trial
+  without events; ``mean_stability = 100 * (1 - mean_instability)``;
+- generalization, by the config's measure: ``best_after_last_event`` = the best test accuracy at
+  or after the last event epoch (all epochs when there is none), the earliest such epoch on ties;
+  ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
+  the best validation accuracy (earliest on ties; null without a validation split);
+- ``gen_gap`` = train accuracy - test accuracy at the generalization epoch;
+- pruning rate = percent of the most-pruned layer's units removed per event
+  (``trainables.pruning.schedule.schedule_summary``); 0 unpruned, ``100 * imp.fraction`` for IMP;
+  when the layers are the model's defaults (not in the config) the rate the trainable recorded
+  (record key ``pruning_rate``), null until it has reported.
+
+Generalization, gen_gap and the training-accuracy covariate are only set for ``ok`` trials:
+a diverged, failed or unfinished run has no final model to judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from trainables.config import TrialConfig
+from trainables.pruning.schedule import schedule_summary
+
+STATUSES = ("ok", "diverged", "error", "stopped", "running", "pending")
+INCOMPLETE = ("stopped", "running", "pending")
+FLATNESS_KEYS = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
+# The per-epoch columns :func:`summarize` reads.
+INPUT_KEYS = (
+    "epoch", "is_event", "status", "instability", "sparsity", "test_acc", "val_acc", "train_acc",
+    "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "pruning_rate",
+    *FLATNESS_KEYS,
+)  # fmt: skip
+
+
+def trial_status(tune_status: str, last_record_status: str | None, n_epochs: int) -> str:
+    """ok | diverged | error | stopped | running | pending.
+
+    ``error``: Tune gave up on the trial (status ERROR). ``ok`` / ``diverged``: the last record
+    says done / diverged. Otherwise the run is unfinished: ``stopped`` when Tune terminated it
+    without a final record (a scheduler or stop criterion), ``running`` when it has reported,
+    ``pending`` when it never has.
+    """
+    if tune_status == "ERROR":
+        return "error"
+    if last_record_status == "done":
+        return "ok"
+    if last_record_status == "diverged":
+        return "diverged"
+    if tune_status == "TERMINATED":
+        return "stopped"
+    return "running" if n_epochs else "pending"
+
+
+def pruning_rate(cfg: TrialConfig) -> float | None:
+    """Percent of the most-pruned layer's units removed per event (see module docstring)."""
+    p = cfg.pruning
+    if p.method == "none":
+        return 0.0
+    if p.method == "imp":
+        return 100.0 * p.imp.fraction
+    if not p.layers:
+        return None
+    return float(schedule_summary(p.layers, p.period)["pruning_rate"])
+
+
+def generalization(
+    measure: str,
+    test_acc: np.ndarray,
+    val_acc: np.ndarray,
+    epoch: np.ndarray,
+    last_event_epoch: int | None,
+) -> int | None:
+    """Row index of the generalization epoch (None when undefined). Arrays: (n_epochs,), NaN=null."""
+    if measure == "final":
+        return len(test_acc) - 1 if len(test_acc) and np.isfinite(test_acc[-1]) else None
+    if measure == "val_selected":
+        return _argmax(val_acc, np.isfinite(test_acc))
+    window = np.isfinite(test_acc)
+    if last_event_epoch is not None:
+        window &= epoch >= last_event_epoch
+    return _argmax(test_acc, window)
+
+
+def _argmax(values: np.ndarray, allowed: np.ndarray) -> int | None:
+    ok = allowed & np.isfinite(values)
+    if not ok.any():
+        return None
+    masked = np.where(ok, values, -np.inf)
+    return int(np.argmax(masked))  # first maximum: the earliest epoch on ties
+
+
+def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> dict[str, Any]:
+    """The derived per-trial values of trials.parquet (names as in ``results.schema``).
+
+    `cols` holds one trial's de-duplicated records sorted by epoch: float arrays (NaN = null)
+    for numeric keys, a bool array ``is_event``, object arrays for strings.
+    """
+    n = len(cols["epoch"])
+    rate = pruning_rate(cfg)
+    out: dict[str, Any] = {"n_epochs": n, "pruning_rate": rate}
+    if rate is None:
+        out["pruning_rate"] = _last_measured(cols["pruning_rate"])
+    events = cols["is_event"].astype(bool) if n else np.zeros(0, dtype=bool)
+    out["n_events"] = int(events.sum())
+    out["last_event_epoch"] = int(cols["epoch"][events].max()) if events.any() else None
+    if cfg.is_baseline:
+        mean_instability: float | None = 0.0
+    else:
+        inst = cols["instability"][events] if n else np.zeros(0)
+        inst = inst[~np.isnan(inst)]
+        mean_instability = float(inst.mean()) if len(inst) else None
+    out["mean_instability"] = mean_instability
+    out["mean_stability"] = None if mean_instability is None else 100.0 * (1.0 - mean_instability)
+    last = {k: _last(cols[k]) for k in ("sparsity", "test_acc", "train_acc", "time_total_s")}
+    out.update(
+        final_sparsity=last["sparsity"],
+        test_acc_final=last["test_acc"],
+        train_acc_final=last["train_acc"],
+        train_acc_noisy_final=_last(cols["train_acc_noisy"]),
+        train_acc_clean_final=_last(cols["train_acc_clean"]),
+        runtime_s=last["time_total_s"],
+        node_ip=_last_str(cols["node_ip"]),
+        hostname=_last_str(cols["hostname"]),
+    )
+    for key in FLATNESS_KEYS:
+        out[key] = _last_measured(cols[key])
+    out.update(generalization=None, generalization_epoch=None, gen_gap=None, control_train_acc=None)
+    if status == "ok" and n:
+        row = generalization(
+            cfg.generalization,
+            cols["test_acc"],
+            cols["val_acc"],
+            cols["epoch"],
+            out["last_event_epoch"],
+        )
+        if row is not None:
+            out["generalization"] = float(cols["test_acc"][row])
+            out["generalization_epoch"] = int(cols["epoch"][row])
+            out["gen_gap"] = _finite(cols["train_acc"][row] - cols["test_acc"][row])
+        noisy = cfg.dataset.label_noise_fraction > 0
+        out["control_train_acc"] = out["train_acc_noisy_final"] if noisy else out["train_acc_final"]
+    return out
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _last(values: np.ndarray) -> float | None:
+    return _finite(values[-1]) if len(values) else None
+
+
+def _last_measured(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if len(finite) else None
+
+
+def _last_str(values: np.ndarray) -> str | None:
+    return str(values[-1]) if len(values) and values[-1] is not None else None

@@ -1,0 +1,129 @@
+"""Synthetic study inputs without Ray: the layer just below ``results.tune_reader``.
+
+``TuneTrial`` objects as the reader returns them, and result.json bytes written the way Tune's
+JSON logger writes them (one ``json.dump`` of the result, Tune's keys and the config included, per
+line). Records come from :func:`tune_fixture.expected_record`, so the numbers are predictable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pyarrow as pa
+from tune_fixture import config, expected_record
+
+from results.bootstrap import BootstrapPlan
+from results.export import Tables, build_tables, fits_table
+from results.history import parse_histories
+from results.tune_reader import TuneTrial
+from trainables.config import TrialConfig, baseline_key, trial_id
+
+FAST_PLAN = BootstrapPlan(n_resamples=50, min_resamples=20, budget=200_000)
+
+
+def tune_trial(
+    cfg: TrialConfig,
+    tid: str,
+    status: str = "TERMINATED",
+    experiment: str = "trials",
+    error: str | None = None,
+    **extra,
+) -> TuneTrial:
+    return TuneTrial(
+        experiment=experiment,
+        trial_id=tid,
+        tune_status=status,
+        config={"trial": cfg.to_dict(), "checkpoint_frequency": 1, **extra},
+        error=error,
+        num_failures=1 if error else 0,
+        result_path=f"/nowhere/{tid}/result.json",
+    )
+
+
+def result_line(cfg: TrialConfig, tid: str, record: dict, iteration: int) -> bytes:
+    """One line as Tune's JsonLoggerCallback writes it (``json.dump`` + newline)."""
+    result = dict(record)
+    result.update(
+        trial_key=trial_id(cfg),
+        baseline_key=baseline_key(cfg),
+        seed=cfg.seed,
+        is_baseline=cfg.is_baseline,
+    )
+    result.update(
+        timestamp=1795245872,
+        checkpoint_dir_name=None,
+        done=False,
+        training_iteration=iteration,
+        trial_id=tid,
+        date="2026-11-21_07-24-32",
+        time_this_iter_s=0.5,
+        time_total_s=0.5 * iteration,
+        pid=1234,
+        hostname="node-a",
+        node_ip="10.0.0.1",
+        config={"trial": cfg.to_dict(), "checkpoint_frequency": 1},
+        time_since_restore=0.5,
+        iterations_since_restore=iteration,
+    )
+    return (json.dumps(result) + "\n").encode()
+
+
+def history(
+    cfg: TrialConfig, tid: str, epochs: list[int] | None = None, last: dict | None = None
+) -> bytes:
+    """Result lines for `epochs` (default: all) of the fake trainable; `last` patches the final one."""
+    epochs = list(range(cfg.train.epochs)) if epochs is None else epochs
+    lines = []
+    for i, epoch in enumerate(epochs):
+        rec = expected_record(cfg, epoch)
+        if last and i == len(epochs) - 1:
+            rec.update(last)
+        lines.append(result_line(cfg, tid, rec, epoch + 1))
+    return b"".join(lines)
+
+
+def study_inputs(
+    n_per_target: int, seeds: int = 1, epochs: int = 6
+) -> tuple[list[TuneTrial], list[bytes]]:
+    """Baselines (one per seed) + `n_per_target` pruned configs per target x `seeds` seeds, all ok.
+
+    Pruned configs differ in pruning fields only (period, score, ``imp.rewind_epoch``), so they
+    all share the baselines.
+    """
+    trials, blobs = [], []
+    for seed in range(seeds):
+        cfg = _epochs(config(None, seed), epochs)
+        trials.append(tune_trial(cfg, f"t{len(trials):06d}"))
+        blobs.append(history(cfg, trials[-1].trial_id))
+    for target in ("smallest", "random", "largest"):
+        for k in range(n_per_target):
+            for seed in range(seeds):
+                cfg = _epochs(config(target, seed), epochs)
+                imp = dataclasses.replace(cfg.pruning.imp, rewind_epoch=k)  # unused by schedules
+                pruning = dataclasses.replace(
+                    cfg.pruning, period=1 + k % 2, score=("l1", "l2")[k // 2 % 2], imp=imp
+                )
+                cfg = dataclasses.replace(cfg, pruning=pruning)
+                trials.append(tune_trial(cfg, f"t{len(trials):06d}"))
+                blobs.append(history(cfg, trials[-1].trial_id))
+    return trials, blobs
+
+
+def _epochs(cfg: TrialConfig, epochs: int) -> TrialConfig:
+    flat = dataclasses.replace(cfg.flatness, epochs=(epochs - 1,))
+    return dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, epochs=epochs), flatness=flat
+    )
+
+
+def tables(trials: list[TuneTrial], blobs: list[bytes]) -> Tables:
+    return build_tables(trials, parse_histories(blobs), "feedface")
+
+
+def fits(tables: Tables, plan: BootstrapPlan = FAST_PLAN) -> pa.Table:
+    return fits_table(tables.trials, "feedface", plan)
+
+
+def empty_history() -> pa.Table:
+    return parse_histories([])

@@ -1,0 +1,149 @@
+"""Gain matching, exclusions and fits rows, checked against direct scipy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import stats as st
+
+from results import aggregate, bootstrap
+from results.bootstrap import BootstrapPlan
+
+PLAN = BootstrapPlan(n_resamples=100, min_resamples=50, budget=100_000, random_state=3)
+
+
+def test_gain_is_generalization_minus_mean_of_ok_matched_baselines():
+    key = np.array(["a", "a", "a", "a", "b", "c", "c"], dtype=object)
+    base = np.array([True, True, True, False, False, True, False])
+    status = np.array(["ok", "ok", "error", "ok", "ok", "diverged", "ok"], dtype=object)
+    gen = np.array([0.80, 0.90, 0.99, 0.95, 0.70, 0.60, 0.65])
+    gain, n_base = aggregate.matched_gain(key, base, status, gen)
+    assert_allclose(gain[3], 0.95 - 0.85)  # the errored baseline (0.99) does not count
+    assert_allclose(gain[:2], [0.80 - 0.85, 0.90 - 0.85])
+    assert list(n_base) == [2, 2, 2, 2, 0, 0, 0]
+    assert np.isnan(gain[4])  # no baseline with key "b": null, never guessed
+    assert np.isnan(gain[6])  # only a diverged baseline: null
+
+
+def _trials(n_configs: int = 6, seeds: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = n_configs * seeds
+    config = np.repeat([f"c{i}" for i in range(n_configs)], seeds).astype(object)
+    inst = np.repeat(np.linspace(0.01, 0.2, n_configs), seeds) + rng.normal(0, 0.01, n)
+    cols = {
+        "status": np.full(n, "ok", dtype=object),
+        "is_baseline": np.zeros(n, dtype=bool),
+        "n_baselines": np.full(n, 2),
+        "config_key": config,
+        "pruning_target": np.where(np.arange(n) % 2, "largest", "smallest").astype(object),
+        "model_name": np.full(n, "cnn1d", dtype=object),
+        "dataset_name": np.full(n, "mnist1d", dtype=object),
+        "mean_instability": inst,
+        "mean_stability": 100 * (1 - inst),
+        "gain": 0.3 * inst + rng.normal(0, 0.01, n),
+        "generalization": 0.8 + 0.3 * inst + rng.normal(0, 0.01, n),
+        "gen_gap": 0.1 - 0.2 * inst + rng.normal(0, 0.01, n),
+        "final_sparsity": np.linspace(0.2, 0.6, n),
+        "control_train_acc": 0.9 + rng.normal(0, 0.02, n),
+        "hessian_topk_sum": np.full(n, np.nan),
+        "grad_noise_trace": np.full(n, np.nan),
+        "eps_flatness": np.full(n, np.nan),
+    }
+    return cols
+
+
+def _row(rows, **key):
+    (found,) = [r for r in rows if all(r[k] == v for k, v in key.items())]
+    return found
+
+
+def test_trial_level_row_equals_scipy_on_the_included_points():
+    cols = _trials()
+    cols["status"][0] = "diverged"
+    cols["status"][1] = "running"
+    cols["n_baselines"][2] = 0
+    cols["gain"][2] = np.nan
+    cols["gain"][3] = np.nan  # a baseline but no value: missing_y
+    cols["is_baseline"][4] = True  # unpruned trials never enter
+    rows = aggregate.fits(cols, PLAN)
+    row = _row(rows, x="mean_instability", y="gain", level="trial", grouping="all")
+    keep = np.arange(5, len(cols["gain"]))
+    x, y = cols["mean_instability"][keep], cols["gain"][keep]
+    assert row["n"] == len(keep)
+    assert row["excluded"] == {"diverged": 1, "incomplete": 1, "no_baseline": 1, "missing_y": 1}
+    assert row["n_excluded"] == 4
+    ref = st.pearsonr(x, y)
+    assert_allclose([row["pearson_r"], row["pearson_p"]], [ref.statistic, ref.pvalue], rtol=1e-12)
+    assert_allclose(row["kendall_tau"], st.kendalltau(x, y).statistic, rtol=1e-12)
+    assert_allclose(row["spearman_rho"], st.spearmanr(x, y).statistic, rtol=1e-12)
+    assert_allclose(row["slope"], st.linregress(x, y).slope, rtol=1e-12)
+    b = PLAN.resamples(len(x))
+    assert row["n_resamples"] == b
+    cis = bootstrap.rank_cis(x, y, b, PLAN.random_state)
+    assert_allclose([row["kendall_ci_low"], row["kendall_ci_high"]], cis[:2], rtol=1e-12)
+    z = cols["final_sparsity"][keep]
+    rxy, rxz, ryz = st.pearsonr(x, y)[0], st.pearsonr(x, z)[0], st.pearsonr(y, z)[0]
+    closed = (rxy - rxz * ryz) / np.sqrt((1 - rxz**2) * (1 - ryz**2))
+    assert_allclose(row["partial_r_sparsity"], closed, rtol=1e-10)
+    assert row["partial_n_sparsity"] == len(keep)
+
+
+def test_config_level_averages_seeds_first():
+    cols = _trials(n_configs=5, seeds=4)
+    cols["status"][0] = "error"  # config c0 keeps 3 of its 4 seeds
+    rows = aggregate.fits(cols, PLAN)
+    row = _row(rows, x="mean_instability", y="gain", level="config", grouping="all")
+    used = np.arange(1, 20)
+    keys = cols["config_key"][used]
+    mx = [cols["mean_instability"][used][keys == k].mean() for k in sorted(set(keys))]
+    my = [cols["gain"][used][keys == k].mean() for k in sorted(set(keys))]
+    assert row["n"] == 5
+    assert row["excluded"] == {"error": 1}
+    assert_allclose(row["pearson_r"], st.pearsonr(mx, my).statistic, rtol=1e-12)
+    assert_allclose(row["kendall_tau"], st.kendalltau(mx, my).statistic, rtol=1e-12)
+
+
+def test_groups_split_by_target_and_pool_as_all():
+    cols = _trials()
+    rows = aggregate.fits(cols, PLAN)
+    groups = {
+        (r["grouping"], r["group"]) for r in rows if r["y"] == "gain" and r["level"] == "trial"
+    }
+    assert groups == {
+        ("all", "all"),
+        ("target", "largest"),
+        ("target", "smallest"),
+        ("model", "cnn1d"),
+        ("dataset", "mnist1d"),
+    }
+    largest = _row(rows, y="gain", level="trial", grouping="target", group="largest")
+    m = cols["pruning_target"] == "largest"
+    assert largest["n"] == m.sum()
+    ref = st.pearsonr(cols["mean_instability"][m], cols["gain"][m]).statistic
+    assert_allclose(largest["pearson_r"], ref, rtol=1e-12)
+    pooled = _row(rows, y="gain", level="trial", grouping="all")
+    single_model = _row(rows, y="gain", level="trial", grouping="model")
+    assert {k: v for k, v in pooled.items() if k not in ("grouping", "group")} == {
+        k: v for k, v in single_model.items() if k not in ("grouping", "group")
+    }
+
+
+def test_pairs_include_flatness_only_when_measured():
+    cols = _trials()
+    assert ("mean_instability", "hessian_topk_sum") not in aggregate.fit_pairs(cols)
+    cols["hessian_topk_sum"][3] = 120.0
+    assert ("mean_instability", "hessian_topk_sum") in aggregate.fit_pairs(cols)
+    rows = aggregate.fits(cols, PLAN)
+    row = _row(rows, y="hessian_topk_sum", level="trial", grouping="all")
+    assert row["n"] == 1 and row["excluded"]["missing_y"] == len(cols["gain"]) - 1
+    assert np.isnan(row["pearson_r"])  # one point: undefined, reported as such
+
+
+@pytest.mark.parametrize("status", ["error", "diverged", "stopped", "pending"])
+def test_every_non_ok_status_is_a_named_exclusion(status):
+    cols = _trials()
+    cols["status"][5] = status
+    reason = aggregate.exclusions(cols, "mean_instability", "gain")
+    assert reason[5] == {"stopped": "incomplete", "pending": "incomplete"}.get(status, status)
+    assert (reason[np.arange(len(reason)) != 5] == "").all()

@@ -1,0 +1,116 @@
+"""Per-trial outcomes: status mapping, generalization measures, instability, pruning rate."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from tune_fixture import config
+
+from results import summarize as S
+from trainables.config import ImpConfig, LayerSchedule, PruningConfig
+
+
+@pytest.mark.parametrize(
+    ("tune", "last", "n", "expected"),
+    [
+        ("TERMINATED", "done", 5, "ok"),
+        ("TERMINATED", "diverged", 3, "diverged"),
+        ("ERROR", "done", 5, "error"),
+        ("ERROR", None, 0, "error"),
+        ("TERMINATED", "running", 2, "stopped"),
+        ("PENDING", "running", 2, "running"),
+        ("RUNNING", "running", 2, "running"),
+        ("PAUSED", "running", 2, "running"),
+        ("PENDING", None, 0, "pending"),
+    ],
+)
+def test_status(tune, last, n, expected):
+    assert S.trial_status(tune, last, n) == expected
+
+
+def _cols(test_acc, events=(), val_acc=None, train_acc=None):
+    n = len(test_acc)
+    cols = {
+        k: np.full(n, np.nan)
+        for k in (
+            "instability",
+            "sparsity",
+            "time_total_s",
+            "train_acc_noisy",
+            "train_acc_clean",
+            "pruning_rate",
+            *S.FLATNESS_KEYS,
+        )
+    }
+    cols.update(
+        epoch=np.arange(n, dtype=float),
+        test_acc=np.asarray(test_acc, dtype=float),
+        val_acc=np.full(n, np.nan) if val_acc is None else np.asarray(val_acc, dtype=float),
+        train_acc=np.full(n, 0.9) if train_acc is None else np.asarray(train_acc, dtype=float),
+        is_event=np.isin(np.arange(n), events),
+        node_ip=np.array(["10.0.0.1"] * n, dtype=object),
+        hostname=np.array(["h"] * n, dtype=object),
+    )
+    cols["instability"][list(events)] = [0.1 * (i + 1) for i in range(len(events))]
+    return cols
+
+
+def test_best_after_last_event_takes_the_earliest_best_epoch_from_the_last_event_on():
+    cols = _cols([0.5, 0.9, 0.6, 0.7, 0.8, 0.8, 0.7], events=[1, 3])
+    out = S.summarize(cols, config("largest", 0), "ok")
+    assert out["generalization"] == 0.8 and out["generalization_epoch"] == 4  # not the 0.9 at 1
+    assert out["gen_gap"] == pytest.approx(0.1)
+    assert out["mean_instability"] == pytest.approx(0.15)
+    assert out["mean_stability"] == pytest.approx(85.0)
+    assert out["n_events"] == 2 and out["last_event_epoch"] == 3
+
+
+def test_final_and_validation_selected_measures():
+    cols = _cols([0.5, 0.9, 0.6, 0.7], val_acc=[0.4, 0.5, 0.8, 0.8])
+    final = dataclasses.replace(config(None, 0), generalization="final")
+    val = dataclasses.replace(config(None, 0), generalization="val_selected")
+    assert S.summarize(cols, final, "ok")["generalization"] == 0.7
+    out = S.summarize(cols, val, "ok")
+    assert (out["generalization"], out["generalization_epoch"]) == (0.6, 2)
+    assert S.summarize(_cols([0.5, 0.6]), val, "ok")["generalization"] is None  # no split
+
+
+def test_unpruned_trials_have_instability_zero_and_unfinished_ones_no_generalization():
+    cols = _cols([0.5, 0.6, 0.7])
+    base = S.summarize(cols, config(None, 0), "ok")
+    assert (base["mean_instability"], base["mean_stability"]) == (0.0, 100.0)
+    assert base["generalization"] == 0.7
+    running = S.summarize(cols, config("largest", 0), "running")
+    assert running["generalization"] is None and running["gen_gap"] is None
+    assert running["mean_instability"] is None  # pruned, no event yet: unknown, not 0
+
+
+def test_label_noise_controls_with_the_relabelled_subset():
+    cols = _cols([0.5, 0.6])
+    cols["train_acc_noisy"][:] = [0.2, 0.3]
+    noisy = S.summarize(cols, config(None, 0, noise=0.2), "ok")
+    clean = S.summarize(cols, config(None, 0), "ok")
+    assert noisy["control_train_acc"] == 0.3
+    assert clean["control_train_acc"] == 0.9
+
+
+def test_pruning_rate_is_bartoldsons_iterative_rate():
+    vgg_last = LayerSchedule("conv8", 0.9, 6, 275)
+    others = tuple(LayerSchedule(f"conv{i}", 0.3, 3, 150) for i in (5, 6, 7))
+    for period, rate in ((4, 90 / 68), (40, 90 / 7), (300, 90.0)):
+        pruning = PruningConfig(method="schedule", period=period, layers=(*others, vgg_last))
+        cfg = dataclasses.replace(config(None, 0), pruning=pruning)
+        assert S.pruning_rate(cfg) == pytest.approx(rate)
+    assert S.pruning_rate(config(None, 0)) == 0.0
+    imp = dataclasses.replace(
+        config(None, 0), pruning=PruningConfig(method="imp", imp=ImpConfig(rounds=3))
+    )
+    assert S.pruning_rate(imp) == pytest.approx(20.0)
+    defaults = dataclasses.replace(config(None, 0), pruning=PruningConfig(method="schedule"))
+    assert S.pruning_rate(defaults) is None  # the model's default layers are not in the config
+    cols = _cols([0.5, 0.6, 0.7])
+    cols["pruning_rate"][:] = 12.5  # ... but the trainable records the rate it resolved
+    assert S.summarize(cols, defaults, "ok")["pruning_rate"] == 12.5
+    assert S.summarize(_cols([0.5]), defaults, "running")["pruning_rate"] is None
