@@ -1,0 +1,114 @@
+"""A concise progress line while a study runs: a Tune Callback, not Tune's progress reporter.
+
+Tune 2.60's new output engine ignores a custom ``progress_reporter`` (ray issue #38202), so the
+line comes from ``on_step_end``, at most every `interval_s` seconds, plus one at the end::
+
+    [trials] 14/72 done (2 diverged), 2 running, 0 failed, 56 pending | 1m05s, ETA 4m30s
+
+The ETA is (trials left) x (mean run time of the trials finished in this session) / (trials
+running), so it is blank until one trial has finished here. Counts come from the Trial objects
+Tune passes in, which after a restore include the trials finished before it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+
+def format_progress(
+    experiment: str,
+    counts: dict[str, int],
+    total: int,
+    elapsed_s: float,
+    eta_s: float | None,
+) -> str:
+    """The progress line (pure; tested directly). `counts` has done/diverged/running/failed."""
+    finished = counts["done"] + counts["diverged"]
+    pending = max(0, total - finished - counts["running"] - counts["failed"])
+    eta = f", ETA {_duration(eta_s)}" if eta_s is not None else ""
+    return (
+        f"[{experiment}] {finished}/{total} done ({counts['diverged']} diverged), "
+        f"{counts['running']} running, {counts['failed']} failed, {pending} pending"
+        f" | {_duration(elapsed_s)}{eta}"
+    )
+
+
+def estimate_eta(remaining: int, running: int, trial_seconds: list[float]) -> float | None:
+    """Seconds left: remaining trials x mean trial time / concurrency (None without data)."""
+    if not trial_seconds or remaining <= 0:
+        return 0.0 if remaining <= 0 else None
+    return remaining * (sum(trial_seconds) / len(trial_seconds)) / max(1, running)
+
+
+class ProgressCallback(Callback):
+    """Prints :func:`format_progress` lines to `stream` (stderr by default)."""
+
+    def __init__(self, experiment: str, interval_s: float = 5.0, stream: TextIO | None = None):
+        self.experiment = experiment
+        self.interval_s = interval_s
+        self._stream = stream
+        self._total = 0
+        self._start = time.monotonic()
+        self._last_print = float("-inf")
+        self._started: dict[str, float] = {}
+        self._durations: list[float] = []
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
+        state = self.__dict__.copy()
+        state["_stream"] = None
+        return state
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info: Any) -> None:
+        self._total = int(total_num_samples or num_samples or 0)
+        self._start = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started[trial.trial_id] = time.monotonic()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        started = self._started.pop(trial.trial_id, None)
+        if started is not None:
+            self._durations.append(time.monotonic() - started)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last_print >= self.interval_s:
+            self._print(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._print(trials)
+
+    def _print(self, trials: list) -> None:
+        self._last_print = time.monotonic()
+        counts = count_trials(trials)
+        total = max(self._total, len(trials))
+        remaining = total - counts["done"] - counts["diverged"] - counts["failed"]
+        eta = estimate_eta(remaining, counts["running"], self._durations)
+        line = format_progress(self.experiment, counts, total, self._last_print - self._start, eta)
+        print(line, file=self._stream or sys.stderr, flush=True)
+
+
+def count_trials(trials: list) -> dict[str, int]:
+    """done / diverged / running / failed counts over Tune Trial objects."""
+    counts = {"done": 0, "diverged": 0, "running": 0, "failed": 0}
+    for trial in trials:
+        if trial.status == "ERROR":
+            counts["failed"] += 1
+        elif trial.status == "RUNNING":
+            counts["running"] += 1
+        elif trial.status == "TERMINATED":
+            diverged = (trial.last_result or {}).get("status") == "diverged"
+            counts["diverged" if diverged else "done"] += 1
+    return counts
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,162 @@
+"""Build, restore and run a study's Ray Tune experiments (the only module building Tuners).
+
+A study has the experiment ``trials`` (every fixed trial: grid or pre-sampled random configs x
+seeds, plus the matched baselines) and, for an Optuna search, ``optuna``: Tune's OptunaSearch
+(TPE seeded with ``search.seed``, in-memory Optuna storage so the Optuna study lives inside
+Tune's own snapshot) wrapped in a ``Repeater`` that runs each suggestion once per seed
+(``config["seeds"][__trial_index__]``). They run in that order, in one Ray session.
+
+Choices, with their reasons (ray-optuna-notes.md, performance-notes.md):
+
+- ``reuse_actors=True``: a new actor that imports torch costs ~1.85 s a trial.
+- ``max_concurrent_trials`` always set (the spec's value, else what the cluster fits): with a
+  searcher, Tune would otherwise keep only one trial pending.
+- ``FailureConfig(max_failures=retries)``: a failed trial is retried from its last checkpoint.
+  A diverged trial ends normally (its last record says so) and is not retried.
+- No ``num_to_keep``: checkpoints are pruned by :mod:`orchestrator.janitor` (why: see there).
+- Resume: ``Tuner.restore(path, trainable, resume_errored=True)``, never ``restart_errored``
+  (with OptunaSearch a restarted trial gets an id the searcher never issued: KeyError).
+- Tune's silent fresh restart: ``can_restore`` is true as soon as ``tuner.pkl`` exists, but with
+  no snapshot Tune logs an error and starts over *inside the same directory*, next to the dead
+  session's trial directories. Such a directory holds no result any snapshot refers to (the
+  first snapshot is taken at the first step), so it is removed and the experiment started anew
+  from the current spec: that keeps one trial directory per trial and the results exact.
+- Tune's console output goes to stderr (``verbose=0`` still prints a header), so stdout stays
+  for the command's own result lines; progress comes from :class:`ProgressCallback`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
+from orchestrator.progress import ProgressCallback
+from orchestrator.status import expected_trials
+from orchestrator.study import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, Study, join_uri
+from orchestrator.tune_state import Snapshot, phase, read_snapshot
+from search_spaces.expand import StudyPlan
+from search_spaces.tune_space import grid_param_space, optuna_param_space
+from trainables.errors import UserError
+
+
+@dataclass(frozen=True)
+class ExperimentOutcome:
+    """What one experiment's final snapshot says after a run."""
+
+    experiment: str
+    counts: dict[str, int]  # tune_state.OUTCOMES -> trials
+    resumed: bool  # restored from an earlier session's snapshot
+    discarded_stale: bool  # a never-snapshotted directory was removed first
+    orphans_removed: tuple[str, ...]
+    interrupted: bool  # fit returned with trials unfinished: Ctrl-C (Tune's graceful stop)
+
+
+def run_experiment(
+    study: Study, plan: StudyPlan, experiment: str, concurrency: int
+) -> ExperimentOutcome:
+    """Run (or resume) one experiment to the end; Ray must be initialised."""
+    fs, path = study.fs, study.tune_path(experiment)
+    state = phase(fs, path)
+    discarded = state == "stale"
+    if discarded:
+        fs.delete_dir(path)
+    trainable = _trainable(plan)
+    if state == "snapshotted":
+        uri = study.tune_uri(experiment)
+        if not tune.Tuner.can_restore(uri):
+            raise UserError(f"{uri}: has Tune snapshots but no tuner.pkl; cannot resume it")
+        tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
+    else:
+        tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
+    with contextlib.redirect_stdout(sys.stderr):
+        tuner.fit()
+    prune_checkpoints(fs, path)
+    orphans = remove_orphans(fs, path)
+    snapshot = read_snapshot(fs, path) or Snapshot("", ())
+    expected = expected_trials(plan, experiment)
+    # After a normal end every trial is TERMINATED or ERROR; anything else means Tune stopped on
+    # SIGINT (it snapshots, then returns from fit instead of raising).
+    unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in snapshot.trials)
+    interrupted = unfinished or len(snapshot.trials) < expected
+    return ExperimentOutcome(
+        experiment,
+        snapshot.counts(expected),
+        state == "snapshotted",
+        discarded,
+        tuple(orphans),
+        interrupted,
+    )
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    """Short trial directory names (Tune's default embeds the whole flattened config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(plan: StudyPlan):
+    from trainables.tune_trainable import train_fn
+
+    return tune.with_resources(train_fn, {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu})
+
+
+def _new_tuner(
+    study: Study, plan: StudyPlan, experiment: str, trainable, concurrency: int
+) -> tune.Tuner:
+    run_config = tune.RunConfig(
+        name=experiment,
+        storage_path=join_uri(study.uri, TUNE_DIR),
+        failure_config=tune.FailureConfig(max_failures=plan.retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        # Order matters on restore (callback state is matched by position): keep it fixed.
+        callbacks=[JsonLoggerCallback(), ProgressCallback(experiment), CheckpointJanitor()],
+        verbose=0,
+    )
+    frequency = {"checkpoint_frequency": plan.checkpoint_frequency}
+    if experiment == TRIALS_EXPERIMENT:
+        return tune.Tuner(
+            trainable,
+            param_space=grid_param_space(plan.trials) | frequency,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrency,
+                reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=run_config,
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=_optuna_space(plan) | frequency,
+        tune_config=tune.TuneConfig(
+            search_alg=_optuna_searcher(plan),
+            num_samples=expected_trials(plan, OPTUNA_EXPERIMENT),
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=run_config,
+    )
+
+
+def _optuna_space(plan: StudyPlan) -> dict:
+    assert plan.optuna is not None
+    return optuna_param_space(plan.optuna) | {"seeds": list(plan.optuna.seeds)}
+
+
+def _optuna_searcher(plan: StudyPlan):
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    assert plan.optuna is not None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    searcher = OptunaSearch(
+        metric=plan.optuna.metric,
+        mode=plan.optuna.mode,
+        sampler=optuna.samplers.TPESampler(seed=plan.optuna.seed),
+    )
+    return Repeater(searcher, repeat=len(plan.optuna.seeds), set_index=True)

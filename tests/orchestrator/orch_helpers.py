@@ -1,0 +1,177 @@
+"""Helpers for the orchestrator tests: tiny specs, CLI subprocesses killed as a whole, tables."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from trainables.config import trial_id
+from trainables.tune_trainable import resolve_trial
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Columns that legitimately differ between two runs of the same study: Tune's trial ids, wall
+# times, hosts, and how often a trial was retried.
+VOLATILE = {
+    "trial_id",
+    "epoch_time_s",
+    "flatness_time_s",
+    "time_total_s",
+    "runtime_s",
+    "hostname",
+    "node_ip",
+    "num_failures",
+    "tune_status",
+    "error",
+}
+
+
+def tiny_spec(path: Path, name: str, data_dir: Path, storage: Path, **overrides) -> Path:
+    """A small MNIST-1D study: 2 targets x 2 seeds pruned + 2 baselines = 6 trials."""
+    spec = {
+        "name": name,
+        "dataset": {"name": "mnist1d", "num_samples": 1000, "data_dir": str(data_dir)},
+        "model": {"name": "cnn1d", "width": 8},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.003},
+        "pruning": {
+            "method": "schedule",
+            "target": ["random", "largest"],
+            "layers": [{"name": "conv3", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 2}],
+        },
+        "seeds": 2,
+        "resources": {"cpu": 1},
+        "max_concurrent_trials": 2,
+        "storage": str(storage),
+    }
+    for key, value in overrides.items():  # a dict is merged into the section; None drops it
+        if value is None:
+            spec.pop(key, None)
+        elif isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), **extra)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`python -m orchestrator.cli ARGS` in a fresh process; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The CLI in a new session (its own process group), so that it can be killed whole."""
+    out = open(log, "w")  # noqa: SIM115 - closed by the caller's kill_session
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session `sid`: the driver and every Ray process it started
+    (raylet, GCS, workers: they stay in the driver's session even in their own process groups)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.getsid(pid) != sid:
+                continue
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            members.append(pid)
+    return members
+
+
+def kill_session(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGKILL every process of the CLI's session at once; wait until none is left.
+
+    Returns how many processes were killed. Raises if any survives `timeout` seconds.
+    """
+    pids = session_members(proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while (left := session_members(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        raise AssertionError(f"processes of the killed study survived: {left}")
+    return len(pids)
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen, timeout: float, log: Path
+) -> None:
+    """Poll `condition` until true; fail if the process exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the study ended before the kill point:\n{log.read_text()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            kill_session(proc)
+            raise AssertionError(
+                f"kill point not reached in {timeout}s:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.1)
+
+
+def stable_rows(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The table's rows without volatile columns, sorted by `keys`."""
+    table = pq.read_table(path)
+    table = table.drop_columns([c for c in table.column_names if c in VOLATILE])
+    return sorted(table.to_pylist(), key=lambda r: tuple(r[k] for k in keys))
+
+
+def optuna_trial_keys(snapshot, exp: Path, num_samples: int, seeds: int) -> set[str]:
+    """Check that every suggestion ran exactly once per seed and that no trial directory lies
+    outside the snapshot; return the trials' keys."""
+    assert len(snapshot.trials) == num_samples * seeds
+    groups = collections.defaultdict(list)
+    keys = set()
+    for t in snapshot.trials:
+        config = json.loads((exp / t.logdir / "params.json").read_text())
+        groups[json.dumps(config["trial"], sort_keys=True)].append(config["__trial_index__"])
+        keys.add(trial_id(resolve_trial(config)))
+    for indices in groups.values():  # identical suggestions share a group: whole repeats each
+        assert sorted(indices) == sorted(list(range(seeds)) * (len(indices) // seeds))
+    assert {p.name for p in exp.iterdir() if p.is_dir()} == {t.logdir for t in snapshot.trials}
+    return keys
