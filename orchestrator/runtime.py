@@ -44,38 +44,55 @@ def tune_environment() -> None:
 
 
 @contextlib.contextmanager
+def _restored_environment(keys: tuple[str, ...]) -> Iterator[None]:
+    """Put `keys` of ``os.environ`` back as they were on exit (a caller's process, say a test
+    session or a notebook, must not inherit the driver's Tune settings)."""
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Start local Ray (``address`` None) or connect to ``address``; shut it down on exit.
 
     If Ray is already initialised in this process (a test fixture, a notebook), it is used as is
-    and left running.
+    and left running. The environment variables set here are restored on exit.
     """
-    if address is None and "ray" not in sys.modules:
-        # Ray reads the mode once, at import: set it before, or leave it to Ray's own default
-        # (which also turns token auth on for a new local cluster, with a warning).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
+    with _restored_environment((*TUNE_ENV_DEFAULTS, *THREAD_ENV)):
+        if address is None and "ray" not in sys.modules:
+            # Ray reads the mode once, at import: set it before, or leave it to Ray's own default
+            # (which also turns token auth on for a new local cluster, with a warning). It stays
+            # set: the imported Ray already holds it.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        import ray
 
-    tune_environment()
-    if ray.is_initialized():
-        yield
-        return
-    logging_config = ray.LoggingConfig(log_level="WARNING")
-    if address is None:
-        for key in THREAD_ENV:
-            os.environ.pop(key, None)
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            logging_config=logging_config,
-        )
-    else:
-        ray.init(address=address, logging_config=logging_config)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+        tune_environment()
+        if ray.is_initialized():
+            yield
+            return
+        logging_config = ray.LoggingConfig(log_level="WARNING")
+        if address is None:
+            for key in THREAD_ENV:
+                os.environ.pop(key, None)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_config=logging_config,
+            )
+        else:
+            ray.init(address=address, logging_config=logging_config)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def trial_capacity(cpu: float, gpu: float) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -80,3 +81,18 @@ def test_study_paths_for_local_dirs_and_uris(tmp_path, monkeypatch):
     )
     assert join_uri("gs://b/x/", "tune", "trials") == "gs://b/x/tune/trials"
     assert join_uri("/abs/q", "tune") == "/abs/q/tune"
+
+
+def test_ray_session_environment_is_put_back(monkeypatch):
+    """The driver's Tune settings must not leak into the calling process (a later Tuner in the
+    same process would otherwise run without result.json)."""
+    from orchestrator import runtime
+
+    monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with runtime._restored_environment(("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "OMP_NUM_THREADS")):
+        runtime.tune_environment()
+        os.environ.pop("OMP_NUM_THREADS")
+        assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "3"
