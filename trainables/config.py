@@ -94,7 +94,8 @@ class ImpConfig:
     fraction: float = 0.2  # fraction of the remaining weights pruned per round
     rewind: Rewind = "lr"  # lr: keep weights, replay LR schedule; weight: reset to rewind_epoch
     rewind_epoch: int = 0  # weight rewinding only
-    control: ImpControl = "none"  # extended_dense: fraction 0; sparse_from_start: final mask at init
+    # extended_dense: the rounds with fraction 0; sparse_from_start: the final mask from init
+    control: ImpControl = "none"
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ def _from_plain(cls: type, data: Any, path: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{_join(path, unknown[0])}: unknown key; valid keys: {', '.join(sorted(names))}")
+        raise ValueError(
+            f"{_join(path, unknown[0])}: unknown key; valid keys: {', '.join(sorted(names))}"
+        )
     kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -230,7 +233,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ValueError(f"{path}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise ValueError(
+                f"{path}: must be one of {', '.join(map(str, choices))}, got {value!r}"
+            )
         return value
     if tp is bool:
         if not isinstance(value, bool):

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from trainables.augment import augment_batch, derived_generator
 from trainables.config import TrialConfig
-from trainables.data import augment_batch, derived_generator, load_data
+from trainables.data import load_data
 from trainables.errors import UserError
 from trainables.models import build_model
 from trainables.pruning.masks import MaskSet

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainables.data import derived_generator
+from trainables.augment import derived_generator
 from trainables.errors import UserError
 from trainables.flatness import flatness_subset, measure_flatness
 from trainables.loop import Extension, PruningMethod, SchedulePruning, TrialRunner

@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainables.augment import augment_batch
 from trainables.config import DatasetConfig
-from trainables.data import DATASETS, augment_batch, load_data
+from trainables.data import DATASETS, load_data
 from trainables.errors import UserError
 
 torch.set_num_threads(1)
