@@ -62,7 +62,7 @@ def test_baselines_come_first_and_order_is_deterministic() -> None:
     assert expand(load_spec("quickstart")).trials == plan.trials
     first = plan.pruned[:4]  # grid order: target slowest, then period, seeds innermost
     assert [(t.pruning.target, t.pruning.period, t.seed) for t in first] == [
-        ("smallest", 2, 0), ("smallest", 2, 1), ("smallest", 2, 2), ("smallest", 8, 0),
+        ("smallest", 1, 0), ("smallest", 1, 1), ("smallest", 1, 2), ("smallest", 4, 0),
     ]  # fmt: skip
 
 
@@ -71,7 +71,7 @@ def test_quickstart_follows_the_fixed_fraction_protocol() -> None:
     layers = {t.pruning.layers for t in plan.pruned}
     assert len(layers) == 1  # every pruned trial removes the same final fraction
     (only,) = layers
-    assert {layer.final_fraction for layer in only} == {0.67}
+    assert {layer.final_fraction for layer in only} == {0.41}
     events = Counter(
         len(range(layer.start_epoch, layer.end_epoch + 1, t.pruning.period))
         for t in plan.pruned

@@ -15,9 +15,9 @@ from search_spaces.summary import CPU_EPOCH_S, GPU_EPOCH_S, plan_summary
 def test_quickstart_summary() -> None:
     summary = plan_summary(expand(load_spec("quickstart")))
     assert summary["trials"] == {"pruned": 27, "baselines": 3, "optuna": 0, "total": 30}
-    assert summary["epochs"] == 30 * 100
+    assert summary["epochs"] == 30 * 60
     assert summary["resources_per_trial"] == {"cpu": 1.0, "gpu": 0.0}
-    cpu_hours = 3000 * CPU_EPOCH_S["mlp"][0] / 3600
+    cpu_hours = 1800 * CPU_EPOCH_S["mlp"][0] / 3600
     assert summary["estimate"]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-3)
     assert summary["estimate"]["wall_hours"] == pytest.approx(cpu_hours / 2, abs=1e-3)
     assert summary["estimate"]["wall_hours"] * 3600 < 300  # the 5-minute budget on 2 cores
