@@ -111,11 +111,12 @@ class SchedulePruning(PruningMethod):
         except ValueError as e:
             raise UserError(str(e)) from None
         runner.masks.check_scoring(p.score, p.target, p.scope, [lp.name for lp in self.plan.layers])
-        # Recorded on every epoch: the aggregator cannot derive it for the model's default layers.
-        self.pruning_rate = schedule_summary(layers, p.period)["pruning_rate"]
+        # Recorded on every epoch: the aggregator cannot derive them for the model's default layers.
+        summary = schedule_summary(layers, p.period)
+        self.derived = {"pruning_rate": summary["pruning_rate"], "num_events": summary["num_events"]}
 
     def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
-        record["pruning_rate"] = self.pruning_rate
+        record.update(self.derived)
 
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)

@@ -36,6 +36,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "units_removed",  # event epochs: {layer: units} targeted at this event
     "units_removed_total",
     "pruning_rate",  # schedule trials: percent of the most-pruned layer's units per event
+    "num_events",  # schedule trials: the schedule's number of event epochs
     "imp_round",  # IMP: the round this epoch belongs to (0 = dense)
     "train_acc_noisy",  # label noise: accuracy on the relabelled subset (w.r.t. noisy labels)
     "train_acc_clean",  # label noise: accuracy on the untouched subset

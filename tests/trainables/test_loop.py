@@ -67,6 +67,9 @@ def test_schedule_trial_records(data_dir):
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1
     sparsity = [r["sparsity"] for r in records]
     assert sparsity == sorted(sparsity) and sparsity[0] > 0
+    # Derived schedule numbers on every record: 4 event epochs; the most-pruned layer (conv3,
+    # 0.75) loses 37.5% of its units per event.
+    assert {(r["num_events"], r["pruning_rate"]) for r in records} == {(4, 37.5)}
     layers = runner.model.prunable_layers()
     total = sum(layer.weight.numel() for layer in layers.values())
     assert sparsity[-1] == pytest.approx((4 * 8 * 3 + 6 * 8 * 3) / total)  # rows of [8, 8, 3]
