@@ -116,7 +116,7 @@ FIELD_RULES: dict[str, Rule] = {
     "pruning.imp.rewind_epoch": at_least(0),
     "flatness.epochs": increasing(0),
     "flatness.subset_size": at_least(1),
-    "flatness.top_k": at_least(1),
+    "flatness.top_k": at_least(0),
     "flatness.power_iters": at_least(1),
     "flatness.eps_delta": above(0),
 }

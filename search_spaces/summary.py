@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, flatness_top_k
 
 if TYPE_CHECKING:  # expand re-exports plan_summary, so no runtime import back
     from search_spaces.expand import StudyPlan
@@ -69,7 +69,7 @@ def trial_seconds(trial: TrialConfig, table: dict[str, tuple[float, int]]) -> fl
     seconds, size = table[trial.model.name]
     n = train_size(trial)
     f = trial.flatness
-    flatness_epochs = len(f.epochs) * 2 * f.top_k * f.power_iters * f.subset_size / n
+    flatness_epochs = len(f.epochs) * 2 * flatness_top_k(trial) * f.power_iters * f.subset_size / n
     return (trial_epochs(trial) + flatness_epochs) * seconds * n / size
 
 

@@ -116,7 +116,7 @@ class FlatnessConfig:
     epochs: tuple[int, ...] = ()  # 0-based epoch indices at which to measure; empty = never
     subset_size: int = 512
     split: Split = "test"
-    top_k: int = 10  # Hessian eigenvalues summed
+    top_k: int = 0  # Hessian eigenvalues summed; 0 = auto (see flatness_top_k)
     power_iters: int = 20
     eps_delta: float = 0.1  # epsilon-flatness: the loss rise to find along top eigenvectors
 
@@ -146,6 +146,18 @@ class TrialConfig:
     def canonical_dict(self) -> dict[str, Any]:
         """The dict with default-valued fields dropped: the basis of ids (stable under new fields)."""
         return _drop_defaults(self)
+
+
+# Models of the papers' CIFAR experiments (run on GPUs): their flatness sums the top 100
+# eigenvalues, as Bartoldson et al.'s Fig. 6; the MNIST-1D / MNIST models default to 10.
+PAPER_SCALE_MODELS = frozenset({"vgg11_bn", "vgg16", "resnet18", "resnet20", "resnet56"})
+
+
+def flatness_top_k(config: TrialConfig) -> int:
+    """``flatness.top_k`` with 0 resolved: 100 on the papers' CIFAR models, 10 on the small ones."""
+    if config.flatness.top_k:
+        return config.flatness.top_k
+    return 100 if config.model.name in PAPER_SCALE_MODELS else 10
 
 
 def trial_id(config: TrialConfig) -> str:

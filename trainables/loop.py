@@ -113,7 +113,10 @@ class SchedulePruning(PruningMethod):
         runner.masks.check_scoring(p.score, p.target, p.scope, [lp.name for lp in self.plan.layers])
         # Recorded on every epoch: the aggregator cannot derive them for the model's default layers.
         summary = schedule_summary(layers, p.period)
-        self.derived = {"pruning_rate": summary["pruning_rate"], "num_events": summary["num_events"]}
+        self.derived = {
+            "pruning_rate": summary["pruning_rate"],
+            "num_events": summary["num_events"],
+        }
 
     def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
         record.update(self.derived)

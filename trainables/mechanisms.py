@@ -17,12 +17,14 @@ Each is checkpointed through its ``state_dict`` (``trainables.state``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from trainables.augment import derived_generator
+from trainables.config import flatness_top_k
 from trainables.errors import UserError
 from trainables.flatness import flatness_subset, measure_flatness
 from trainables.loop import Extension, PruningMethod, SchedulePruning, TrialRunner
@@ -195,7 +197,7 @@ class FlatnessProbe(Extension):
             runner.model,
             self.x,
             self.y,
-            runner.cfg.flatness,
+            dataclasses.replace(runner.cfg.flatness, top_k=flatness_top_k(runner.cfg)),
             masks=live_parameter_masks(runner),
             seed=runner.cfg.seed,
         )
