@@ -89,29 +89,29 @@ def test_weight_granularity_reaches_sparsity_within_one_weight(sparsity, scope):
         assert gone.max() <= kept.min()  # the globally smallest magnitudes went
 
 
-def _pruned_cnn1d(train_mode: bool):
+@SETTINGS
+@given(
+    counts=st.tuples(*[st.integers(1, 7)] * 3),
+    score=st.sampled_from(["l2", "l1", "ebn"]),
+    target=st.sampled_from(["smallest", "largest", "random"]),
+    train_mode=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_pruned_channel_outputs_exactly_zero_after_bn(counts, score, target, train_mode, seed):
+    """Any filters pruned by any score and target output exactly 0 after their BatchNorm."""
+    torch.manual_seed(seed)
     model = _cnn1d(width=8)
     masks = MaskSet(model, "filter")
-    masks.prune(
-        {"conv1": 3, "conv2": 2, "conv3": 5},
-        score="l2",
-        target="largest",
-        generator=torch.Generator(),
-    )
+    units = dict(zip(("conv1", "conv2", "conv3"), counts, strict=True))
+    masks.prune(units, score=score, target=target, generator=torch.Generator().manual_seed(seed))
     model.train(train_mode)
-    return model, masks
-
-
-@pytest.mark.parametrize("train_mode", [True, False])
-def test_pruned_channel_outputs_exactly_zero_after_bn(train_mode):
-    model, masks = _pruned_cnn1d(train_mode)
     outputs = {}
     for i, bn in enumerate(model.bns):
         bn.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(f"conv{i + 1}", out))
     model(torch.randn(16, 1, 40))
     for name, out in outputs.items():
         dead = ~masks.masks[name]
-        assert dead.any()
+        assert int(dead.sum()) == units[name]
         assert torch.count_nonzero(out[:, dead]) == 0
         assert torch.count_nonzero(out[:, ~dead]) > 0
 
