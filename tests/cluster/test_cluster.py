@@ -188,28 +188,29 @@ def test_submitted_study_on_storage_a_node_cannot_see_is_refused(ray_cluster, tm
     assert again.returncode == 1 and again.stdout.splitlines()[0] == f"{sid}-r2"
 
 
-def test_submit_follow_runs_a_study_to_completion(ray_cluster, tmp_path) -> None:
+def test_submit_follow_runs_the_quickstart_to_completion(ray_cluster, tmp_path) -> None:
+    """The product's main job, submitted to the cluster: 30 trials x 60 epochs (a few minutes)."""
     storage = ray_cluster.root / "shared" / "studies"
     storage.mkdir(parents=True, exist_ok=True)
-    spec = tmp_path / "e2e.yaml"
-    spec.write_text(small_study("e2e", epochs=3))
+    spec = "quickstart"
     result = run_cli(
-        ["submit", str(spec), "--address", ray_cluster.dashboard_url, "--storage", str(storage),
+        ["submit", spec, "--address", ray_cluster.dashboard_url, "--storage", str(storage),
          "--follow"],
         submit_env(ray_cluster),
-        timeout_s=900,
+        timeout_s=1500,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-4000:]
     sid = result.stdout.splitlines()[0]
-    assert sid.startswith("prunetune-e2e-")
-    study = storage / "e2e"
+    assert sid.startswith("prunetune-quickstart-")
+    study = storage / "quickstart"
     record = json.loads((study / "submission.json").read_text())
     assert record["submission_id"] == sid and record["address"] == ray_cluster.dashboard_url
-    assert_complete(study, n_trials=2, epochs=3)
+    trials = assert_complete(study, n_trials=30, epochs=60)
+    assert sum(t["is_baseline"] for t in trials) == 3
 
     # Submitting the same study again attaches to the finished job instead of starting another.
     again = run_cli(
-        ["submit", str(spec), "--address", ray_cluster.dashboard_url, "--storage", str(storage)],
+        ["submit", spec, "--address", ray_cluster.dashboard_url, "--storage", str(storage)],
         submit_env(ray_cluster),
         timeout_s=300,
     )
