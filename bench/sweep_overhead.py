@@ -19,7 +19,8 @@ as one, with or without Ray. So the same trials also run as two plain processes 
 taking half of them back to back (``parallel``), and ``ratio_vs_parallel`` = prunetune wall time /
 parallel wall time isolates what prunetune and Ray add.
 
-Usage: ``python3 bench/sweep_overhead.py --json FILE [--trials 8] [--epochs 60]``.
+Usage: ``python3 bench/sweep_overhead.py --json FILE [--trials 8] [--epochs 60]
+[--checkpoint-frequency 1]``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import yaml
 GOAL = 1.25
 
 
-def study_spec(name: str, trials: int, epochs: int, data_dir: str, storage: str) -> dict:
+def study_spec(
+    name: str, trials: int, epochs: int, data_dir: str, storage: str, checkpoint_frequency: int = 1
+) -> dict:
     return {
         "name": name,
         "dataset": {"name": "mnist1d", "data_dir": data_dir},
@@ -49,6 +52,7 @@ def study_spec(name: str, trials: int, epochs: int, data_dir: str, storage: str)
         "baselines": False,
         "resources": {"cpu": 1},
         "max_concurrent_trials": 2,
+        "checkpoint_frequency": checkpoint_frequency,
         "storage": storage,
     }
 
@@ -122,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="where to write the results")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument(
+        "--checkpoint-frequency", type=int, default=1, help="epochs between trial checkpoints"
+    )
     args = parser.parse_args(argv)
     if (os.cpu_count() or 0) < 2:
         print("needs at least 2 CPUs", file=sys.stderr)
@@ -132,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as tmp:
         data_dir, storage = str(Path(tmp, "data")), str(Path(tmp, "studies"))
-        spec = study_spec("bench", args.trials, args.epochs, data_dir, storage)
+        spec = study_spec(
+            "bench", args.trials, args.epochs, data_dir, storage, args.checkpoint_frequency
+        )
         spec_file = Path(tmp, "bench.yaml")
         spec_file.write_text(yaml.safe_dump(spec))
         configs = expand(spec_from_dict(spec)).trials
@@ -156,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal": GOAL,
         "n_trials": len(configs),
         "epochs": args.epochs,
+        "checkpoint_frequency": args.checkpoint_frequency,
         "sequential_s": sequential_s,
         "sequential_per_trial_s": statistics.mean(sequential),
         "parallel_s": parallel_s,
