@@ -23,3 +23,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(item.get_closest_marker(m) for m in GATED):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A real local Ray (2 CPUs) for one test module; yields the fault-injection directory.
+
+    RAY_AUTH_MODE is left as the environment had it when ray was imported: Ray caches the mode at
+    import, so setting it here would split driver and cluster. Unset, a new local cluster turns
+    token auth on (and creates the token) by itself (ray-optuna-notes A.14).
+    """
+    import ray
+
+    from trainables.tune_trainable import FAULT_DIR_ENV
+
+    fault_dir = tmp_path_factory.mktemp("faults")
+    ray.init(
+        "local",
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {FAULT_DIR_ENV: str(fault_dir), "OMP_NUM_THREADS": "1"}},
+    )
+    try:
+        yield fault_dir
+    finally:
+        ray.shutdown()

@@ -17,26 +17,8 @@ from orchestrator.tune_state import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from trainables.config import trial_id
-from trainables.tune_trainable import FAULT_DIR_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    import ray
-
-    fault_dir = tmp_path_factory.mktemp("faults")
-    ray.init(
-        "local",
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {FAULT_DIR_ENV: str(fault_dir), "OMP_NUM_THREADS": "1"}},
-    )
-    try:
-        yield fault_dir
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,10 @@ def test_round_trip_and_baseline_matching():
     ("data", "message"),
     [
         ({"train": {"lr": "1e-3"}}, "train.lr: must be a number, got '1e-3'"),
-        ({"pruning": {"target": "big"}}, "pruning.target: must be one of smallest, largest, random"),
+        (
+            {"pruning": {"target": "big"}},
+            "pruning.target: must be one of smallest, largest, random",
+        ),
         ({"seed": True}, "seed: must be an integer, got True"),
         ({"model": {"depth": 3}}, "model.depth: unknown key; valid keys: name, width"),
     ],

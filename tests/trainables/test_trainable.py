@@ -9,7 +9,7 @@ import torch
 
 from trainables.config import TrialConfig, baseline_key, trial_id
 from trainables.loop import TrialRunner
-from trainables.tune_trainable import FAULT_DIR_ENV, resolve_trial, train_fn, trial_identity
+from trainables.tune_trainable import resolve_trial, train_fn, trial_identity
 
 
 def _trial(data_dir: str) -> TrialConfig:
@@ -52,26 +52,6 @@ def test_repeater_seed_and_identity(tmp_path):
     assert resolve_trial({"trial": cfg.to_dict(), "checkpoint_frequency": 1}) == cfg
     with pytest.raises(ValueError, match="__trial_index__"):
         resolve_trial({**config, "__trial_index__": 2})
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    import ray
-
-    fault_dir = tmp_path_factory.mktemp("faults")
-    # RAY_AUTH_MODE is left as the environment had it when ray was imported: Ray caches the mode
-    # at import, so setting it here would split driver and cluster. Unset, a new local cluster
-    # turns token auth on (and creates the token) by itself (ray-optuna-notes A.14).
-    ray.init(
-        "local",
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {FAULT_DIR_ENV: str(fault_dir), "OMP_NUM_THREADS": "1"}},
-    )
-    try:
-        yield fault_dir
-    finally:
-        ray.shutdown()
 
 
 def _numbers(record: dict) -> dict:
