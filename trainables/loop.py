@@ -40,59 +40,12 @@ from trainables.augment import augment_batch, derived_generator
 from trainables.config import TrialConfig
 from trainables.data import load_data
 from trainables.errors import UserError
+from trainables.hooks import Extension, Hooks, PruningMethod, overrides
 from trainables.models import build_model
 from trainables.pruning.masks import MaskSet
 from trainables.pruning.schedule import plan_schedule, schedule_summary
 from trainables.records import empty_record, event_instability
 from trainables.state import GENERATORS, LoopState, load_state, restore_state
-
-
-class Hooks:
-    """The points where methods and extensions act; every hook is a no-op by default.
-
-    Per-step hooks are called only on objects whose class overrides them, so an unused seam
-    costs nothing in the training loop.
-    """
-
-    def begin_epoch(self, runner: TrialRunner, epoch: int) -> None:
-        """Before `epoch`'s training (e.g. set the LR of a replayed schedule, save a rewind point)."""
-
-    def before_step(self, runner: TrialRunner) -> None:
-        """Before each training step's forward pass."""
-
-    def after_step(self, runner: TrialRunner) -> None:
-        """After each ``optimizer.step()`` and the masks' re-zeroing."""
-
-    def before_event(self, runner: TrialRunner, record: dict[str, Any]) -> None:
-        """Eval mode, right after ``acc_before`` and before the event (flatness is measured here)."""
-
-    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
-        """After the LR step; may add keys to `record` (e.g. ``imp_round``)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-
-
-class PruningMethod(Hooks):
-    """What `pruning.method` decides; this base class is the unpruned baseline (``none``)."""
-
-    def __init__(self, runner: TrialRunner):
-        self.cfg = runner.cfg
-
-    def num_epochs(self) -> int:
-        """Total epochs the trial runs."""
-        return self.cfg.train.epochs
-
-    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
-        """Act after `epoch`'s training, in eval mode, after ``acc_before``.
-
-        Returns None when the model was not changed; else {layer: units removed or targeted}
-        (the accuracy is then re-measured; it is a pruning event when some count is > 0).
-        """
-        return None
 
 
 class SchedulePruning(PruningMethod):
@@ -162,10 +115,6 @@ def get_method(name: str) -> Callable[[TrialRunner], PruningMethod]:
     if name not in METHODS:
         raise UserError(f"pruning.method: unknown {name!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[name]
-
-
-class Extension(Hooks):
-    """A feature that plugs into the epoch through :class:`Hooks` (flatness, perturbation)."""
 
 
 def _flatness(runner: TrialRunner) -> Extension | None:
@@ -306,8 +255,8 @@ class TrialRunner:
         n = data.y_train.shape[0]
         order = torch.randperm(n, generator=self.loop.generators["data_order"]).to(self.device)
         augment = self.cfg.dataset.augment
-        before = [h for h in self._hooks if _overrides(h, "before_step")]
-        after = [h for h in self._hooks if _overrides(h, "after_step")]
+        before = [h for h in self._hooks if overrides(h, "before_step")]
+        after = [h for h in self._hooks if overrides(h, "after_step")]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         autocast = self._autocast()
@@ -402,7 +351,3 @@ def _make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
             params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
         )
     raise UserError(f"train.optimizer: unknown {t.optimizer!r}; choose one of: adam, sgd")
-
-
-def _overrides(obj: Hooks, hook: str) -> bool:
-    return getattr(type(obj), hook) is not getattr(Hooks, hook)

@@ -1,4 +1,4 @@
-"""Loop adapters for the papers' mechanisms: thin :class:`trainables.loop.Hooks` over the science.
+"""Loop adapters for the papers' mechanisms: thin :class:`trainables.hooks.Hooks` over the science.
 
 The science lives in :mod:`trainables.pruning.perturbation`, :mod:`trainables.pruning.imp`,
 :mod:`trainables.flatness` and :mod:`trainables.per_example`; this module only wires it into the
@@ -27,7 +27,8 @@ from trainables.augment import derived_generator
 from trainables.config import flatness_top_k
 from trainables.errors import UserError
 from trainables.flatness import flatness_subset, measure_flatness
-from trainables.loop import Extension, PruningMethod, SchedulePruning, TrialRunner
+from trainables.hooks import Extension, PruningMethod
+from trainables.loop import SchedulePruning, TrialRunner
 from trainables.per_example import loss_file_name, per_example_loss, save_loss_file
 from trainables.pruning.imp import Imp, ImpPlan
 from trainables.pruning.masks import MaskSet

@@ -155,9 +155,7 @@ def save_state(runner: Any, directory: str | os.PathLike) -> Path:
             torch.save(capture_state(runner), f)
         os.replace(tmp, path)
         for ext in runner.extensions.values():  # side files, e.g. per-example losses (.npy)
-            write_files = getattr(ext, "write_files", None)
-            if write_files is not None:
-                write_files(directory)
+            ext.write_files(directory)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,0 +1,72 @@
+"""The loop's extension interfaces: what a pruning method or a feature may hook into.
+
+:class:`trainables.loop.TrialRunner` calls every hook of its pruning method and its extensions at
+fixed points of the epoch (see that module); a hook left as the no-op default costs nothing in
+the per-step loop (:func:`overrides`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.loop import TrialRunner
+
+
+class Hooks:
+    """The points where methods and extensions act; every hook is a no-op by default.
+
+    Per-step hooks are called only on objects whose class overrides them, so an unused seam
+    costs nothing in the training loop.
+    """
+
+    def begin_epoch(self, runner: TrialRunner, epoch: int) -> None:
+        """Before `epoch`'s training (e.g. set the LR of a replayed schedule, save a rewind point)."""
+
+    def before_step(self, runner: TrialRunner) -> None:
+        """Before each training step's forward pass."""
+
+    def after_step(self, runner: TrialRunner) -> None:
+        """After each ``optimizer.step()`` and the masks' re-zeroing."""
+
+    def before_event(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        """Eval mode, right after ``acc_before`` and before the event (flatness is measured here)."""
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        """After the LR step; may add keys to `record` (e.g. ``imp_round``)."""
+
+    def write_files(self, directory: str) -> None:
+        """Write side files (e.g. per-example losses) into a checkpoint directory being saved."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class PruningMethod(Hooks):
+    """What `pruning.method` decides; this base class is the unpruned baseline (``none``)."""
+
+    def __init__(self, runner: TrialRunner):
+        self.cfg = runner.cfg
+
+    def num_epochs(self) -> int:
+        """Total epochs the trial runs."""
+        return self.cfg.train.epochs
+
+    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
+        """Act after `epoch`'s training, in eval mode, after ``acc_before``.
+
+        Returns None when the model was not changed; else {layer: units removed or targeted}
+        (the accuracy is then re-measured; it is a pruning event when some count is > 0).
+        """
+        return None
+
+
+class Extension(Hooks):
+    """A feature that plugs into the epoch through :class:`Hooks` (flatness, perturbation)."""
+
+
+def overrides(obj: Hooks, hook: str) -> bool:
+    return getattr(type(obj), hook) is not getattr(Hooks, hook)
