@@ -253,10 +253,11 @@ def write_study(root: str, n_trials: int, epochs: int) -> str:
 
 def time_study(study: str) -> dict:
     """Time the results stage on `study` in this process (module docstring)."""
+    from results.tune_reader import read_tune_study
+
     from results import api, storage
     from results.export import build_tables, fits_table
     from results.history import read_histories
-    from results.tune_reader import read_tune_study
 
     stages, cpu_stages = {}, {}
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from results.storage import is_uri, resolve
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
-    import pyarrow.fs
     from ray.job_submission import JobSubmissionClient
 
 # Checked with a short timeout before the Jobs client is built (its own requests have none).
@@ -173,29 +173,12 @@ def _address_env_removed() -> Iterator[None]:
 # --- storage -------------------------------------------------------------------------------------
 
 
-def is_uri(storage: str) -> bool:
-    """Whether `storage` names a pyarrow filesystem URI (s3://, gs://, file://, ...)."""
-    return "://" in storage
-
-
-def storage_filesystem(storage: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path (made absolute) or a pyarrow URI."""
-    import pyarrow.fs
-
-    if is_uri(storage):
-        try:
-            return pyarrow.fs.FileSystem.from_uri(storage)
-        except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
-            raise UserError(f"storage: not a usable filesystem URI {storage!r}: {exc}") from None
-    return pyarrow.fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(storage))
-
-
 def _marker_visible(storage: str, marker_name: str, expected: str) -> str | None:
     """Runs on one node: None if the marker holds `expected` there, else why not (one phrase)."""
     import socket
 
     try:
-        fs, root = storage_filesystem(storage)
+        fs, root = resolve(storage)
         with fs.open_input_stream(f"{root}/{marker_name}") as stream:
             seen = stream.read().decode()
     except FileNotFoundError:
@@ -220,7 +203,7 @@ def check_storage_shared(storage: str, timeout_s: float = 120.0) -> None:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) <= 1:
         return
-    fs, root = storage_filesystem(storage)
+    fs, root = resolve(storage)
     absolute = storage if is_uri(storage) else root
     marker_name = f".prunetune-storage-check-{uuid.uuid4().hex}"
     expected = uuid.uuid4().hex

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help=_ADDRESS_HELP)
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("status", help="trials done / running / errored / diverged, gain so far")
+    p = sub.add_parser(
+        "status", help="trials ok / diverged / running / error / pending, gain so far"
+    )
     p.add_argument("study_dir", metavar="STUDY_DIR", help="the study directory (path or URI)")
     p.set_defaults(func=cmd_status)
 
@@ -78,12 +80,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def execute(study: Study, plan: StudyPlan, address: str | None) -> int:
     """Run every unfinished experiment, export, write the report, print the summary.
 
-    Returns 0 when every trial finished (done or diverged), 1 when some errored for good
+    Returns 0 when every trial finished (ok or diverged), 1 when some errored for good
     (``prunetune resume`` retries them), 130 when Ctrl-C stopped it (state saved; nothing
     exported).
     """
-    from orchestrator.status import experiment_status, format_counts, is_complete
+    from orchestrator.status import experiment_status, is_complete
     from results.commands import summary_lines
+    from results.status import format_counts
 
     todo = [e for e in study.experiments if not is_complete(study, plan, e)]
     if todo:
@@ -100,7 +103,8 @@ def execute(study: Study, plan: StudyPlan, address: str | None) -> int:
     print(f"report: {report}")
     print(study.uri)
     unfinished = sum(
-        s.counts["errored"] + s.counts["stopped"] + s.counts["pending"] for s in statuses
+        s.counts["error"] + s.counts["stopped"] + s.counts["running"] + s.counts["pending"]
+        for s in statuses
     )
     return 1 if unfinished else 0
 
@@ -140,7 +144,7 @@ def export_and_report(study: Study) -> tuple[Any, str]:
 
 def _print_plan(plan: StudyPlan, name: str) -> None:
     """The ``--dry-run`` plan: ``search_spaces.summary.plan_summary``, one line per item."""
-    from search_spaces.expand import plan_summary
+    from search_spaces.summary import plan_summary
 
     print(f"study {name}: plan (dry run; nothing written)")
     for key, value in plan_summary(plan).items():
@@ -158,23 +162,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = open_existing(args.study_dir)
     plan = expand(study.spec)
     print(f"study {study.uri} (spec {study.spec_hash})")
-    for experiment in study.experiments:
-        print(format_status(experiment_status(study, plan, experiment)))
-    print(_gain_line(study))
+    statuses = [experiment_status(study, plan, e) for e in study.experiments]
+    for status in statuses:
+        print(format_status(status))
+    started = any(s.phase != "absent" for s in statuses)
+    print(_gain_line(study) if started else _NO_GAIN)
     job = _job_line(study)
     if job:
         print(job)
     return 0
 
 
-def _gain_line(study: Study) -> str:
-    """Best and worst gain over the pruned trials that have one so far (computed, not stored)."""
-    from orchestrator.gains import gain_extremes
+_NO_GAIN = "gain: none yet (no pruned trial with finished matched baselines)"
 
-    extremes = gain_extremes(study.uri)
-    if extremes is None:
-        return "gain: none yet (no pruned trial with finished matched baselines)"
-    return extremes.line()
+
+def _gain_line(study: Study) -> str:
+    """Best and worst gain over the pruned trials that have one so far (computed, not stored:
+    `status` must not write into a study another process may be running)."""
+    from results.api import gain_extremes, study_tables
+
+    e = gain_extremes(study_tables(study.uri).tables.trials)
+    if e is None:
+        return _NO_GAIN
+    return (
+        f"gain: best {e.best:+.4f} (trial {e.best_trial}, instability {_num(e.best_instability)}), "
+        f"worst {e.worst:+.4f} (trial {e.worst_trial}, instability {_num(e.worst_instability)}); "
+        f"n = {e.n} pruned trials with a gain"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _job_line(study: Study) -> str | None:

@@ -14,8 +14,7 @@ since the last snapshot.
 Without ``num_to_keep`` Tune's per-trial checkpoint manager would also remember every checkpoint
 (with that epoch's whole result) and write them all into every snapshot: 13 MB for the 30
 100-epoch quickstart trials, growing with epochs x trials. So the janitor also drops the deleted
-checkpoints from the live trials' managers (a private list of Tune 2.60, pinned; if its shape
-ever changes the trimming is skipped and only the snapshot size suffers).
+checkpoints from the live trials' managers (Tune internals: :mod:`orchestrator.tune_internals`).
 
 :func:`remove_orphans` deletes, after an experiment finished, trial directories that its final
 snapshot does not list: an Optuna restore re-generates the trials created after the last
@@ -26,17 +25,21 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 import time
 from typing import Any
 
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
-from orchestrator.tune_state import read_snapshot
+from orchestrator.tune_internals import (
+    checkpoint_index,
+    forget_checkpoints_before,
+    latest_checkpoint_index,
+    latest_checkpoint_name,
+)
+from results.snapshot import read_snapshot
 
 logger = logging.getLogger(__name__)
-_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
 
 class CheckpointJanitor(Callback):
@@ -52,9 +55,9 @@ class CheckpointJanitor(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A finished trial is never restored: its manager needs only its final checkpoint.
-        latest = getattr(trial.run_metadata.checkpoint_manager, "latest_checkpoint_result", None)
-        if latest is not None and latest.checkpoint is not None:
-            forget_checkpoints_before(trial, _result_index(latest) or 0)
+        latest = latest_checkpoint_index(trial)
+        if latest is not None:
+            forget_checkpoints_before(trial, latest)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
@@ -84,36 +87,18 @@ def prune_checkpoints(fs: pafs.FileSystem, exp_path: str) -> dict[str, int]:
         return {}
     restore_points = {}
     for trial in snapshot.trials:
-        keep_from = _checkpoint_index(latest_checkpoint_name(trial.metadata))
+        keep_from = checkpoint_index(latest_checkpoint_name(trial.metadata))
         if keep_from is None or not trial.logdir:
             continue
         restore_points[trial.trial_id] = keep_from
         trial_dir = posixpath.join(exp_path, trial.logdir)
         for name in _checkpoints(fs, trial_dir):
-            if _checkpoint_index(name) < keep_from:
+            if checkpoint_index(name) < keep_from:
                 try:
                     fs.delete_dir(posixpath.join(trial_dir, name))
                 except FileNotFoundError:  # deleted meanwhile by another pass
                     pass
     return restore_points
-
-
-def forget_checkpoints_before(trial: Any, keep_from: int) -> int:
-    """Drop checkpoints older than index `keep_from` from a live Tune trial's checkpoint manager
-    (they are deleted, or about to be); returns how many were dropped."""
-    manager = getattr(trial.run_metadata, "checkpoint_manager", None)
-    results = getattr(manager, "_checkpoint_results", None)
-    if not isinstance(results, list):
-        return 0
-    kept = [r for r in results if (_result_index(r) or 0) >= keep_from]
-    if len(kept) != len(results):
-        manager._checkpoint_results = kept
-        trial.run_metadata.invalidate_cache()
-    return len(results) - len(kept)
-
-
-def _result_index(result: Any) -> int | None:
-    return _checkpoint_index(posixpath.basename(result.checkpoint.path.rstrip("/")))
 
 
 def remove_orphans(fs: pafs.FileSystem, exp_path: str) -> list[str]:
@@ -132,31 +117,10 @@ def remove_orphans(fs: pafs.FileSystem, exp_path: str) -> list[str]:
         if info.type != pafs.FileType.Directory or info.base_name in listed:
             continue
         inside = [i.base_name for i in fs.get_file_info(pafs.FileSelector(info.path))]
-        if "params.json" in inside or any(_CHECKPOINT_RE.match(n) for n in inside):
+        if "params.json" in inside or any(checkpoint_index(n) is not None for n in inside):
             fs.delete_dir(info.path)
             removed.append(info.base_name)
     return sorted(removed)
-
-
-def latest_checkpoint_name(metadata_json: str) -> str | None:
-    """The directory name of the checkpoint Tune restores this trial from (None if none).
-
-    That is the checkpoint manager's latest registered checkpoint, which can lag the last
-    result's ``checkpoint_dir_name`` (Tune updates the result before it registers the save).
-    """
-    from ray.tune.utils.serialization import _loads_with_cloudpickle  # trusted: our own study
-
-    meta = _loads_with_cloudpickle(metadata_json)
-    manager = meta.get("checkpoint_manager")
-    latest = getattr(manager, "latest_checkpoint_result", None)
-    if latest is None or latest.checkpoint is None:
-        return None
-    return posixpath.basename(latest.checkpoint.path.rstrip("/"))
-
-
-def _checkpoint_index(name: str | None) -> int | None:
-    match = _CHECKPOINT_RE.match(name or "")
-    return int(match.group(1)) if match else None
 
 
 def _checkpoints(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
@@ -164,5 +128,5 @@ def _checkpoints(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
     return [
         i.base_name
         for i in infos
-        if i.type == pafs.FileType.Directory and _CHECKPOINT_RE.match(i.base_name)
+        if i.type == pafs.FileType.Directory and checkpoint_index(i.base_name) is not None
     ]

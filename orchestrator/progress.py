@@ -3,11 +3,12 @@
 Tune 2.60's new output engine ignores a custom ``progress_reporter`` (ray issue #38202), so the
 line comes from ``on_step_end``, at most every `interval_s` seconds, plus one at the end::
 
-    [trials] 14/72 done (2 diverged), 2 running, 0 failed, 56 pending | 1m05s, ETA 4m30s
+    [trials] 14/72 finished (12 ok, 2 diverged), 2 running, 0 error, 56 pending | 1m05s, ETA 4m30s
 
 The ETA is (trials left) x (mean run time of the trials finished in this session) / (trials
 running), so it is blank until one trial has finished here. Counts come from the Trial objects
-Tune passes in, which after a restore include the trials finished before it.
+Tune passes in (which after a restore include the trials finished before it), classified by
+:func:`results.status.trial_status`, the rule every other count uses.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from results.status import count_statuses, trial_status
+
 
 def format_progress(
     experiment: str,
@@ -26,14 +29,16 @@ def format_progress(
     elapsed_s: float,
     eta_s: float | None,
 ) -> str:
-    """The progress line (pure; tested directly). `counts` has done/diverged/running/failed."""
-    finished = counts["done"] + counts["diverged"]
-    pending = max(0, total - finished - counts["running"] - counts["failed"])
+    """The progress line (pure; tested directly). `counts`: ``results.status`` -> trials."""
+    finished = counts["ok"] + counts["diverged"]
+    active = counts["running"] + counts["stopped"]
+    pending = max(0, total - finished - active - counts["error"])
     eta = f", ETA {_duration(eta_s)}" if eta_s is not None else ""
+    stopped = f", {counts['stopped']} stopped" if counts["stopped"] else ""
     return (
-        f"[{experiment}] {finished}/{total} done ({counts['diverged']} diverged), "
-        f"{counts['running']} running, {counts['failed']} failed, {pending} pending"
-        f" | {_duration(elapsed_s)}{eta}"
+        f"[{experiment}] {finished}/{total} finished ({counts['ok']} ok, {counts['diverged']} "
+        f"diverged), {counts['running']} running{stopped}, {counts['error']} error, "
+        f"{pending} pending | {_duration(elapsed_s)}{eta}"
     )
 
 
@@ -85,24 +90,22 @@ class ProgressCallback(Callback):
         self._last_print = time.monotonic()
         counts = count_trials(trials)
         total = max(self._total, len(trials))
-        remaining = total - counts["done"] - counts["diverged"] - counts["failed"]
+        remaining = total - counts["ok"] - counts["diverged"] - counts["error"]
         eta = estimate_eta(remaining, counts["running"], self._durations)
         line = format_progress(self.experiment, counts, total, self._last_print - self._start, eta)
         print(line, file=self._stream or sys.stderr, flush=True)
 
 
 def count_trials(trials: list) -> dict[str, int]:
-    """done / diverged / running / failed counts over Tune Trial objects."""
-    counts = {"done": 0, "diverged": 0, "running": 0, "failed": 0}
-    for trial in trials:
-        if trial.status == "ERROR":
-            counts["failed"] += 1
-        elif trial.status == "RUNNING":
-            counts["running"] += 1
-        elif trial.status == "TERMINATED":
-            diverged = (trial.last_result or {}).get("status") == "diverged"
-            counts["diverged" if diverged else "done"] += 1
-    return counts
+    """Trials per ``results.status`` over Tune Trial objects."""
+    return count_statuses(
+        trial_status(
+            t.status,
+            (t.last_result or {}).get("status"),
+            bool((t.last_result or {}).get("training_iteration")),
+        )
+        for t in trials
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -1,8 +1,8 @@
 """Where a study stands, from Tune's stored snapshots (no Ray runtime; nothing written).
 
-Per experiment: trials done, diverged, running, errored, stopped and pending, where pending also
-counts the trials the searcher has not created yet (expected from the plan). "running" means
-running when the snapshot was taken: after a crash those trials resume from their checkpoints.
+Per experiment: trials per status (``results.status``), where pending also counts the trials
+the searcher has not created yet (expected from the plan). "running" means running when the
+snapshot was taken: after a crash those trials resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from orchestrator.study import OPTUNA_EXPERIMENT, Study
-from orchestrator.tune_state import OUTCOMES, phase, read_snapshot
+from orchestrator.study import Study
+from results.snapshot import phase, read_snapshot
+from results.status import count_statuses, format_counts
+from results.storage import OPTUNA_EXPERIMENT
 from search_spaces.expand import StudyPlan
 
 
@@ -19,7 +21,7 @@ from search_spaces.expand import StudyPlan
 class ExperimentStatus:
     experiment: str
     phase: str  # absent | stale | snapshotted
-    counts: dict[str, int]  # OUTCOMES -> trials
+    counts: dict[str, int]  # results.status.STATUSES -> trials
     expected: int
     snapshot_age_s: float | None  # seconds since the snapshot file was written
 
@@ -37,7 +39,7 @@ def experiment_status(study: Study, plan: StudyPlan, experiment: str) -> Experim
     expected = expected_trials(plan, experiment)
     snapshot = read_snapshot(study.fs, path)
     if snapshot is None:
-        counts = dict.fromkeys(OUTCOMES, 0) | {"pending": expected}
+        counts = count_statuses((), expected)
         return ExperimentStatus(experiment, phase(study.fs, path), counts, expected, None)
     mtime = study.fs.get_file_info(snapshot.file).mtime
     age = time.time() - mtime.timestamp() if mtime is not None else None
@@ -45,20 +47,9 @@ def experiment_status(study: Study, plan: StudyPlan, experiment: str) -> Experim
 
 
 def is_complete(study: Study, plan: StudyPlan, experiment: str) -> bool:
-    """True when the stored snapshot shows every expected trial finished (done or diverged)."""
+    """True when the stored snapshot shows every expected trial finished (ok or diverged)."""
     snapshot = read_snapshot(study.fs, study.tune_path(experiment))
     return snapshot is not None and snapshot.complete(expected_trials(plan, experiment))
-
-
-def format_counts(counts: dict[str, int], expected: int) -> str:
-    """``60/72 finished: 58 done, 2 diverged; 2 running, 0 errored, 10 pending``."""
-    finished = counts["done"] + counts["diverged"]
-    stopped = f", {counts['stopped']} stopped" if counts.get("stopped") else ""
-    return (
-        f"{finished}/{expected} finished: {counts['done']} done, {counts['diverged']} diverged; "
-        f"{counts['running']} running, {counts['errored']} errored{stopped}, "
-        f"{counts['pending']} pending"
-    )
 
 
 def format_status(status: ExperimentStatus) -> str:

@@ -1,9 +1,7 @@
 """The study directory ``<storage>/<name>/``: create it, recognise it, guard its spec hash.
 
-Layout (DESIGN.md, storage contract): ``spec.yaml`` (the resolved spec; its first line is
-``# spec-hash: <hex>``), ``study.json`` (``name``, ``spec_hash``, ``prunetune_version``,
-``created``, ``experiments``), ``tune/<experiment>/`` (Ray Tune) and the derived Parquet files
-and report. The directory may be a local path or any URI pyarrow's filesystems understand.
+The layout and the filesystem are :mod:`results.storage`'s; this module decides when a study
+directory is created, resumed or refused.
 
 Rules: a study directory is created only after its spec validated (the caller passes a
 `StudySpec`, which exists only if validation passed), so a bad spec writes nothing. An existing
@@ -23,17 +21,22 @@ import pyarrow.fs as pafs
 
 from results import storage
 from results.schema import prunetune_version
+from results.storage import (
+    META_FILE,
+    OPTUNA_EXPERIMENT,
+    SPEC_FILE,
+    SUBMISSION_FILE,
+    TRIALS_EXPERIMENT,
+    TUNE_DIR,
+    join_uri,
+    study_uri,
+)
 from search_spaces.expand import StudyPlan
 from search_spaces.spec import StudySpec, spec_from_yaml
 from trainables.errors import UserError
 
-SPEC_FILE = "spec.yaml"
-META_FILE = "study.json"
-TUNE_DIR = "tune"
-TRIALS_EXPERIMENT = "trials"
-OPTUNA_EXPERIMENT = "optuna"
 # Files another command may write into a study directory before `run` creates the study.
-PRE_STUDY_FILES = frozenset({"submission.json"})
+PRE_STUDY_FILES = frozenset({SUBMISSION_FILE})
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,6 @@ class Study:
     def tune_path(self, experiment: str) -> str:
         """The experiment directory's path on `fs`."""
         return posixpath.join(self.path, TUNE_DIR, experiment)
-
-
-def study_uri(storage_root: str, name: str) -> str:
-    """``<storage>/<name>`` for a local path (made absolute) or a URI (query string kept)."""
-    if "://" not in storage_root:
-        return posixpath.join(storage.resolve(storage_root)[1], name)
-    return join_uri(storage_root, name)
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """Append path segments to a local path or a URI, keeping any ``?query`` at the end."""
-    head, sep, query = base.partition("?")
-    joined = posixpath.join(head.rstrip("/") or "/", *parts)
-    return f"{joined}{sep}{query}"
 
 
 def experiments_of(plan: StudyPlan) -> tuple[str, ...]:
@@ -105,7 +94,7 @@ def open_existing(study_dir: str) -> Study:
     whose content no longer hashes to the hash the study was created with (an edited spec).
     """
     fs, path = storage.resolve(study_dir)
-    uri = study_dir if "://" in study_dir else path
+    uri = study_dir if storage.is_uri(study_dir) else path
     stored = _stored_hash(fs, path, uri)
     if stored is None:
         raise UserError(f"{uri}: not a prunetune study directory (no {META_FILE})")
@@ -121,11 +110,6 @@ def open_existing(study_dir: str) -> Study:
     from search_spaces.expand import expand
 
     return Study(uri, fs, path, spec, stored, experiments_of(expand(spec)))
-
-
-def read_meta(study: Study) -> dict:
-    """The parsed ``study.json``."""
-    return json.loads(storage.read_text(study.fs, posixpath.join(study.path, META_FILE)) or "{}")
 
 
 def _stored_hash(fs: pafs.FileSystem, path: str, uri: str) -> str | None:

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import cluster
+from results.storage import SUBMISSION_FILE, is_uri, resolve
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 PACKAGES: tuple[str, ...] = ("orchestrator", "trainables", "search_spaces", "results")
-SUBMISSION_FILE = "submission.json"
 ACTIVE = ("PENDING", "RUNNING")
 
 
@@ -136,7 +136,7 @@ def next_submission_id(base: str, taken: list[str]) -> str:
 
 def require_cluster_storage(storage: str) -> None:
     """A submitted study's storage must mean the same on the cluster: a URI or an absolute path."""
-    if cluster.is_uri(storage) or storage.startswith("/"):
+    if is_uri(storage) or storage.startswith("/"):
         return
     raise UserError(
         f"storage: a submitted study needs a URI (s3://, gs://) or an absolute path that every "
@@ -245,7 +245,7 @@ def record_submission(
         "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        fs, root = cluster.storage_filesystem(storage)
+        fs, root = resolve(storage)
         if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
             return False
         target = f"{root}/{name}/{SUBMISSION_FILE}"
@@ -266,7 +266,7 @@ def job_status_line(study_dir: str | Path) -> str | None:
     API; never raises: an unreachable cluster or a refused token gives "state unknown (...)".
     """
     try:
-        fs, root = cluster.storage_filesystem(str(study_dir))
+        fs, root = resolve(str(study_dir))
         with fs.open_input_stream(f"{root}/{SUBMISSION_FILE}") as stream:
             record = json.loads(stream.read())
         sid, address = record["submission_id"], record["address"]

@@ -37,8 +37,9 @@ from ray.tune.logger import JsonLoggerCallback
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.progress import ProgressCallback
 from orchestrator.status import expected_trials
-from orchestrator.study import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, Study, join_uri
-from orchestrator.tune_state import Snapshot, phase, read_snapshot
+from orchestrator.study import Study
+from results.snapshot import Snapshot, phase, read_snapshot
+from results.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join_uri
 from search_spaces.expand import StudyPlan
 from search_spaces.tune_space import grid_param_space, optuna_param_space
 from trainables.errors import UserError
@@ -49,7 +50,7 @@ class ExperimentOutcome:
     """What one experiment's final snapshot says after a run."""
 
     experiment: str
-    counts: dict[str, int]  # tune_state.OUTCOMES -> trials
+    counts: dict[str, int]  # results.status.STATUSES -> trials
     resumed: bool  # restored from an earlier session's snapshot
     discarded_stale: bool  # a never-snapshotted directory was removed first
     orphans_removed: tuple[str, ...]

@@ -30,7 +30,8 @@ import numpy as np
 
 from results import bootstrap, stats
 from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
-from results.summarize import FLATNESS_KEYS, INCOMPLETE
+from results.status import INCOMPLETE
+from trainables.records import FLATNESS_KEYS
 
 GROUPINGS: dict[str, str | None] = {
     "all": None,

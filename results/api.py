@@ -8,6 +8,7 @@ says which trials are unfinished.
 
 from __future__ import annotations
 
+import math
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,11 +22,10 @@ from results import storage
 from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
 from results.export import Tables, build_tables, fits_table
 from results.history import read_histories
-from results.summarize import INCOMPLETE, STATUSES
+from results.snapshot import TuneStudy, read_study
+from results.status import INCOMPLETE, STATUSES
+from results.storage import REPORT_FILE, TUNE_DIR, StudyMeta, table_file
 from trainables.errors import UserError
-
-TABLES = ("trials", "epochs", "events", "fits")
-REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -48,25 +48,77 @@ class ExportSummary:
     files: dict[str, str] = field(default_factory=dict)  # table name -> path written
 
 
-def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSummary:
-    """Read the study's Tune experiments and write trials/epochs/events/fits Parquet files.
+@dataclass(frozen=True)
+class StudyTables:
+    """A study's tables built in memory from its Tune experiments (nothing written)."""
 
-    `study_dir` is a local path or a pyarrow filesystem URI. Raises UserError when it is not a
-    study directory or holds no Tune experiment. Idempotent: a second export of an unchanged
-    study writes byte-identical files.
+    meta: StudyMeta
+    tune: TuneStudy
+    tables: Tables
+
+
+def study_tables(study_dir: str) -> StudyTables:
+    """Read the study's Tune experiments and build the trials / epochs / events tables.
+
+    Raises UserError when `study_dir` is not a study directory or holds no Tune experiment.
+    Safe on a running study: it only reads.
     """
-    from results.tune_reader import read_tune_study  # the Ray import stays inside this call
-
     fs, path = storage.resolve(study_dir)
     meta = storage.read_meta(fs, path, study_dir)
-    tune = read_tune_study(fs, posixpath.join(path, "tune"))
+    tune = read_study(fs, posixpath.join(path, TUNE_DIR))
     if not tune.experiments and not tune.unreadable:
         raise UserError(f"study directory {study_dir!r}: no Ray Tune experiment under tune/")
     history = read_histories(fs, [t.result_path for t in tune.trials])
-    tables = build_tables(tune.trials, history, meta.spec_hash)
+    return StudyTables(meta, tune, build_tables(tune.trials, history, meta.spec_hash))
+
+
+def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSummary:
+    """Write the study's trials / epochs / events / fits Parquet files (:func:`study_tables`).
+
+    `study_dir` is a local path or a pyarrow filesystem URI. Idempotent: a second export of an
+    unchanged study writes byte-identical files.
+    """
+    built = study_tables(study_dir)
+    fs, path = storage.resolve(study_dir)
+    meta, tables = built.meta, built.tables
     fits = fits_table(tables.trials, meta.spec_hash, plan)
     files = write_tables(fs, path, {**_as_dict(tables), "fits": fits})
-    return _summary(study_dir, meta, tune, tables, fits, files)
+    return _summary(study_dir, meta, built.tune, tables, fits, files)
+
+
+@dataclass(frozen=True)
+class GainExtremes:
+    """The best and worst gain over the pruned trials that have one."""
+
+    best: float
+    best_trial: str  # trial_key
+    best_instability: float | None
+    worst: float
+    worst_trial: str
+    worst_instability: float | None
+    n: int  # pruned trials with a gain
+
+
+def gain_extremes(trials: pa.Table) -> GainExtremes | None:
+    """Best / worst gain of a trials table's pruned trials; None when none has a gain."""
+    rows = [
+        r
+        for r in trials.select(["is_baseline", "gain", "trial_key", "mean_instability"]).to_pylist()
+        if not r["is_baseline"] and r["gain"] is not None and math.isfinite(r["gain"])
+    ]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["gain"])
+    worst = min(rows, key=lambda r: r["gain"])
+    return GainExtremes(
+        best["gain"],
+        best["trial_key"],
+        best["mean_instability"],
+        worst["gain"],
+        worst["trial_key"],
+        worst["mean_instability"],
+        len(rows),
+    )
 
 
 def _as_dict(tables: Tables) -> dict[str, pa.Table]:
@@ -79,7 +131,7 @@ def write_tables(
     """Write each table as ``<name>.parquet`` atomically; returns table name -> path."""
     files = {}
     for name, table in tables.items():
-        target = posixpath.join(study_path, f"{name}.parquet")
+        target = posixpath.join(study_path, table_file(name))
         storage.write_parquet(fs, target, table)
         files[name] = target
     return files
@@ -95,14 +147,14 @@ def write_report(study_dir: str, out: str | None = None) -> str:
 
     fs, path = storage.resolve(study_dir)
     meta = storage.read_meta(fs, path, study_dir)
-    if fs.get_file_info(posixpath.join(path, "trials.parquet")).type == pafs.FileType.NotFound:
+    if fs.get_file_info(posixpath.join(path, table_file("trials"))).type == pafs.FileType.NotFound:
         export_study(study_dir)
-    trials = _read(fs, posixpath.join(path, "trials.parquet"))
-    fits = _read(fs, posixpath.join(path, "fits.parquet"))
+    trials = _read(fs, posixpath.join(path, table_file("trials")))
+    fits = _read(fs, posixpath.join(path, table_file("fits")))
     curves = dynamics_trials(columns(trials))
     epochs = _read(
         fs,
-        posixpath.join(path, "epochs.parquet"),
+        posixpath.join(path, table_file("epochs")),
         columns=list(CURVE_COLUMNS),
         filters=[("trial_id", "in", curves or [""])],
     )

@@ -12,8 +12,6 @@ Rules (DESIGN.md storage contract):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +23,11 @@ import pyarrow.compute as pc
 from results import aggregate, schema
 from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
 from results.history import latest_per_epoch
-from results.summarize import INPUT_KEYS, STATUSES, summarize, trial_status
-from results.tune_reader import TuneTrial
-from trainables.config import TrialConfig, baseline_key, content_hash, trial_id
+from results.snapshot import TuneTrial
+from results.status import STATUSES, trial_status
+from results.summarize import INPUT_KEYS, summarize
 from trainables.errors import UserError
+from trainables.identity import Identity, KeyCache
 
 _COMPLETENESS = {
     s: i for i, s in enumerate(("ok", "diverged", "error", "stopped", "running", "pending"))
@@ -43,26 +42,13 @@ class Tables:
     n_duplicates: int  # Tune trials dropped because another trial had the same trial_key
 
 
-def resolve_config(tune_config: Mapping[str, Any]) -> TrialConfig:
-    """The trial's TrialConfig; with ``seeds`` + ``__trial_index__`` (Tune's Repeater) the seed
-    is ``seeds[__trial_index__]``, as the trainable resolves it."""
-    return _Resolver().resolve(tune_config).cfg
-
-
-def config_key(cfg: TrialConfig) -> str:
-    """12 hex chars identifying the config without its seed (the unit of seed averaging)."""
-    d = cfg.canonical_dict()
-    d.pop("seed", None)
-    return content_hash(d)[:12]
-
-
 def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str) -> Tables:
     """trials / epochs / events tables from Tune trials and their parsed histories.
 
     `history` is :func:`results.history.parse_histories` output whose ``source`` indexes `trials`.
     """
-    resolve = _Resolver()
-    resolved = [resolve(t) for t in trials]
+    cache = KeyCache()
+    resolved = [_resolve(cache, t) for t in trials]
     latest = latest_per_epoch(history)
     cols = _numpy_columns(latest)
     bounds = np.searchsorted(cols["source"], np.arange(len(trials) + 1))
@@ -70,12 +56,12 @@ def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str)
     for i, (t, r) in enumerate(zip(trials, resolved, strict=True)):
         part = {k: v[bounds[i] : bounds[i + 1]] for k, v in cols.items()}
         last_status = part["status"][-1] if len(part["status"]) else None
-        status = trial_status(t.tune_status, last_status, len(part["epoch"]))
+        status = trial_status(t.tune_status, last_status, len(part["epoch"]) > 0)
         rows.append(_identity(t, r, status) | summarize(part, r.cfg, status))
     keep = _most_complete(rows)
     rows = [rows[i] for i in keep]
     _add_gain(rows)
-    trials_table = _trials_table(rows, [resolved[i].plain for i in keep], spec_hash)
+    trials_table = _trials_table(rows, [resolved[i].cfg.to_dict() for i in keep], spec_hash)
     epochs = _epochs_table(latest, keep, len(trials), rows, spec_hash)
     return Tables(
         trials=trials_table,
@@ -85,69 +71,14 @@ def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str)
     )
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    """A Tune trial's TrialConfig, its plain dict and its identity hashes."""
-
-    cfg: TrialConfig
-    plain: dict[str, Any]
-    trial_key: str
-    config_key: str
-    baseline_key: str
+def _resolve(cache: KeyCache, t: TuneTrial) -> Identity:
+    try:
+        return cache.resolve(t.config)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UserError(f"{t.experiment}/{t.trial_id}: config['trial']: {exc}") from None
 
 
-class _Resolver:
-    """Resolve configs, parsing each config-without-seed once (10,000 trials share few configs).
-
-    Only the seed differs between a memo hit and its first parse, and baseline_key and config_key
-    do not depend on it. trial_key is the hash of the canonical dict, whose ``seed`` entry is
-    present only when the seed differs from its default (``TrialConfig.canonical_dict``); it is
-    rebuilt from the memo, and checked against ``trial_id`` at every first parse.
-    """
-
-    def __init__(self) -> None:
-        self._memo: dict[str, tuple[_Resolved, dict[str, Any]]] = {}
-
-    def __call__(self, t: TuneTrial) -> _Resolved:
-        try:
-            return self.resolve(t.config)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise UserError(f"{t.experiment}/{t.trial_id}: config['trial']: {exc}") from None
-
-    def resolve(self, tune_config: Mapping[str, Any]) -> _Resolved:
-        trial = dict(tune_config["trial"])
-        seed = trial.pop("seed", _DEFAULT_SEED)
-        if "seeds" in tune_config and "__trial_index__" in tune_config:
-            seed = tune_config["seeds"][tune_config["__trial_index__"]]
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed: must be an integer, got {seed!r}")
-        key = json.dumps(trial)  # Tune keeps key order: equal configs give equal keys
-        if key not in self._memo:
-            cfg = TrialConfig.from_dict(trial | {"seed": seed})
-            canonical = cfg.canonical_dict()
-            canonical.pop("seed", None)
-            base = _Resolved(cfg, cfg.to_dict(), trial_id(cfg), config_key(cfg), baseline_key(cfg))
-            assert _seeded_key(canonical, seed) == base.trial_key, "canonical_dict changed its rule"
-            self._memo[key] = (base, canonical)
-        base, canonical = self._memo[key]
-        return dataclasses.replace(
-            base,
-            cfg=dataclasses.replace(base.cfg, seed=seed),
-            plain=base.plain | {"seed": seed},
-            trial_key=_seeded_key(canonical, seed),
-        )
-
-
-_DEFAULT_SEED = TrialConfig().seed
-
-
-def _seeded_key(canonical_without_seed: dict[str, Any], seed: int) -> str:
-    """``trial_id`` of the config whose canonical dict minus seed is given, with `seed`."""
-    extra = {} if seed == _DEFAULT_SEED else {"seed": seed}
-    return content_hash(canonical_without_seed | extra)[:12]
-
-
-def _identity(t: TuneTrial, r: _Resolved, status: str) -> dict[str, Any]:
+def _identity(t: TuneTrial, r: Identity, status: str) -> dict[str, Any]:
     assert status in STATUSES, status
     return {
         "trial_id": t.trial_id,
@@ -233,15 +164,19 @@ def _epochs_table(
     ids = pa.array([r["trial_id"] for r in rows], type=pa.string())
     keys = pa.array([r["trial_key"] for r in rows], type=pa.string())
     columns = {"trial_id": ids.take(pos), "trial_key": keys.take(pos)}
-    columns.update({name: kept.column(name) for name, _ in schema.EPOCH_VALUE_FIELDS})
+    columns.update({name: kept.column(name) for name in schema.EPOCHS.names[2:]})
     out = pa.table(columns, schema=schema.with_metadata(schema.EPOCHS, "epochs", spec_hash))
     return out.append_column("units_removed", kept.column("units_removed"))
 
 
 def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
     ev = epochs.filter(pc.fill_null(epochs.column("is_event"), False))
-    by_layer = ev.column("units_removed")
-    summed = [sum(v for _, v in m) if m is not None else None for m in by_layer.to_pylist()]
+    per_layer = ev.column("units_removed").to_pylist()
+    by_layer = pa.array(
+        [None if v is None else [(u["layer"], u["units"]) for u in v] for v in per_layer],
+        type=schema.UNITS_BY_LAYER,
+    )
+    summed = [sum(u["units"] for u in v) if v is not None else None for v in per_layer]
     totals = pc.coalesce(ev.column("units_removed_total"), pa.array(summed, type=pa.int64()))
     columns = {
         "trial_id": ev.column("trial_id"),

@@ -1,17 +1,16 @@
 """Parse Ray Tune ``result.json`` files (JSON lines, one reported result per line) into Arrow.
 
-Each line is one ``tune.report`` of the trainable: the per-epoch record keys of
-``trainables/records.py`` plus Tune's own keys (and Tune's copy of the trial config, which is
-ignored here). The fast path hands whole batches of files to pyarrow's C++ JSON reader with an
-explicit schema; a batch it rejects (say an epoch written as ``3.0``) is parsed again file by file
-with :mod:`json` and checked value by value, so a bad line is reported with its file and line.
+Each line is one ``tune.report`` of the trainable: the record of ``trainables.records`` plus the
+keys Tune adds (``results.schema.TUNE_STORED`` / ``TUNE_IGNORED``, Tune's copy of the config
+among them). pyarrow's C++ JSON reader parses whole batches of files with the explicit schema
+``results.schema.RESULT``; every record value, the per-layer lists included, is plain JSON, so
+nothing is cut out or searched for by hand. A batch pyarrow rejects (say an epoch written as
+``3.0``) is parsed again file by file with :mod:`json` and checked value by value, so a bad line
+is reported with its file and line.
 
-The nested ``units_removed`` object ({layer: units}) is not in the explicit schema (pyarrow cannot
-read a JSON object into a map); it is found by its key and decoded alone, line by line.
-
-Tune appends its copy of the trial config near the end of every line (over half of the bytes);
-when a file's first line shows that no key this module reads follows ``"config"``, the fast path
-cuts that tail off each line before parsing.
+Keys outside the schema and outside Tune's known keys are read past: a newer Tune may add some.
+With ``strict`` (the default when ``$PRUNETUNE_STRICT_RECORDS`` is set, as the test suite does)
+they are an error instead, so a key the trainable starts reporting can never be dropped unseen.
 
 A file may end in a partial line (a driver killed mid-write): that line is dropped.
 """
@@ -19,7 +18,7 @@ A file may end in a partial line (a driver killed mid-write): that line is dropp
 from __future__ import annotations
 
 import json
-import re
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,33 +27,34 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.json as pj
 
-from results.schema import EPOCH_VALUE_FIELDS, UNITS_BY_LAYER
+from results.schema import RESULT, TUNE_IGNORED
 
 RESULT_FILE = "result.json"
-RESULT_SCHEMA = pa.schema([pa.field(n, t) for n, t in EPOCH_VALUE_FIELDS])
-_PARSE = pj.ParseOptions(explicit_schema=RESULT_SCHEMA, unexpected_field_behavior="ignore")
+STRICT_ENV = "PRUNETUNE_STRICT_RECORDS"
+_PARSE = pj.ParseOptions(explicit_schema=RESULT, unexpected_field_behavior="ignore")
 _READ = pj.ReadOptions(block_size=16 << 20)
-_UNITS_KEY = re.compile(rb'"units_removed"\s*:\s*\{')
-_CONFIG_TAIL = re.compile(rb', "config": \{.*')
-_NEEDED = frozenset(RESULT_SCHEMA.names) | {"units_removed"}
+_KNOWN = frozenset(RESULT.names) | TUNE_IGNORED
 BATCH_FILES = 256
 
 
-def parse_histories(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> pa.Table:
-    """Parse result files into one table: ``RESULT_SCHEMA`` + ``units_removed`` + ``source``.
+def parse_histories(
+    blobs: Sequence[bytes], names: Sequence[str] | None = None, strict: bool | None = None
+) -> pa.Table:
+    """Parse result files into one table: ``RESULT`` + ``source``.
 
     Args:
         blobs: the bytes of each trial's result.json (b"" when a trial has none).
         names: the files' names, for error messages (default: their index).
+        strict: unknown keys are an error (default: ``$PRUNETUNE_STRICT_RECORDS`` set).
 
     Returns:
         One row per complete line, in file order then line order; ``source`` (int32) is the index
-        of the blob a row came from and ``units_removed`` a map<string, int64> (null off events).
-        No de-duplication: see :func:`latest_per_epoch`.
+        of the blob a row came from. No de-duplication: see :func:`latest_per_epoch`.
     """
     names = list(names) if names is not None else [str(i) for i in range(len(blobs))]
+    strict = _strict(strict)
     tables = [
-        _parse_batch(list(blobs[lo : lo + BATCH_FILES]), names[lo : lo + BATCH_FILES], lo)
+        _parse_batch(list(blobs[lo : lo + BATCH_FILES]), names[lo : lo + BATCH_FILES], lo, strict)
         for lo in range(0, len(blobs), BATCH_FILES)
     ]
     return pa.concat_tables(tables) if tables else _empty()
@@ -82,7 +82,9 @@ def latest_per_epoch(history: pa.Table) -> pa.Table:
     return history.take(pa.array(keep))
 
 
-def read_histories(fs: pafs.FileSystem, paths: Sequence[str], threads: int = 4) -> pa.Table:
+def read_histories(
+    fs: pafs.FileSystem, paths: Sequence[str], threads: int = 4, strict: bool | None = None
+) -> pa.Table:
     """Read and parse each trial's result file ("" or a missing file: no rows), batch by batch.
 
     Only one batch of files is in memory at a time: a 10,000 x 100-epoch study's result files
@@ -98,21 +100,21 @@ def read_histories(fs: pafs.FileSystem, paths: Sequence[str], threads: int = 4) 
         except FileNotFoundError:
             return b""
 
+    strict = _strict(strict)
     tables = []
     with ThreadPoolExecutor(threads) as pool:
         for lo in range(0, len(paths), BATCH_FILES):
             batch = list(paths[lo : lo + BATCH_FILES])
-            tables.append(_parse_batch(list(pool.map(read, batch)), batch, lo))
+            tables.append(_parse_batch(list(pool.map(read, batch)), batch, lo, strict))
     return pa.concat_tables(tables) if tables else _empty()
 
 
+def _strict(strict: bool | None) -> bool:
+    return bool(os.environ.get(STRICT_ENV)) if strict is None else strict
+
+
 def _empty() -> pa.Table:
-    fields = [
-        *RESULT_SCHEMA,
-        pa.field("units_removed", UNITS_BY_LAYER),
-        pa.field("source", pa.int32()),
-    ]
-    return pa.schema(fields).empty_table()
+    return pa.schema([*RESULT, pa.field("source", pa.int32())]).empty_table()
 
 
 def _complete(blob: bytes) -> bytes:
@@ -120,68 +122,43 @@ def _complete(blob: bytes) -> bytes:
     return blob[: blob.rfind(b"\n") + 1]
 
 
-def _without_config(blob: bytes) -> bytes:
-    """`blob` with each line's trailing ``"config": {...}`` (and what follows) cut, when safe."""
-    if not blob:
-        return blob
-    first = json.loads(blob[: blob.index(b"\n")])
-    keys = list(first) if isinstance(first, dict) else []
-    if "config" not in keys or _NEEDED.intersection(keys[keys.index("config") + 1 :]):
-        return blob
-    return _CONFIG_TAIL.sub(b"}", blob)
+def _check_keys(blob: bytes, name: str) -> None:
+    """Strict mode: every key of every line is a record key or a known Tune key."""
+    for number, line in enumerate(blob.splitlines(), start=1):
+        if line.strip():
+            unknown = sorted(set(json.loads(line)) - _KNOWN)
+            if unknown:
+                raise ValueError(
+                    f"{name}: line {number}: unknown result key {unknown[0]!r}; declare it in "
+                    "trainables.records.RECORD (or results.schema's Tune keys)"
+                )
 
 
-def _parse_batch(blobs: list[bytes], names: list[str], offset: int) -> pa.Table:
+def _parse_batch(blobs: list[bytes], names: list[str], offset: int, strict: bool) -> pa.Table:
     """Fast path: one pyarrow parse of the batch; rows must match lines one to one (a blank line,
     which pyarrow skips, or any value it rejects sends the batch to the checked slow path)."""
     blobs = [_complete(b) for b in blobs]
+    if strict:
+        for blob, name in zip(blobs, names, strict=True):
+            _check_keys(blob, name)
     counts = np.array([b.count(b"\n") for b in blobs], dtype=np.int64)
     try:
-        buf = b"".join(_without_config(b) for b in blobs)
-        table = pj.read_json(pa.BufferReader(buf), read_options=_READ, parse_options=_PARSE)
+        table = pj.read_json(
+            pa.BufferReader(b"".join(blobs)), read_options=_READ, parse_options=_PARSE
+        )
         if table.num_rows != counts.sum():
             raise ValueError("row count differs from line count")
-        units = _units_column(buf, table.num_rows)
-    except (pa.ArrowInvalid, ValueError):  # json.JSONDecodeError is a ValueError
+    except (pa.ArrowInvalid, ValueError):
         parts = [_parse_slow(b, n) for b, n in zip(blobs, names, strict=True)]
-        table = pa.concat_tables([p[0] for p in parts]) if parts else RESULT_SCHEMA.empty_table()
-        units = pa.array([u for p in parts for u in p[1]], type=UNITS_BY_LAYER)
-        counts = np.array([p[0].num_rows for p in parts], dtype=np.int64)
+        table = pa.concat_tables(parts) if parts else RESULT.empty_table()
+        counts = np.array([p.num_rows for p in parts], dtype=np.int64)
     source = np.repeat(np.arange(offset, offset + len(blobs), dtype=np.int32), counts)
-    return table.append_column("units_removed", units).append_column("source", pa.array(source))
+    return table.append_column("source", pa.array(source))
 
 
-def _units_column(buf: bytes, n_lines: int) -> pa.Array:
-    """The units_removed map of every line of `buf` (null where the line has none)."""
-    values: list[list[tuple[str, int]] | None] = [None] * n_lines
-    line = prev = 0
-    for match in _UNITS_KEY.finditer(buf):
-        line += buf.count(b"\n", prev, match.start())
-        prev = match.start()
-        start = match.end() - 1
-        try:
-            units = json.loads(buf[start : buf.index(b"}", start) + 1])
-        except json.JSONDecodeError:  # a layer name holding "}": decode the whole line instead
-            begin = buf.rfind(b"\n", 0, start) + 1
-            units = json.loads(buf[begin : buf.index(b"\n", start)])["units_removed"]
-        values[line] = _units_items(units)
-    return pa.array(values, type=UNITS_BY_LAYER)
-
-
-def _units_items(units: object) -> list[tuple[str, int]] | None:
-    if units is None:
-        return None
-    if not isinstance(units, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in units.values()
-    ):
-        raise ValueError(f"units_removed: must map layer names to integers, got {units!r}")
-    return list(units.items())
-
-
-def _parse_slow(blob: bytes, name: str) -> tuple[pa.Table, list]:
-    """Parse one file with :mod:`json`, checking every value against ``RESULT_SCHEMA``."""
-    columns: dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
-    units = []
+def _parse_slow(blob: bytes, name: str) -> pa.Table:
+    """Parse one file with :mod:`json`, checking every value against ``RESULT``."""
+    columns: dict[str, list] = {f.name: [] for f in RESULT}
     for number, line in enumerate(blob.splitlines(), start=1):
         if not line.strip():
             continue
@@ -192,17 +169,18 @@ def _parse_slow(blob: bytes, name: str) -> tuple[pa.Table, list]:
             raise ValueError(f"{where}: not a JSON object ({exc})") from None
         if not isinstance(record, dict):
             raise ValueError(f"{where}: not a JSON object")
-        for field in RESULT_SCHEMA:
-            columns[field.name].append(_coerce(record.get(field.name), field, where))
-        try:
-            units.append(_units_items(record.get("units_removed")))
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-    return pa.table(columns, schema=RESULT_SCHEMA), units
+        for field in RESULT:
+            columns[field.name].append(
+                _checked(record.get(field.name), field.type, f"{where}: {field.name}")
+            )
+    try:
+        return pa.table(columns, schema=RESULT)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
-def _coerce(value: object, field: pa.Field, where: str) -> object:
-    t = field.type
+def _checked(value: object, t: pa.DataType, where: str) -> object:
+    """`value` converted to type `t` where JSON allows (3.0 for an int64); else ValueError."""
     if value is None:
         return None
     if t == pa.bool_() and isinstance(value, (bool, int)) and value in (0, 1):
@@ -214,4 +192,8 @@ def _coerce(value: object, field: pa.Field, where: str) -> object:
         return float(value)
     if t == pa.string() and isinstance(value, str):
         return value
-    raise ValueError(f"{where}: {field.name}: must be {t}, got {value!r}")
+    if pa.types.is_list(t) and isinstance(value, list):
+        return [_checked(v, t.value_type, where) for v in value]
+    if pa.types.is_struct(t) and isinstance(value, dict):
+        return {f.name: _checked(value.get(f.name), f.type, where) for f in t}
+    raise ValueError(f"{where}: must be {t}, got {value!r}")

@@ -29,7 +29,7 @@ from results.report_html import (
     page,
     slope_text,
 )
-from results.summarize import FLATNESS_KEYS
+from trainables.records import FLATNESS_KEYS
 
 TARGET_COLOURS = {"smallest": "#2ca02c", "largest": "#d62728", "random": "#1f77b4"}
 PALETTE = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")

@@ -25,8 +25,8 @@ from scipy import stats as st
 
 from results.aggregate import GROUPINGS, exclusions, fit_pairs
 from results.schema import CONFIG_FIELDS
+from results.status import INCOMPLETE, STATUSES
 from results.storage import StudyMeta
-from results.summarize import INCOMPLETE, STATUSES
 
 WEBGL_THRESHOLD = 2000  # points per trace above which the report switches to WebGL (Scattergl)
 MAX_CURVES = 6

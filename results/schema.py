@@ -1,18 +1,17 @@
 """The Parquet schemas of a study's derived tables, and their file metadata.
 
-Four tables, one file each in the study directory (column meanings: README glossary):
+Four tables, one file each in the study directory (column meanings: ``results/README.md``):
 
 - ``trials.parquet``: one row per trial (after de-duplication by ``trial_key``);
 - ``epochs.parquet``: one row per (trial, epoch), the latest report of that epoch;
 - ``events.parquet``: one row per (trial, pruning event);
 - ``fits.parquet``: one row per (x, y, level, grouping, group) correlation fit.
 
-Every file carries ``prunetune.schema_version``, ``prunetune.version``, ``prunetune.spec_hash`` and
-``prunetune.table`` in its schema metadata. The trial-config columns are derived from
-:class:`trainables.config.TrialConfig` by :func:`config_fields`: nested fields are joined with
-``_`` (``pruning.target`` -> ``pruning_target``), tuples become typed list columns, and the
-top-level ``generalization`` (the measure's *name*) becomes ``generalization_measure`` because
-``generalization`` holds the measured value.
+Nothing here lists a record key by hand: the epoch columns are :data:`trainables.records.RECORD`
+(each key's type tag mapped by :func:`arrow_type`) plus the Tune keys of :data:`TUNE_STORED`; the
+trial-config columns come from :class:`trainables.config.TrialConfig` (:func:`config_fields`).
+Every file carries ``prunetune.schema_version``, ``prunetune.version``, ``prunetune.spec_hash``
+and ``prunetune.table`` in its schema metadata.
 """
 
 from __future__ import annotations
@@ -25,51 +24,60 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from trainables.config import TrialConfig
+from trainables.records import FLATNESS_KEYS, RECORD, Type
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
-_RENAMED = {"generalization": "generalization_measure"}
+_SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
-# Per-epoch record keys (trainables/records.py) as stored in epochs.parquet, plus Tune's keys.
-EPOCH_VALUE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    ("epoch", pa.int64()),
-    ("train_loss", pa.float64()),
-    ("train_acc", pa.float64()),
-    ("test_loss", pa.float64()),
-    ("test_acc", pa.float64()),
-    ("sparsity", pa.float64()),
-    ("lr", pa.float64()),
-    ("epoch_time_s", pa.float64()),
-    ("is_event", pa.bool_()),
-    ("status", pa.string()),
-    ("val_loss", pa.float64()),
-    ("val_acc", pa.float64()),
-    ("acc_before", pa.float64()),
-    ("acc_after", pa.float64()),
-    ("instability", pa.float64()),
-    ("units_removed_total", pa.int64()),
-    ("pruning_rate", pa.float64()),
-    ("imp_round", pa.int64()),
-    ("train_acc_noisy", pa.float64()),
-    ("train_acc_clean", pa.float64()),
-    ("hessian_topk_sum", pa.float64()),
-    ("grad_noise_trace", pa.float64()),
-    ("eps_flatness", pa.float64()),
-    ("flatness_time_s", pa.float64()),
-    ("per_example_loss_file", pa.string()),
+
+def arrow_type(tag: Type) -> pa.DataType:
+    """The pyarrow type of a ``trainables.records`` type tag."""
+    if isinstance(tag, str):
+        return _SCALARS[tag]
+    kind, arg = tag
+    if kind == "list":
+        return pa.list_(arrow_type(arg))
+    return pa.struct([pa.field(name, arrow_type(t)) for name, t in arg])
+
+
+# Keys Ray Tune adds to every reported result: the ones stored in epochs.parquet, and the ones
+# read past (Tune 2.60's JsonLoggerCallback; a newer Tune may add more, see results.history).
+TUNE_STORED: tuple[tuple[str, pa.DataType], ...] = (
     ("time_total_s", pa.float64()),
     ("training_iteration", pa.int64()),
     ("hostname", pa.string()),
     ("node_ip", pa.string()),
 )
+TUNE_IGNORED: frozenset[str] = frozenset(
+    {
+        "config",
+        "timestamp",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "done",
+        "trial_id",
+        "date",
+        "time_this_iter_s",
+        "pid",
+        "time_since_restore",
+        "iterations_since_restore",
+        "experiment_tag",
+    }
+)
 
-FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
-
+# Every column of a result line that is read: the record's keys, then Tune's.
+RESULT = pa.schema(
+    [pa.field(f.name, arrow_type(f.type)) for f in RECORD]
+    + [pa.field(n, t) for n, t in TUNE_STORED]
+)
+# Record keys that go to events.parquet instead of epochs.parquet (per-layer lists).
+EVENT_ONLY = ("units_removed",)
 UNITS_BY_LAYER = pa.map_(pa.string(), pa.int64())
 
 _ID_FIELDS = [pa.field("trial_id", pa.string()), pa.field("trial_key", pa.string())]
 
-EPOCHS = pa.schema(_ID_FIELDS + [pa.field(n, t) for n, t in EPOCH_VALUE_FIELDS])
+EPOCHS = pa.schema(_ID_FIELDS + [f for f in RESULT if f.name not in EVENT_ONLY])
 
 EVENTS = pa.schema(
     _ID_FIELDS
@@ -88,11 +96,11 @@ EVENTS = pa.schema(
 # trials.parquet: identity and outcome columns first, then the flattened TrialConfig.
 TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("trial_id", pa.string()),  # Ray Tune's trial id
-    ("trial_key", pa.string()),  # content hash of the resolved TrialConfig (trainables.config)
+    ("trial_key", pa.string()),  # content hash of the resolved TrialConfig (trainables.identity)
     ("config_key", pa.string()),  # content hash of the config without its seed
     ("baseline_key", pa.string()),
     ("experiment", pa.string()),
-    ("status", pa.string()),  # ok | diverged | error | running | pending | stopped
+    ("status", pa.string()),  # results.status.STATUSES
     ("tune_status", pa.string()),
     ("error", pa.string()),
     ("num_failures", pa.int64()),
@@ -114,9 +122,7 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("train_acc_noisy_final", pa.float64()),
     ("train_acc_clean_final", pa.float64()),
     ("control_train_acc", pa.float64()),
-    ("hessian_topk_sum", pa.float64()),
-    ("grad_noise_trace", pa.float64()),
-    ("eps_flatness", pa.float64()),
+    *((k, pa.float64()) for k in FLATNESS_KEYS),
     ("runtime_s", pa.float64()),
     ("node_ip", pa.string()),
     ("hostname", pa.string()),
@@ -159,16 +165,18 @@ FITS = pa.schema(
     ]
 )
 
+_RENAMED = {"generalization": "generalization_measure"}
 
-def _arrow_type(tp: Any) -> pa.DataType:
+
+def _config_type(tp: Any) -> pa.DataType:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         return pa.struct(
-            [pa.field(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(tp)]
+            [pa.field(f.name, _config_type(hints[f.name])) for f in dataclasses.fields(tp)]
         )
     if origin is tuple:
-        return pa.list_(_arrow_type(typing.get_args(tp)[0]))
+        return pa.list_(_config_type(typing.get_args(tp)[0]))
     if origin is Literal or tp is str:
         return pa.string()
     return {bool: pa.bool_(), int: pa.int64(), float: pa.float64()}[tp]
@@ -177,7 +185,12 @@ def _arrow_type(tp: Any) -> pa.DataType:
 def config_fields(
     cls: type = TrialConfig, prefix: str = ""
 ) -> list[tuple[str, tuple[str, ...], pa.DataType]]:
-    """The flattened config columns: (column name, path in ``to_dict()``, arrow type), in order."""
+    """The flattened config columns: (column name, path in ``to_dict()``, arrow type), in order.
+
+    Nested fields are joined with ``_`` (``pruning.target`` -> ``pruning_target``), tuples become
+    typed list columns, and the top-level ``generalization`` (the measure's *name*) becomes
+    ``generalization_measure`` because ``generalization`` holds the measured value.
+    """
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -187,7 +200,7 @@ def config_fields(
                 out.append((name, (f.name, *path), t))
         else:
             name = _RENAMED.get(f.name, f.name) if not prefix else f"{prefix}{f.name}"
-            out.append((name, (f.name,), _arrow_type(tp)))
+            out.append((name, (f.name,), _config_type(tp)))
     return out
 
 

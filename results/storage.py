@@ -1,10 +1,18 @@
-"""Where a study lives: local paths or pyarrow-filesystem URIs, its metadata, atomic writes.
+"""The study directory: its layout, its filesystem, its metadata, atomic writes.
 
-A study directory (local path, ``file://``, ``s3://``, ``gs://``, ...) holds ``spec.yaml`` (first
-line ``# spec-hash: <hex>``), ``study.json`` (``name``, ``spec_hash``, ``prunetune_version``) and
-``tune/<experiment>/``. Writes go to a temporary sibling, then replace the target in one rename
-(``os.replace`` locally, ``FileSystem.move`` elsewhere; on object stores one object write is
-already atomic), so a reader never sees a half-written table or report.
+A study lives in ``<storage>/<name>/`` (a local path or any URI pyarrow's filesystems understand:
+``file://``, ``s3://``, ``gs://``, ...). Every file name of the layout is defined here:
+
+- ``spec.yaml``: the resolved spec, first line ``# spec-hash: <hex>``;
+- ``study.json``: ``name``, ``spec_hash``, ``prunetune_version``, ``created``, ``experiments``;
+- ``tune/<experiment>/``: the Ray Tune experiments (``trials``, then ``optuna``), the source of
+  truth;
+- ``<table>.parquet`` for each of :data:`TABLES`, and ``report.html``: derived from ``tune/``;
+- ``submission.json``: written by ``prunetune submit`` (possibly before the study exists).
+
+Writes go to a temporary sibling, then replace the target in one rename (``os.replace`` locally,
+``FileSystem.move`` elsewhere; on object stores one object write is already atomic), so a reader
+never sees a half-written table or report.
 """
 
 from __future__ import annotations
@@ -22,6 +30,21 @@ import pyarrow.parquet as pq
 
 from trainables.errors import UserError
 
+SPEC_FILE = "spec.yaml"
+META_FILE = "study.json"
+TUNE_DIR = "tune"
+REPORT_FILE = "report.html"
+SUBMISSION_FILE = "submission.json"
+TABLES: tuple[str, ...] = ("trials", "epochs", "events", "fits")
+TRIALS_EXPERIMENT = "trials"
+OPTUNA_EXPERIMENT = "optuna"
+SPEC_HASH_PREFIX = "# spec-hash:"
+
+
+def table_file(name: str) -> str:
+    """The file name of table `name` (one of :data:`TABLES`)."""
+    return f"{name}.parquet"
+
 
 @dataclass(frozen=True)
 class StudyMeta:
@@ -33,15 +56,34 @@ class StudyMeta:
     prunetune_version: str  # the version that created the study
 
 
-def resolve(study_dir: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and the path on it of `study_dir` (a local path or a URI)."""
-    if "://" in study_dir:
+def is_uri(location: str) -> bool:
+    """Whether `location` names a pyarrow filesystem URI (s3://, gs://, file://, ...)."""
+    return "://" in location
+
+
+def resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path on it of a local path (made absolute) or a URI."""
+    if is_uri(location):
         try:
-            fs, path = pafs.FileSystem.from_uri(study_dir)
-        except (pa.ArrowInvalid, ValueError, OSError) as exc:
-            raise UserError(f"study directory {study_dir!r}: cannot open ({exc})") from None
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(study_dir)
+            fs, path = pafs.FileSystem.from_uri(location)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
+            raise UserError(f"{location}: not a usable filesystem URI ({exc})") from None
+        return fs, path.rstrip("/") or "/"
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Append path segments to a local path or a URI, keeping any ``?query`` at the end."""
+    head, sep, query = base.partition("?")
+    joined = posixpath.join(head.rstrip("/") or "/", *parts)
+    return f"{joined}{sep}{query}"
+
+
+def study_uri(storage_root: str, name: str) -> str:
+    """``<storage>/<name>`` for a local path (made absolute) or a URI (query string kept)."""
+    if not is_uri(storage_root):
+        return posixpath.join(resolve(storage_root)[1], name)
+    return join_uri(storage_root, name)
 
 
 def read_text(fs: pafs.FileSystem, path: str) -> str | None:
@@ -58,16 +100,18 @@ def read_meta(fs: pafs.FileSystem, study_path: str, study_dir: str) -> StudyMeta
     info = fs.get_file_info(study_path)
     if info.type != pafs.FileType.Directory:
         raise UserError(f"study directory {study_dir!r}: not found")
-    raw = read_text(fs, posixpath.join(study_path, "study.json"))
+    raw = read_text(fs, posixpath.join(study_path, META_FILE))
     if raw is None:
-        raise UserError(f"study directory {study_dir!r}: study.json missing; not a prunetune study")
+        raise UserError(
+            f"study directory {study_dir!r}: {META_FILE} missing; not a prunetune study"
+        )
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{study_dir}/study.json: not valid JSON ({exc})") from None
+        raise UserError(f"{study_dir}/{META_FILE}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise UserError(f"{study_dir}/study.json: must be an object with a string 'name'")
-    spec_text = read_text(fs, posixpath.join(study_path, "spec.yaml")) or ""
+        raise UserError(f"{study_dir}/{META_FILE}: must be an object with a string 'name'")
+    spec_text = read_text(fs, posixpath.join(study_path, SPEC_FILE)) or ""
     spec_hash = data.get("spec_hash") or _hash_line(spec_text)
     return StudyMeta(
         name=data["name"],
@@ -79,8 +123,7 @@ def read_meta(fs: pafs.FileSystem, study_path: str, study_dir: str) -> StudyMeta
 
 def _hash_line(spec_text: str) -> str:
     first = spec_text.split("\n", 1)[0]
-    prefix = "# spec-hash:"
-    return first[len(prefix) :].strip() if first.startswith(prefix) else ""
+    return first[len(SPEC_HASH_PREFIX) :].strip() if first.startswith(SPEC_HASH_PREFIX) else ""
 
 
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:

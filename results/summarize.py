@@ -1,6 +1,6 @@
 """One trial's outcome from its per-epoch records (pure numpy; no Ray, no pyarrow).
 
-Definitions (DESIGN.md, papers.md section 1.2):
+Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/reproducing.md):
 
 - event instability ``(acc_before - acc_after) / acc_before`` as recorded; ``mean_instability`` is
   its mean over the trial's events, 0 for an unpruned trial by definition, null for a pruned trial
@@ -10,10 +10,9 @@ Definitions (DESIGN.md, papers.md section 1.2):
   ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
   the best validation accuracy (earliest on ties; null without a validation split);
 - ``gen_gap`` = train accuracy - test accuracy at the generalization epoch;
-- pruning rate = percent of the most-pruned layer's units removed per event
-  (``trainables.pruning.schedule.schedule_summary``); 0 unpruned, ``100 * imp.fraction`` for IMP;
-  when the layers are the model's defaults (not in the config) the rate the trainable recorded
-  (record key ``pruning_rate``), null until it has reported.
+- ``pruning_rate``: the rate the trainable recorded (record key ``pruning_rate``: percent of the
+  most-pruned layer's units removed per event; 0 unpruned; ``100 * imp.fraction`` for IMP);
+  null until the trial has reported.
 
 Generalization, gen_gap and the training-accuracy covariate are only set for ``ok`` trials:
 a diverged, failed or unfinished run has no final model to judge.
@@ -27,48 +26,14 @@ from typing import Any
 import numpy as np
 
 from trainables.config import TrialConfig
-from trainables.pruning.schedule import schedule_summary
+from trainables.records import FLATNESS_KEYS
 
-STATUSES = ("ok", "diverged", "error", "stopped", "running", "pending")
-INCOMPLETE = ("stopped", "running", "pending")
-FLATNESS_KEYS = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
 # The per-epoch columns :func:`summarize` reads.
 INPUT_KEYS = (
     "epoch", "is_event", "status", "instability", "sparsity", "test_acc", "val_acc", "train_acc",
     "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "pruning_rate",
     *FLATNESS_KEYS,
 )  # fmt: skip
-
-
-def trial_status(tune_status: str, last_record_status: str | None, n_epochs: int) -> str:
-    """ok | diverged | error | stopped | running | pending.
-
-    ``error``: Tune gave up on the trial (status ERROR). ``ok`` / ``diverged``: the last record
-    says done / diverged. Otherwise the run is unfinished: ``stopped`` when Tune terminated it
-    without a final record (a scheduler or stop criterion), ``running`` when it has reported,
-    ``pending`` when it never has.
-    """
-    if tune_status == "ERROR":
-        return "error"
-    if last_record_status == "done":
-        return "ok"
-    if last_record_status == "diverged":
-        return "diverged"
-    if tune_status == "TERMINATED":
-        return "stopped"
-    return "running" if n_epochs else "pending"
-
-
-def pruning_rate(cfg: TrialConfig) -> float | None:
-    """Percent of the most-pruned layer's units removed per event (see module docstring)."""
-    p = cfg.pruning
-    if p.method == "none":
-        return 0.0
-    if p.method == "imp":
-        return 100.0 * p.imp.fraction
-    if not p.layers:
-        return None
-    return float(schedule_summary(p.layers, p.period)["pruning_rate"])
 
 
 def generalization(
@@ -104,10 +69,7 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
     for numeric keys, a bool array ``is_event``, object arrays for strings.
     """
     n = len(cols["epoch"])
-    rate = pruning_rate(cfg)
-    out: dict[str, Any] = {"n_epochs": n, "pruning_rate": rate}
-    if rate is None:
-        out["pruning_rate"] = _last_measured(cols["pruning_rate"])
+    out: dict[str, Any] = {"n_epochs": n, "pruning_rate": _last_measured(cols["pruning_rate"])}
     events = cols["is_event"].astype(bool) if n else np.zeros(0, dtype=bool)
     out["n_events"] = int(events.sum())
     out["last_event_epoch"] = int(cols["epoch"][events].max()) if events.any() else None

@@ -8,8 +8,8 @@ Public API (the orchestrator's entry points):
   listing every problem, one ``field.path: rule, got value`` per line.
 - ``search_spaces.sweeps``: the sweep convention (single value, list = grid, distribution
   mapping, grid of sections).
-- ``search_spaces.expand``: ``expand(spec) -> StudyPlan`` (trials, OptunaPlan, settings) and
-  ``plan_summary(plan) -> dict`` (from ``search_spaces.summary``).
+- ``search_spaces.expand``: ``expand(spec) -> StudyPlan`` (trials, OptunaPlan, settings);
+  ``search_spaces.summary``: ``plan_summary(plan) -> dict``.
 - ``search_spaces.tune_space`` (imports Ray): ``grid_param_space(trials)``,
   ``optuna_param_space(optuna_plan)``.
 - ``search_spaces.presets``: ``list_presets()``, ``preset_text(name)``, ``preset_description(name)``.

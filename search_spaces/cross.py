@@ -14,16 +14,23 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from search_spaces.rules import problems_of
-from search_spaces.sweeps import INVALID, Dist, Grid, Problems, candidates, plain, show
+from search_spaces.sweeps import Dist, Grid, candidates, plain
+from trainables.config import CROSS_RULES, TrialConfig
+from trainables.fields import INVALID, Problems, problems_of, rule_at, show, type_hints
 
-SECTIONS: tuple[str, ...] = ("dataset", "model", "train", "pruning", "flatness")
+# The sections of a spec: the TrialConfig fields that are config classes, in order.
+SECTION_TYPES: dict[str, type] = {
+    f.name: type_hints(TrialConfig)[f.name]
+    for f in dataclasses.fields(TrialConfig)
+    if dataclasses.is_dataclass(type_hints(TrialConfig)[f.name])
+}
+SECTIONS: tuple[str, ...] = tuple(SECTION_TYPES)
 LIST_FIELDS: tuple[str, ...] = ("train.milestones", "pruning.layers", "flatness.epochs")
 
 
 def is_section(value: Any) -> bool:
-    """True for a spec section (DatasetSpec, PerturbationSpec, ...), not for a grid of them."""
-    return hasattr(type(value), "config_type")
+    """True for a spec section (a config class instance), not for a grid of them."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, (type, Grid, Dist))
 
 
 def is_section_grid(value: Any) -> bool:
@@ -72,64 +79,24 @@ def _assign(node: Any, prefix: str, paths: list[str]) -> Iterator[dict[str, tupl
 
 
 def _valid(value: Any, where: str) -> list[tuple[str, Any]]:
-    bad = [at for at, _ in problems_of(field_path(where), value, where)]
-    return [(at, v) for at, v in candidates(value, where) if not any(_within(b, at) for b in bad)]
+    options = candidates(value, where)
+    bad = [at for at, _ in problems_of(rule_at(TrialConfig, field_path(where)), options)]
+    return [(at, v) for at, v in options if not any(_within(b, at) for b in bad)]
 
 
 def _within(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
-# --- the rules ------------------------------------------------------------------------------------
-
-
 def check_cross(spec: Any, problems: Problems) -> None:
-    """Rules relating fields; every consistent combination of their values must satisfy them."""
-    for path in ("train.milestones", "flatness.epochs"):
-        for (where, values), (_, epochs) in combos(spec, path, "train.epochs"):
-            for i, epoch in enumerate(values):
-                if epoch >= epochs:
-                    problems.add(f"{where}[{i}]", f"must be < train.epochs ({epochs}), got {epoch}")
-    for (where, layers), (_, epochs) in combos(spec, "pruning.layers", "train.epochs"):
-        for i, layer in enumerate(layers):
-            if layer.end_epoch >= epochs:
-                problems.add(
-                    f"{where}[{i}].end_epoch",
-                    f"must be < train.epochs ({epochs}), got {layer.end_epoch}",
-                )
-    for (_, rewind), (where, epoch), (_, epochs) in combos(
-        spec, "pruning.imp.rewind", "pruning.imp.rewind_epoch", "train.epochs"
-    ):
-        if rewind == "weight" and epoch >= epochs:
-            problems.add(
-                where, f"must be < train.epochs ({epochs}) for weight rewinding, got {epoch}"
-            )
-    needs = [
-        ("pruning.scope", "global", "pruning.granularity", ("weight",)),
-        ("pruning.score", "magnitude", "pruning.granularity", ("weight",)),
-        ("pruning.score", "ebn", "pruning.granularity", ("filter",)),
-        ("pruning.perturbation.mode", "zeroing", "pruning.method", ("schedule",)),
-        ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
-        ("dataset.augment", True, "dataset.name", ("cifar10", "cifar100", "mnist")),
-    ]
-    for path, value, other, wanted in needs:
-        for (where, v), (_, o) in combos(spec, path, other):
-            if v == value and o not in wanted:
-                choices = (
-                    " or ".join(wanted)
-                    if len(wanted) < 3
-                    else f"{', '.join(wanted[:-1])} or {wanted[-1]}"
-                )
-                problems.add(where, f"{_word(value)} needs {other} {choices}, got {_word(o)}")
-    for (_, method), (where, rounds) in combos(spec, "pruning.method", "pruning.imp.rounds"):
-        if method == "imp" and rounds < 1:
-            problems.add(where, f"must be >= 1 when pruning.method is imp, got {rounds}")
-    if spec.generalization == "val_selected":
-        for ((where, fraction),) in combos(spec, "dataset.validation_fraction"):
-            if fraction <= 0:
-                problems.add(
-                    where, f"must be > 0 for generalization val_selected, got {show(fraction)}"
-                )
+    """The config's rules relating fields (``trainables.config.CROSS_RULES``), on every
+    consistent combination of the fields' candidate values."""
+    for rule in CROSS_RULES:
+        for combo in combos(spec, *rule.paths):
+            values = [v for _, v in combo]
+            where = combo[rule.at][0]
+            for suffix, message in rule.check(*values):
+                problems.add(where + suffix, message)
 
 
 # --- sweeps per search algorithm ------------------------------------------------------------------
@@ -199,11 +166,6 @@ def check_search(spec: Any, problems: Problems) -> None:
             problems.add(where, f"optuna cannot search {kind}; use search.algorithm grid or random")
     if not any(_under_pruning(w) for w, _ in swept):
         problems.add("search.algorithm", "optuna needs at least one swept pruning field, got none")
-
-
-def _word(value: Any) -> str:
-    """A YAML scalar as a word in a sentence: true, zeroing, 0.5."""
-    return value if isinstance(value, str) else show(value)
 
 
 def _under_pruning(where: str) -> bool:

@@ -13,6 +13,11 @@
 Baselines: unless ``baselines: false``, every distinct non-pruning configuration gets one
 unpruned trial per seed (``trainables.config.baseline_of``; equal ``baseline_key``). They come
 first in ``StudyPlan.trials``, so gains can be computed early. All orders are deterministic.
+
+Resolved here, once: a schedule trial whose ``pruning.layers`` is empty gets the model's paper
+default layers (from the model itself, ``search_spaces.model_check.model_facts``), so every
+schedule trial's config states the layers it prunes and its derived schedule facts (pruning rate,
+number of events) follow from the config alone.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from search_spaces.cross import SECTIONS, all_swept, is_section, is_section_grid
+from search_spaces.model_check import model_facts
 from search_spaces.spec import ResourcesSpec, StudySpec
-from search_spaces.summary import plan_summary
 from search_spaces.sweeps import Dist, DistKind, Grid, plain, sample
-from trainables.config import TrialConfig, baseline_key, baseline_of, trial_id
+from trainables.config import TrialConfig, baseline_of
+from trainables.identity import baseline_key, trial_key
 
-__all__ = ["OptunaPlan", "StudyPlan", "expand", "plan_summary"]
+__all__ = ["OptunaPlan", "StudyPlan", "expand"]
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ def _baselines(trials: list[TrialConfig], seeds: tuple[int, ...]) -> list[TrialC
 def _unique(trials: list[TrialConfig]) -> tuple[TrialConfig, ...]:
     seen: dict[str, TrialConfig] = {}
     for trial in trials:
-        seen.setdefault(trial_id(trial), trial)
+        seen.setdefault(trial_key(trial), trial)
     return tuple(seen.values())
 
 
@@ -188,6 +194,11 @@ def _config(spec: StudySpec, point: dict[str, Any], draw: dict[str, Any], seed: 
     data.update(
         seed=seed, generalization=spec.generalization, per_example_loss=spec.per_example_loss
     )
+    pruning = data["pruning"]
+    if pruning["method"] == "schedule" and not pruning["layers"]:
+        model, dataset = data["model"], data["dataset"]
+        _, default, _ = model_facts(model["name"], model["width"], dataset["name"])
+        pruning["layers"] = [plain(layer) for layer in default]
     return TrialConfig.from_dict(data)
 
 

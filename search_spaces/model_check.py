@@ -12,16 +12,9 @@ import functools
 from typing import Any
 
 from search_spaces.cross import combos
-from search_spaces.sweeps import Problems
+from trainables import datasets, models
 from trainables.errors import UserError
-
-# Per-example input shape and class count of each dataset (trainables.data: DataBundle).
-DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "mnist1d": ((1, 40), 10),
-    "mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-}
+from trainables.fields import Problems
 
 
 @functools.cache
@@ -29,12 +22,11 @@ def model_facts(model: str, width: int, dataset: str) -> tuple[tuple[str, ...], 
     """(prunable layer names, default schedule, error) of `model` built for `dataset`'s inputs."""
     import torch
 
-    from trainables.models import MODELS
-
-    shape, classes = DATASET_SHAPES[dataset]
+    info = datasets.get(dataset)
+    shape, classes = info.input_shape, info.num_classes
     try:
         with torch.device("meta"):
-            built = MODELS[model](shape, classes, width)
+            built = models.get(model).build(shape, classes, width)
     except UserError as exc:
         return (), (), str(exc).removeprefix("model.name: ")
     except (ValueError, RuntimeError) as exc:

@@ -4,10 +4,10 @@ Layout (every key optional except where noted; unknown keys are errors)::
 
     name: quickstart              # the study directory <storage>/<name>; default: file stem
     dataset: {...}                # the sections dataset, model, train, pruning (with its
-    model: {...}                  #   perturbation and imp sub-sections) and flatness mirror
-    train: {...}                  #   trainables.config.TrialConfig field for field, with its
-    pruning: {...}                #   defaults; every leaf may hold a sweep and a section may be a
-    flatness: {...}               #   list of sections (the convention: search_spaces.sweeps)
+    model: {...}                  #   perturbation and imp sub-sections) and flatness are the
+    train: {...}                  #   trainables.config section classes themselves: same fields,
+    pruning: {...}                #   defaults, help and rules; every leaf may hold a sweep and a
+    flatness: {...}               #   section may be a list of sections (search_spaces.sweeps)
     seeds: 3                      # a count (0..n-1) or a list of distinct ints
     baselines: true               # add matched unpruned baselines (one per seed and config)
     generalization: best_after_last_event
@@ -19,9 +19,13 @@ Layout (every key optional except where noted; unknown keys are errors)::
     retries: 2                    # retries of a failed trial, from its last checkpoint
     storage: ./studies            # a local path or a URI (s3://, gs://)
 
-Validation, all problems at once: types here and in ``sweeps``, field ranges and names in
-``rules``, rules across fields and search algorithms in ``cross``, and model-dependent checks
-(model fits dataset, layer names, default schedule vs epochs) in ``model_check``.
+A section of a spec is an instance of its ``trainables.config`` class whose leaves may hold a
+:class:`~search_spaces.sweeps.Grid` or :class:`~search_spaces.sweeps.Dist` instead of a value.
+
+Validation, all problems at once: types (:func:`trainables.fields.coerce`) and each field's own
+rule (on the field, in ``trainables.config`` and below) while parsing; rules relating fields and
+the sweeps each search algorithm accepts in ``search_spaces.cross``; model-dependent checks (model
+fits dataset, layer names, default schedule vs epochs) in ``search_spaces.model_check``.
 
 Identity: ``spec.hash`` hashes the canonical science of the study: the five sections, seeds,
 baselines, generalization, per_example_loss and search, with default-valued fields dropped (so
@@ -34,99 +38,119 @@ numbers come, not the numbers; Tune freezes its searcher settings when a study s
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from search_spaces import cross, model_check, rules
-from search_spaces.cross import SECTIONS, is_section
-from search_spaces.sweeps import INVALID, Dist, Grid, Problems, coerce, kind_of, parse_sweep, plain
+from search_spaces import cross, model_check
+from search_spaces.sweeps import Dist, Grid, candidates, parse_sweep, plain
 from search_spaces.yaml_io import dump_yaml, load_yaml
 from trainables.config import (
     DatasetConfig,
     FlatnessConfig,
     GeneralizationMeasure,
-    ImpConfig,
     ModelConfig,
-    PerturbationConfig,
     PruningConfig,
     TrainConfig,
-    content_hash,
+    TrialConfig,
 )
 from trainables.errors import UserError
+from trainables.fields import (
+    INVALID,
+    Problems,
+    above,
+    at_least,
+    coerce,
+    kind_of,
+    one_of,
+    param,
+    problems_of,
+    rule_of,
+    section,
+    type_hints,
+)
+from trainables.identity import content_hash
+from trainables.records import FIELDS as RECORD_FIELDS
 
 Algorithm = Literal["grid", "random", "optuna"]
 Mode = Literal["min", "max"]
 
-
-def _sweepable(config_cls: type) -> type:
-    """A frozen dataclass mirroring `config_cls` field for field, each leaf `T | Grid | Dist`.
-
-    Defaults are the TrialConfig defaults; nested config sections become nested spec sections
-    (which may also be a Grid of such sections).
-    Generated so that the spec can never drift from TrialConfig.
-    """
-    hints = typing.get_type_hints(config_cls)
-    fields = []
-    for f in dataclasses.fields(config_cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            sub = _sweepable(tp)
-            fields.append((f.name, sub | Grid, field(default_factory=sub)))
-        else:
-            fields.append((f.name, tp | Grid | Dist, field(default=f.default)))
-    name = config_cls.__name__.replace("Config", "Spec")
-    cls = dataclasses.make_dataclass(name, fields, frozen=True)
-    cls.__module__ = __name__  # the module-level names below make instances picklable
-    cls.__doc__ = f"Sweepable mirror of trainables.config.{config_cls.__name__}."
-    cls.config_type = config_cls
-    return cls
+# Record keys a search may optimise: the numbers the trainable reports every epoch.
+METRICS: tuple[str, ...] = tuple(
+    name
+    for name, f in RECORD_FIELDS.items()
+    if f.type in ("float64", "int64") and name not in ("epoch", "imp_round", "num_events")
+)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-DatasetSpec = _sweepable(DatasetConfig)
-ModelSpec = _sweepable(ModelConfig)
-TrainSpec = _sweepable(TrainConfig)
-PruningSpec = _sweepable(PruningConfig)
-FlatnessSpec = _sweepable(FlatnessConfig)
-PerturbationSpec = PruningSpec.__dataclass_fields__["perturbation"].default_factory
-ImpSpec = PruningSpec.__dataclass_fields__["imp"].default_factory
-assert PerturbationSpec.config_type is PerturbationConfig and ImpSpec.config_type is ImpConfig
+def _name_rule(v: str) -> str | None:
+    if NAME_RE.fullmatch(v):
+        return None
+    return (
+        "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+        f"got {v!r}"
+    )
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _whole_or_fraction(v: float) -> str | None:
+    if v < 0:
+        return f"must be >= 0, got {v!r}"
+    if v > 1 and v != int(v):
+        return f"must be a fraction below 1 or a whole number, got {v!r}"
+    return None
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    algorithm: Algorithm = "grid"  # grid: lists only; random: pre-sampled; optuna: TPE via Tune
-    num_samples: int = 1  # random / optuna: configurations drawn (each run with every seed)
-    metric: str = "test_acc"  # a per-epoch record key; Optuna sees its last reported value
-    mode: Mode = "max"
-    seed: int = 0  # seeds the random pre-sampling and Optuna's TPE sampler
+    algorithm: Algorithm = param("grid", "grid: lists only; random: pre-sampled; optuna: TPE")
+    num_samples: int = param(1, "random / optuna: configurations drawn", at_least(1))
+    metric: str = param("test_acc", "the record key Optuna optimises", one_of("metric", METRICS))
+    mode: Mode = param("max", "min or max")
+    seed: int = param(0, "seeds random pre-sampling and Optuna's TPE sampler", at_least(0))
 
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    cpu: float = 1.0  # CPUs per trial (> 0; also the trial's torch threads)
-    gpu: float = 0.0  # GPUs per trial: a fraction below 1 or a whole number
+    cpu: float = param(1.0, "CPUs per trial (also the trial's torch threads)", above(0))
+    gpu: float = param(
+        0.0, "GPUs per trial: a fraction below 1 or a whole number", _whole_or_fraction
+    )
+
+
+def _mirror(name: str) -> Any:
+    """A top-level field that is a TrialConfig field (same default, help and rule)."""
+    f = TrialConfig.__dataclass_fields__[name]
+    return param(f.default, f.metadata["help"], f.metadata["rule"])
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    name: str
-    dataset: DatasetSpec | Grid = field(default_factory=DatasetSpec)
-    model: ModelSpec | Grid = field(default_factory=ModelSpec)
-    train: TrainSpec | Grid = field(default_factory=TrainSpec)
-    pruning: PruningSpec | Grid = field(default_factory=PruningSpec)
-    flatness: FlatnessSpec | Grid = field(default_factory=FlatnessSpec)
-    seeds: tuple[int, ...] = (0,)
-    baselines: bool = True
-    generalization: GeneralizationMeasure = "best_after_last_event"
-    per_example_loss: bool = False
-    search: SearchSpec = field(default_factory=SearchSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    max_concurrent_trials: int | None = None
-    checkpoint_frequency: int = 1
-    retries: int = 2
-    storage: str = "./studies"
+    name: str = param("", "the study directory <storage>/<name>", _name_rule)
+    dataset: DatasetConfig | Grid = section(DatasetConfig, "the data")
+    model: ModelConfig | Grid = section(ModelConfig, "the network")
+    train: TrainConfig | Grid = section(TrainConfig, "the optimiser and its schedule")
+    pruning: PruningConfig | Grid = section(PruningConfig, "what is pruned, when and how")
+    flatness: FlatnessConfig | Grid = section(FlatnessConfig, "flatness measurements")
+    seeds: tuple[int, ...] = param((0,), "a seed count (0..n-1) or a list of distinct seeds")
+    baselines: bool = param(True, "add matched unpruned baselines, one per seed and config")
+    generalization: GeneralizationMeasure = _mirror("generalization")
+    per_example_loss: bool = _mirror("per_example_loss")
+    search: SearchSpec = section(SearchSpec, "how configurations are chosen")
+    resources: ResourcesSpec = section(ResourcesSpec, "per-trial resources")
+    max_concurrent_trials: int | None = param(
+        None, "trials at once; null = as many as the resources allow", at_least(1)
+    )
+    checkpoint_frequency: int = param(1, "epochs between trial checkpoints", at_least(1))
+    retries: int = param(2, "retries of a failed trial, from its last checkpoint", at_least(0))
+    storage: str = param(
+        "./studies", "where studies live: a path or a URI (s3://, gs://)", _non_empty
+    )
 
     @property
     def hash(self) -> str:
@@ -136,10 +160,10 @@ class StudySpec:
     def canonical_dict(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in _NOT_HASHED:
+            if f.name in NOT_HASHED:
                 continue
             value = getattr(self, f.name)
-            if f.name in SECTIONS or dataclasses.is_dataclass(value):
+            if f.name in cross.SECTIONS or dataclasses.is_dataclass(value):
                 sub = _drop_defaults(value)
                 if sub:
                     out[f.name] = sub
@@ -156,19 +180,19 @@ class StudySpec:
         return f"# spec-hash: {self.hash}\n" + dump_yaml(self.to_dict())
 
 
-_NOT_HASHED = frozenset(
+NOT_HASHED = frozenset(
     {"name", "storage", "resources", "max_concurrent_trials", "checkpoint_frequency", "retries"}
 )
 
 
-def _drop_defaults(section: Any) -> Any:
+def _drop_defaults(section_value: Any) -> Any:
     """Plain data of a section without default-valued fields (a grid of sections: per item)."""
-    if isinstance(section, Grid):
-        return [_drop_defaults(item) for item in section.values]
+    if isinstance(section_value, Grid):
+        return [_drop_defaults(item) for item in section_value.values]
     out = {}
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if is_section(value) or (isinstance(value, Grid) and is_section(value.values[0])):
+    for f in dataclasses.fields(section_value):
+        value = getattr(section_value, f.name)
+        if cross.is_section(value) or cross.is_section_grid(value):
             sub = _drop_defaults(value)
             if sub:
                 out[f.name] = sub
@@ -232,10 +256,7 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
             problems.add(str(key), f"unknown key; valid keys: {', '.join(sorted(known))}")
     if "name" not in data:
         problems.add("name", "missing; every study needs a name")
-    kwargs: dict[str, Any] = {}
-    for key in known:
-        if key in data:
-            kwargs[key] = _parse_top(key, data[key], problems)
+    kwargs = {key: _parse_top(key, data[key], problems) for key in known if key in data}
     spec = StudySpec(**{"name": INVALID, **kwargs})
     cross.check_cross(spec, problems)
     cross.check_search(spec, problems)
@@ -245,30 +266,20 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
 
 
 def _parse_top(key: str, value: Any, problems: Problems) -> Any:
-    if key in SECTIONS:
-        return _parse_section(_SECTION_TYPES[key], value, key, key, problems)
+    tp = type_hints(StudySpec)[key]
+    if key in cross.SECTIONS:
+        return _parse_section(cross.SECTION_TYPES[key], value, key, key, problems)
     if key == "seeds":
         return _parse_seeds(value, problems)
     if key in ("search", "resources"):
-        return _parse_plain(SearchSpec if key == "search" else ResourcesSpec, value, key, problems)
+        return _parse_plain(tp, value, key, problems)
     if key == "max_concurrent_trials" and value is None:
         return None
-    tp = typing.get_type_hints(StudySpec)[key]
     parsed = coerce(int if key == "max_concurrent_trials" else tp, value, key, problems)
     if parsed is not INVALID:
-        message = rules.TOP_RULES.get(key, lambda v: None)(parsed)
-        if message:
-            problems.add(key, message)
+        for bad, message in problems_of(rule_of(StudySpec, key), [(key, parsed)]):
+            problems.add(bad, message)
     return parsed
-
-
-_SECTION_TYPES = {
-    "dataset": DatasetSpec,
-    "model": ModelSpec,
-    "train": TrainSpec,
-    "pruning": PruningSpec,
-    "flatness": FlatnessSpec,
-}
 
 
 def _mapping(value: Any, path: str, valid: list[str], problems: Problems) -> dict[str, Any] | None:
@@ -287,7 +298,7 @@ def _parse_section(cls: type, value: Any, where: str, path: str, problems: Probl
     """A section: a mapping (its leaves may be sweeps) or a list of mappings (a grid of sections).
 
     ``where`` names the value in errors (``pruning.perturbation[1]``); ``path`` is the field path
-    without grid indices (``pruning.perturbation``), which keys the field rules.
+    without grid indices (``pruning.perturbation``).
     """
     if isinstance(value, list):
         if not value:
@@ -300,7 +311,7 @@ def _parse_section(cls: type, value: Any, where: str, path: str, problems: Probl
             if item in items[:i]:
                 problems.add(f"{where}[{i}]", "grid items must be distinct, got a repeated mapping")
         return items[0] if len(items) == 1 else Grid(tuple(items))
-    hints = typing.get_type_hints(cls.config_type)
+    hints = type_hints(cls)
     fields = dataclasses.fields(cls)
     data = _mapping(value, where, [f.name for f in fields], problems)
     if data is None:
@@ -312,33 +323,29 @@ def _parse_section(cls: type, value: Any, where: str, path: str, problems: Probl
         tp = hints[f.name]
         at, field_path = f"{where}.{f.name}", f"{path}.{f.name}"
         if dataclasses.is_dataclass(tp):
-            sub = f.default_factory
-            kwargs[f.name] = _parse_section(sub, data[f.name], at, field_path, problems)
-        else:
-            kwargs[f.name] = parse_sweep(tp, data[f.name], at, problems)
-            for bad, message in rules.problems_of(field_path, kwargs[f.name], at):
+            kwargs[f.name] = _parse_section(tp, data[f.name], at, field_path, problems)
+            continue
+        kwargs[f.name] = parse_sweep(tp, data[f.name], at, problems)
+        if kwargs[f.name] is not INVALID:
+            for bad, message in problems_of(rule_of(cls, f.name), candidates(kwargs[f.name], at)):
                 problems.add(bad, message)
     return cls(**kwargs)
 
 
 def _parse_plain(cls: type, value: Any, path: str, problems: Problems) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = dataclasses.fields(cls)
     data = _mapping(value, path, [f.name for f in fields], problems)
     if data is None:
         return cls()
-    kwargs = {
-        f.name: coerce(hints[f.name], data[f.name], f"{path}.{f.name}", problems)
-        for f in fields
-        if f.name in data
-    }
-    for key, rule in rules.PLAIN_RULES.items():
-        section, _, name = key.partition(".")
-        value = kwargs.get(name, INVALID)
-        if section == path and value is not INVALID:
-            message = rule(value)
-            if message:
-                problems.add(key, message)
+    kwargs = {}
+    for f in fields:
+        if f.name in data:
+            at = f"{path}.{f.name}"
+            kwargs[f.name] = coerce(hints[f.name], data[f.name], at, problems)
+            if kwargs[f.name] is not INVALID:
+                for bad, message in problems_of(rule_of(cls, f.name), [(at, kwargs[f.name])]):
+                    problems.add(bad, message)
     return cls(**kwargs)
 
 
@@ -362,3 +369,17 @@ def _parse_seeds(value: Any, problems: Problems) -> Any:
         elif s in seeds[:i]:
             problems.add(f"seeds[{i}]", f"seeds must be distinct, got {s} twice")
     return tuple(seeds)
+
+
+__all__ = [
+    "METRICS",
+    "NAME_RE",
+    "Dist",
+    "Grid",
+    "ResourcesSpec",
+    "SearchSpec",
+    "StudySpec",
+    "load_spec",
+    "spec_from_dict",
+    "spec_from_yaml",
+]

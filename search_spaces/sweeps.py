@@ -21,8 +21,9 @@ not a full cross product, e.g. ``perturbation: [{mode: none}, {mode: zeroing, st
 
 A one-item grid is the same as its single value; grid items must be distinct.
 
-This module parses and type-checks those values (no casting: an int is accepted where a float is
-wanted, nothing else), samples distributions, and turns them back into plain YAML data.
+This module parses those values (each single value is type-checked by
+:func:`trainables.fields.coerce`: no casting but int -> float), samples distributions, and turns
+them back into plain YAML data.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainables.config import LayerSchedule
-from trainables.errors import UserError
+from trainables.fields import INVALID, Problems, coerce, show
 
 DistKind = Literal["uniform", "loguniform", "int", "choice"]
 DIST_KINDS: tuple[str, ...] = typing.get_args(DistKind)
-INVALID = object()  # returned by the parsers after they recorded a problem
 
 
 @dataclass(frozen=True)
@@ -60,123 +59,6 @@ class Dist:
 
     kind: DistKind
     args: tuple[Any, ...]
-
-
-class Problems:
-    """Collects ``path: rule, got value`` lines; raises them all as one UserError."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        line = f"{path}: {message}"
-        if line not in self.lines:
-            self.lines.append(line)
-
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise UserError("\n".join(self.lines))
-
-
-def show(value: Any) -> str:
-    """A value as the user wrote it in YAML: 'text', 0.001, true, null, [1, 2], {k: v}."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
-    if dataclasses.is_dataclass(value):
-        return show(plain(value))
-    return repr(value)
-
-
-def kind_of(value: Any) -> str:
-    """How a YAML value is described in a type error."""
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return show(value)
-
-
-# --- single values -------------------------------------------------------------------------------
-
-
-def coerce(tp: Any, value: Any, path: str, problems: Problems) -> Any:
-    """Check one single value against a TrialConfig field type; INVALID after a recorded problem.
-
-    Ints are accepted (and converted) where floats are wanted; nothing else is converted.
-    """
-    origin = typing.get_origin(tp)
-    if tp is LayerSchedule:
-        return _coerce_layer(value, path, problems)
-    if origin is tuple:
-        item_tp = typing.get_args(tp)[0]
-        if not isinstance(value, list):
-            problems.add(path, f"must be a list, got {kind_of(value)}")
-            return INVALID
-        items = [coerce(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return INVALID if any(v is INVALID for v in items) else tuple(items)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool) or value not in choices:
-            problems.add(path, f"must be one of {', '.join(map(str, choices))}, got {show(value)}")
-            return INVALID
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.add(path, f"must be true or false, got {kind_of(value)}")
-            return INVALID
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.add(path, f"must be an integer, got {kind_of(value)}")
-            return INVALID
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.add(path, f"must be a number, got {kind_of(value)}")
-            return INVALID
-        if not math.isfinite(value):
-            problems.add(path, f"must be a finite number, got {show(value)}")
-            return INVALID
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            problems.add(path, f"must be a string, got {kind_of(value)}")
-            return INVALID
-        return value
-    raise TypeError(f"unsupported field type {tp!r} at {path}")
-
-
-def _coerce_layer(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, dict):
-        problems.add(path, f"must be a mapping with keys {_layer_keys()}, got {kind_of(value)}")
-        return INVALID
-    hints = typing.get_type_hints(LayerSchedule)
-    names = [f.name for f in dataclasses.fields(LayerSchedule)]
-    ok = True
-    for key in value:
-        if key not in hints:
-            problems.add(f"{path}.{key}", f"unknown key; valid keys: {_layer_keys()}")
-            ok = False
-    for key in names:
-        if key not in value:
-            problems.add(f"{path}.{key}", "missing; every layer needs " + _layer_keys())
-            ok = False
-    kwargs = {k: coerce(hints[k], value[k], f"{path}.{k}", problems) for k in names if k in value}
-    if not ok or any(v is INVALID for v in kwargs.values()):
-        return INVALID
-    return LayerSchedule(**kwargs)
-
-
-def _layer_keys() -> str:
-    return ", ".join(f.name for f in dataclasses.fields(LayerSchedule))
 
 
 # --- sweepable values ------------------------------------------------------------------------------

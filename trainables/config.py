@@ -4,20 +4,36 @@
 `trainables` (which runs one). It is frozen, typed, and serialises to a plain nested dict of
 JSON scalars, lists and dicts, which is what travels through Ray Tune's ``param_space``.
 
-Identity comes from content: :func:`trial_id` hashes the canonical JSON of the config. Fields
-added later must default to a value that keeps old ids: ``canonical_dict`` drops every field whose
-value equals its default, as open_lth's ``desc.py`` does (pinned by a golden test).
+Every field carries its help text and value rule (:func:`trainables.fields.param`); rules that
+relate fields are :data:`CROSS_RULES`. :func:`validate` applies both to a config; the study spec
+applies the same rules to every value a field can take, so each rule is written here only.
+Identity (content hashes) is :mod:`trainables.identity`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
-import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from trainables import datasets, models
+from trainables.fields import (
+    INVALID,
+    Problems,
+    above,
+    at_least,
+    check_rules,
+    fraction,
+    increasing,
+    one_of,
+    param,
+    parse_mapping,
+    plain,
+    section,
+    show,
+)
+from trainables.pruning.schedule import LayerSchedule, layer_list_rule
 
 Granularity = Literal["filter", "weight"]
 Score = Literal["l2", "l1", "ebn", "magnitude"]
@@ -35,142 +51,119 @@ GeneralizationMeasure = Literal["best_after_last_event", "final", "val_selected"
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = "mnist1d"  # mnist1d | mnist | cifar10 | cifar100
-    data_dir: str = ""  # "" means the default: $PRUNETUNE_DATA or ~/.cache/prunetune/data
-    num_samples: int = 5000  # mnist1d only: total samples; 4,000 train / 1,000 test by default
-    label_noise_fraction: float = 0.0  # fraction of training labels relabelled uniformly
-    validation_fraction: float = 0.0  # fraction of the training set held out for validation
-    augment: bool = False  # random crop (4-pixel padding) + horizontal flip, image datasets only
-    download: bool = False  # torchvision datasets only: download into data_dir when absent
+    name: str = param("mnist1d", "dataset", one_of("dataset", datasets.NAMES))
+    data_dir: str = param("", "where datasets live; '' = $PRUNETUNE_DATA or ~/.cache/prunetune")
+    num_samples: int = param(5000, "MNIST-1D only: total samples (80% train)", at_least(10))
+    label_noise_fraction: float = param(
+        0.0, "fraction of training labels relabelled uniformly at random", fraction(closed=True)
+    )
+    validation_fraction: float = param(
+        0.0, "fraction of the training set held out for validation", fraction()
+    )
+    augment: bool = param(False, "random crop (4-pixel padding) + flip; image datasets only")
+    download: bool = param(False, "torchvision datasets: download into data_dir when absent")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "cnn1d"  # mlp | cnn1d | lenet | vgg11_bn | vgg16 | resnet18 | resnet20 | resnet56
-    width: int = 0  # 0 = the architecture's default width (channels / hidden units)
+    name: str = param("cnn1d", "architecture", one_of("model", models.NAMES))
+    width: int = param(0, "channels / hidden units; 0 = the architecture's default", at_least(0))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Optimizer = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()  # MultiStepLR milestones, in epochs
-    gamma: float = 0.1  # MultiStepLR factor
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    epochs: int = 20
-    bf16: bool = False  # CUDA only: bf16 autocast
-    channels_last: bool = False  # CUDA only, 2-d image models
-
-
-@dataclass(frozen=True)
-class LayerSchedule:
-    """Pruning schedule of one prunable layer (Bartoldson et al.'s per-layer linear rule)."""
-
-    name: str  # a prunable layer name declared by the model
-    final_fraction: float  # fraction of the layer's units removed by the last event
-    start_epoch: int  # first event epoch (0-based epoch index; the event follows its training)
-    end_epoch: int  # no event after this epoch
+    optimizer: Optimizer = param("adam", "adam or sgd")
+    lr: float = param(1e-3, "learning rate", above(0))
+    momentum: float = param(0.9, "sgd only: momentum", fraction())
+    nesterov: bool = param(False, "sgd only: Nesterov momentum")
+    weight_decay: float = param(0.0, "L2 weight decay", at_least(0))
+    milestones: tuple[int, ...] = param((), "MultiStepLR milestones, in epochs", increasing(1))
+    gamma: float = param(0.1, "MultiStepLR factor", above(0))
+    batch_size: int = param(128, "training batch size", at_least(1))
+    eval_batch_size: int = param(1000, "evaluation batch size", at_least(1))
+    epochs: int = param(20, "training epochs (IMP: epochs per round)", at_least(1))
+    bf16: bool = param(False, "CUDA only: bf16 autocast")
+    channels_last: bool = param(False, "CUDA only, 2-d image models: channels-last memory")
 
 
 @dataclass(frozen=True)
 class PerturbationConfig:
     """Re-entry and noise injection (Bartoldson et al. Fig. 5 / D2) instead of removal."""
 
-    mode: PerturbationMode = "none"
-    variant: PerturbationVariant = "iter"
-    steps: int = 0  # training steps the perturbation lasts after each event
-    restore: bool = False  # put the saved originals back when the window ends
+    mode: PerturbationMode = param("none", "none, zeroing or gaussian")
+    variant: PerturbationVariant = param("iter", "iter: this event's units; cumulative: all so far")
+    steps: int = param(0, "training steps the perturbation lasts after each event", at_least(0))
+    restore: bool = param(False, "put the saved originals back when the window ends")
 
 
 @dataclass(frozen=True)
 class ImpConfig:
     """Iterative magnitude pruning with rewinding (Jin et al. 2022; OpenLTH defaults)."""
 
-    rounds: int = 0  # pruning rounds after the first (dense) training of T = train.epochs
-    fraction: float = 0.2  # fraction of the remaining weights pruned per round
-    rewind: Rewind = "lr"  # lr: keep weights, replay LR schedule; weight: reset to rewind_epoch
-    rewind_epoch: int = 0  # weight rewinding only
-    # extended_dense: the rounds with fraction 0; sparse_from_start: the final mask from init
-    control: ImpControl = "none"
+    rounds: int = param(0, "pruning rounds after the first (dense) training", at_least(0))
+    fraction: float = param(0.2, "fraction of the remaining weights pruned per round", fraction())
+    rewind: Rewind = param("lr", "lr: keep weights, replay the LR schedule; weight: rewind them")
+    rewind_epoch: int = param(0, "weight rewinding: the epoch rewound to", at_least(0))
+    control: ImpControl = param(
+        "none", "extended_dense: the rounds with fraction 0; sparse_from_start: final mask at init"
+    )
 
 
 @dataclass(frozen=True)
 class PruningConfig:
-    method: Method = "none"
-    granularity: Granularity = "filter"
-    score: Score = "l2"
-    target: Target = "smallest"
-    scope: Scope = "layer"  # weight granularity: per-layer or global ranking
-    period: int = 1  # epochs between events
-    layers: tuple[LayerSchedule, ...] = ()  # empty = the model's paper default layer set
-    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    imp: ImpConfig = field(default_factory=ImpConfig)
+    method: Method = param("none", "none (unpruned), schedule or imp")
+    granularity: Granularity = param("filter", "filter (structured) or weight (unstructured)")
+    score: Score = param("l2", "unit score: l2, l1, ebn (filters) or magnitude (weights)")
+    target: Target = param("smallest", "which units the score removes: smallest, largest, random")
+    scope: Scope = param("layer", "weight granularity: rank per layer or globally")
+    period: int = param(1, "epochs between events", at_least(1))
+    layers: tuple[LayerSchedule, ...] = param(
+        (), "per-layer schedules; empty = the model's paper default", layer_list_rule
+    )
+    perturbation: PerturbationConfig = section(PerturbationConfig, "re-entry / noise injection")
+    imp: ImpConfig = section(ImpConfig, "iterative magnitude pruning")
 
 
 @dataclass(frozen=True)
 class FlatnessConfig:
-    epochs: tuple[int, ...] = ()  # 0-based epoch indices at which to measure; empty = never
-    subset_size: int = 512
-    split: Split = "test"
-    top_k: int = 0  # Hessian eigenvalues summed; 0 = auto (see flatness_top_k)
-    power_iters: int = 20
-    eps_delta: float = 0.1  # epsilon-flatness: the loss rise to find along top eigenvectors
+    epochs: tuple[int, ...] = param((), "0-based epochs at which to measure", increasing(0))
+    subset_size: int = param(512, "examples of the fixed evaluation subset", at_least(1))
+    split: Split = param("test", "the subset's split: test or train")
+    top_k: int = param(
+        0, "Hessian eigenvalues summed; 0 = 100 on CIFAR models, else 10", at_least(0)
+    )
+    power_iters: int = param(20, "power-iteration steps per eigenvalue", at_least(1))
+    eps_delta: float = param(0.1, "epsilon-flatness: the loss rise to find", above(0))
 
 
 @dataclass(frozen=True)
 class TrialConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    pruning: PruningConfig = field(default_factory=PruningConfig)
-    flatness: FlatnessConfig = field(default_factory=FlatnessConfig)
-    seed: int = 0
-    generalization: GeneralizationMeasure = "best_after_last_event"
-    per_example_loss: bool = False  # store float16 per-example train loss at rounds / end
+    dataset: DatasetConfig = section(DatasetConfig, "the data")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "the optimiser and its schedule")
+    pruning: PruningConfig = section(PruningConfig, "what is pruned, when and how")
+    flatness: FlatnessConfig = section(FlatnessConfig, "flatness measurements")
+    seed: int = param(0, "the trial's seed", at_least(0))
+    generalization: GeneralizationMeasure = param(
+        "best_after_last_event", "the generalization measure"
+    )
+    per_example_loss: bool = param(False, "store float16 per-example training losses")
 
     @property
     def is_baseline(self) -> bool:
         return self.pruning.method == "none"
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
-        return _from_plain(cls, data, "")
-
-    def canonical_dict(self) -> dict[str, Any]:
-        """The dict with default-valued fields dropped: the basis of ids (stable under new fields)."""
-        return _drop_defaults(self)
-
-
-# Models of the papers' CIFAR experiments (run on GPUs): their flatness sums the top 100
-# eigenvalues, as Bartoldson et al.'s Fig. 6; the MNIST-1D / MNIST models default to 10.
-PAPER_SCALE_MODELS = frozenset({"vgg11_bn", "vgg16", "resnet18", "resnet20", "resnet56"})
-
-
-def flatness_top_k(config: TrialConfig) -> int:
-    """``flatness.top_k`` with 0 resolved: 100 on the papers' CIFAR models, 10 on the small ones."""
-    if config.flatness.top_k:
-        return config.flatness.top_k
-    return 100 if config.model.name in PAPER_SCALE_MODELS else 10
-
-
-def trial_id(config: TrialConfig) -> str:
-    """12 hex chars of the SHA-256 of the canonical config (seed included)."""
-    return content_hash(config.canonical_dict())[:12]
-
-
-def baseline_key(config: TrialConfig) -> str:
-    """Hash of everything but the pruning fields and the seed: equal keys are matched baselines."""
-    d = config.canonical_dict()
-    d.pop("pruning", None)
-    d.pop("seed", None)
-    return content_hash(d)[:12]
+        """Parse plain data strictly: unknown keys and wrong types raise ValueError (all lines)."""
+        problems = Problems()
+        cfg = parse_mapping(cls, data, "", problems)
+        problems.raise_if_any(ValueError)
+        assert cfg is not INVALID
+        return cfg
 
 
 def baseline_of(config: TrialConfig, seed: int | None = None) -> TrialConfig:
@@ -180,93 +173,117 @@ def baseline_of(config: TrialConfig, seed: int | None = None) -> TrialConfig:
     )
 
 
-def content_hash(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+# --- rules relating fields ------------------------------------------------------------------------
 
 
-# --- (de)serialisation ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CrossRule:
+    """A rule over several fields: ``check(*values)`` returns (path suffix, message) problems,
+    reported at field ``paths[at]`` (plus the suffix). The study spec checks it on every
+    consistent combination of the fields' candidate values."""
+
+    paths: tuple[str, ...]
+    check: Callable[..., list[tuple[str, str]]]
+    at: int = 0
 
 
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [_to_plain(v) for v in obj]
-    return obj
+def _below_epochs(values: tuple[int, ...], epochs: int) -> list[tuple[str, str]]:
+    return [
+        (f"[{i}]", f"must be < train.epochs ({epochs}), got {v}")
+        for i, v in enumerate(values)
+        if v >= epochs
+    ]
 
 
-def _drop_defaults(obj: Any) -> Any:
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            sub = _drop_defaults(value)
-            if sub:
-                out[f.name] = sub
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
-        if default is not dataclasses.MISSING and value == default:
-            continue
-        out[f.name] = _to_plain(value)
-    return out
+def _layers_end(layers: tuple[LayerSchedule, ...], epochs: int) -> list[tuple[str, str]]:
+    return [
+        (f"[{i}].end_epoch", f"must be < train.epochs ({epochs}), got {layer.end_epoch}")
+        for i, layer in enumerate(layers)
+        if layer.end_epoch >= epochs
+    ]
 
 
-def _from_plain(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass `cls` from plain data, strictly: unknown keys and wrong types raise."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{path or 'config'}: must be a mapping, got {type(data).__name__}")
-    hints = _type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{_join(path, unknown[0])}: unknown key; valid keys: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
-    return cls(**kwargs)
+def _needs(value: Any, other: str, wanted: tuple[Any, ...]) -> Callable[..., list]:
+    """``path`` holding ``value`` needs field ``other`` to be one of ``wanted``."""
+    choices = (
+        " or ".join(wanted) if len(wanted) < 3 else f"{', '.join(wanted[:-1])} or {wanted[-1]}"
+    )
+
+    def check(v: Any, o: Any) -> list[tuple[str, str]]:
+        if v != value or o in wanted:
+            return []
+        return [("", f"{_word(value)} needs {other} {choices}, got {_word(o)}")]
+
+    return check
 
 
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """``typing.get_type_hints`` once per class: it dominates parsing 10,000 trial configs."""
-    return typing.get_type_hints(cls)
+def _word(value: Any) -> str:
+    """A YAML scalar as a word in a sentence: true, zeroing, 0.5."""
+    return value if isinstance(value, str) else show(value)
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _from_plain(tp, value, path)
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: must be a list, got {type(value).__name__}")
-        return tuple(_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ValueError(
-                f"{path}: must be one of {', '.join(map(str, choices))}, got {value!r}"
-            )
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{path}: must be a boolean, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{path}: must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{path}: must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{path}: must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported field type {tp!r} at {path}")
+def _rewind(rewind: str, epoch: int, epochs: int) -> list[tuple[str, str]]:
+    if rewind == "weight" and epoch >= epochs:
+        return [("", f"must be < train.epochs ({epochs}) for weight rewinding, got {epoch}")]
+    return []
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _imp_rounds(method: str, rounds: int) -> list[tuple[str, str]]:
+    if method == "imp" and rounds < 1:
+        return [("", f"must be >= 1 when pruning.method is imp, got {rounds}")]
+    return []
+
+
+def _val_selected(measure: str, fraction_: float) -> list[tuple[str, str]]:
+    if measure == "val_selected" and fraction_ <= 0:
+        return [("", f"must be > 0 for generalization val_selected, got {show(fraction_)}")]
+    return []
+
+
+_NEEDS = (
+    ("pruning.scope", "global", "pruning.granularity", ("weight",)),
+    ("pruning.score", "magnitude", "pruning.granularity", ("weight",)),
+    ("pruning.score", "ebn", "pruning.granularity", ("filter",)),
+    ("pruning.perturbation.mode", "zeroing", "pruning.method", ("schedule",)),
+    ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
+    ("pruning.perturbation.mode", "zeroing", "pruning.granularity", ("filter",)),
+    ("pruning.perturbation.mode", "gaussian", "pruning.granularity", ("filter",)),
+    ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
+)
+
+CROSS_RULES: tuple[CrossRule, ...] = (
+    CrossRule(("train.milestones", "train.epochs"), _below_epochs),
+    CrossRule(("flatness.epochs", "train.epochs"), _below_epochs),
+    CrossRule(("pruning.layers", "train.epochs"), _layers_end),
+    CrossRule(("pruning.imp.rewind", "pruning.imp.rewind_epoch", "train.epochs"), _rewind, at=1),
+    *(CrossRule((path, other), _needs(v, other, wanted)) for path, v, other, wanted in _NEEDS),
+    CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
+    CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
+)
+
+
+def value_at(cfg: Any, path: str) -> Any:
+    """The value of a dotted field path (``pruning.imp.rounds``) in a config."""
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: TrialConfig, prefix: str = "") -> None:
+    """Raise UserError listing every field-rule and cross-rule problem of `cfg` (all at once).
+
+    With ``prefix`` (``"dataset."``) only the rules whose fields all lie in that section run.
+    """
+    problems = Problems()
+    if prefix:
+        name = prefix.rstrip(".")
+        part = value_at(cfg, name)
+        check_rules(type(part), part, name, problems)
+    else:
+        check_rules(TrialConfig, cfg, "", problems)
+    for rule in CROSS_RULES:
+        if all(p.startswith(prefix) for p in rule.paths):
+            values = [value_at(cfg, p) for p in rule.paths]
+            for suffix, message in rule.check(*values):
+                problems.add(rule.paths[rule.at] + suffix, message)
+    problems.raise_if_any()

@@ -2,7 +2,10 @@
 
 :class:`trainables.loop.TrialRunner` calls every hook of its pruning method and its extensions at
 fixed points of the epoch (see that module); a hook left as the no-op default costs nothing in
-the per-step loop (:func:`overrides`).
+the per-step loop (:func:`overrides`). The dependency is one-way: this module <- the methods
+(:mod:`trainables.methods`) and extensions (:mod:`trainables.extensions`) <- the loop. A method or
+extension talks to the runner through its public attributes and these hooks only; what one needs
+from another (e.g. the epochs that end a sparsity level) is a hook here.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ class PruningMethod(Hooks):
 
     def __init__(self, runner: TrialRunner):
         self.cfg = runner.cfg
+
+    @classmethod
+    def mask_granularity(cls, cfg: Any) -> str:
+        """The granularity of the runner's masks (built before the method): ``pruning.granularity``
+        unless the method prunes otherwise (IMP is always unstructured)."""
+        return cfg.pruning.granularity
+
+    def level_ends(self) -> dict[int, int] | None:
+        """{epoch: level} of the epochs that end a sparsity level (IMP: every round's last epoch,
+        the model OpenLTH evaluates per level); None when the method has no levels."""
+        return None
 
     def num_epochs(self) -> int:
         """Total epochs the trial runs."""

@@ -12,13 +12,14 @@ with no training and no BN recalibration between the two evaluations. Accuracies
 
 Seams for features added later, so the epoch itself never changes:
 
-- a **pruning method** (:data:`METHODS`, a registry of factories ``runner -> PruningMethod``)
-  decides the epoch count and performs the event;
-- **extensions** (:data:`EXTENSIONS`, factories ``runner -> Extension | None``) add features.
+- a **pruning method** (:func:`trainables.methods.method_class`) decides the epoch count and
+  performs the event;
+- **extensions** (:data:`trainables.extensions.EXTENSIONS`) add features.
 
-Both are :class:`Hooks`: ``begin_epoch`` before training, ``before_step`` / ``after_step`` around
-every optimizer step, ``before_event`` in eval mode right after ``acc_before`` (where the official
-code measures flatness), ``end_epoch`` after the LR step; all default to no-ops.
+Both are :class:`trainables.hooks.Hooks`: ``begin_epoch`` before training, ``before_step`` /
+``after_step`` around every optimizer step, ``before_event`` in eval mode right after
+``acc_before`` (where the official code measures flatness), ``end_epoch`` after the LR step; all
+default to no-ops.
 
 All mutable loop state is in ``runner.loop`` (:class:`trainables.state.LoopState`); together with
 the modules' and the method's / extensions' ``state_dict()`` it is the checkpoint
@@ -30,110 +31,22 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from trainables.augment import augment_batch, derived_generator
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, validate
 from trainables.data import load_data
-from trainables.errors import UserError
-from trainables.hooks import Extension, Hooks, PruningMethod, overrides
+from trainables.extensions import EXTENSIONS
+from trainables.hooks import Extension, Hooks, overrides
+from trainables.methods import method_class
 from trainables.models import build_model
 from trainables.pruning.masks import MaskSet
-from trainables.pruning.schedule import plan_schedule, schedule_summary
-from trainables.records import empty_record, event_instability
+from trainables.records import empty_record, event_instability, layer_units
 from trainables.state import GENERATORS, LoopState, load_state, restore_state
-
-
-class SchedulePruning(PruningMethod):
-    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty)."""
-
-    def __init__(self, runner: TrialRunner):
-        super().__init__(runner)
-        p = self.cfg.pruning
-        layers = p.layers or runner.model.default_schedule()
-        if not layers:
-            raise UserError(
-                f"pruning.layers: empty and model {self.cfg.model.name!r} has no default schedule"
-            )
-        try:
-            self.plan = plan_schedule(layers, runner.masks.n_units, p.period)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        runner.masks.check_scoring(p.score, p.target, p.scope, [lp.name for lp in self.plan.layers])
-        # Recorded on every epoch: the aggregator cannot derive them for the model's default layers.
-        summary = schedule_summary(layers, p.period)
-        self.derived = {
-            "pruning_rate": summary["pruning_rate"],
-            "num_events": summary["num_events"],
-        }
-
-    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
-        record.update(self.derived)
-
-    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
-        units = self.plan.units_at(epoch)
-        if not units:
-            return None
-        p = self.cfg.pruning
-        removed = runner.masks.prune(
-            units,
-            score=p.score,
-            target=p.target,
-            scope=p.scope,
-            generator=runner.loop.generators["targets"],
-        )
-        runner.masks.zero_optimizer_state(runner.optimizer)
-        return removed
-
-
-# trainables.mechanisms builds on the classes above, so its factories import it on first use.
-def _schedule(runner: TrialRunner) -> PruningMethod:
-    from trainables.mechanisms import schedule_method  # removal, or re-entry / noise injection
-
-    return schedule_method(runner)
-
-
-def _imp(runner: TrialRunner) -> PruningMethod:
-    from trainables.mechanisms import ImpPruning
-
-    return ImpPruning(runner)
-
-
-# The dispatch point: one factory per `pruning.method`.
-METHODS: dict[str, Callable[[TrialRunner], PruningMethod]] = {
-    "none": PruningMethod,
-    "schedule": _schedule,
-    "imp": _imp,
-}
-
-
-def get_method(name: str) -> Callable[[TrialRunner], PruningMethod]:
-    if name not in METHODS:
-        raise UserError(f"pruning.method: unknown {name!r}; choose one of: {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-def _flatness(runner: TrialRunner) -> Extension | None:
-    from trainables.mechanisms import FlatnessProbe
-
-    return FlatnessProbe.for_runner(runner)
-
-
-def _per_example_loss(runner: TrialRunner) -> Extension | None:
-    from trainables.mechanisms import PerExampleLossProbe
-
-    return PerExampleLossProbe.for_runner(runner)
-
-
-# Extension factories by name: each returns an Extension, or None when the trial does not use it.
-EXTENSIONS: dict[str, Callable[[TrialRunner], Extension | None]] = {
-    "flatness": _flatness,
-    "per_example_loss": _per_example_loss,
-}
 
 
 class TrialRunner:
@@ -155,6 +68,7 @@ class TrialRunner:
         device: str | torch.device | None = None,
         num_threads: int | None = None,
     ):
+        validate(cfg)
         if num_threads is not None:
             torch.set_num_threads(max(1, int(num_threads)))
         if device is None:
@@ -163,7 +77,8 @@ class TrialRunner:
         self.device = torch.device(device)
         self.data = load_data(cfg.dataset, cfg.seed, self.device)
         torch.manual_seed(derived_generator(cfg.seed, "init").initial_seed())
-        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
+        m = cfg.model
+        self.model = build_model(m.name, m.width, self.data.input_shape, self.data.num_classes)
         self._channels_last = (
             self.device.type == "cuda"
             and cfg.train.channels_last
@@ -176,8 +91,9 @@ class TrialRunner:
             self.optimizer, milestones=list(cfg.train.milestones), gamma=cfg.train.gamma
         )
         self.loop = LoopState({p: derived_generator(cfg.seed, p) for p in GENERATORS})
-        self.masks = MaskSet(self.model, cfg.pruning.granularity)
-        self.method = get_method(cfg.pruning.method)(self)
+        method = method_class(cfg)
+        self.masks = MaskSet(self.model, method.mask_granularity(cfg))
+        self.method = method(self)
         built = {name: make(self) for name, make in EXTENSIONS.items()}
         self.extensions: dict[str, Extension] = {n: e for n, e in built.items() if e is not None}
         self._hooks: list[Hooks] = [self.method, *self.extensions.values()]
@@ -313,6 +229,7 @@ class TrialRunner:
         }
         self.loop.events.append(event)
         record.update(event, is_event=True, units_removed_total=sum(removed.values()))
+        record["units_removed"] = layer_units(removed)
 
     def _extra_evaluations(self, record: dict[str, Any]) -> None:
         """Validation split and noisy/clean training accuracies (post-event, eval mode)."""
@@ -350,4 +267,4 @@ def _make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
         )
-    raise UserError(f"train.optimizer: unknown {t.optimizer!r}; choose one of: adam, sgd")
+    raise AssertionError(f"train.optimizer {t.optimizer!r} passed validation")

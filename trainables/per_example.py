@@ -8,7 +8,7 @@ recorded by the loop itself at every evaluation (``trainables.loop``), not here.
 
 Storage: one ``.npy`` (float16 ``[N_train]``) per measurement, named by round and epoch
 (:func:`loss_file_name`), inside every checkpoint directory written after it was measured (the
-loop extension ``trainables.mechanisms.PerExampleLossProbe`` keeps the arrays in its checkpointed
+loop extension ``trainables.extensions.PerExampleLossProbe`` keeps the arrays in its checkpointed
 state, so the latest checkpoint always holds every file of the trial). The record's ``per_example_loss_file`` is the path relative to the checkpoint
 directory, e.g. ``per_example_loss/r03_e00079.npy``. Size: 2 bytes per training example per
 measurement (100 kB for CIFAR-10).

@@ -1,60 +1,98 @@
-"""The per-epoch record: what the training loop yields and the trainable reports to Tune.
+"""The per-epoch record: every key the training loop reports, typed once.
 
-One record per epoch (0-based `epoch`), a flat dict of JSON scalars except `units_removed`
-(a dict of layer name -> units removed at this epoch's event). Accuracies are fractions in
-[0, 1]; losses are mean cross-entropy in nats; times are seconds.
+One record per epoch (0-based ``epoch``). :data:`RECORD` defines each key once: its name, its
+Arrow type (as a plain type tag, so this module stays stdlib-only and ``results`` can build its
+Parquet schemas from it without importing torch), its unit and its meaning. The loop fills
+:func:`empty_record`; ``results.schema`` stores every key (``epochs.parquet``, and the per-layer
+lists in ``events.parquet``); a test ties the two, so a key recorded here always reaches a table.
 
-The `results` package reads exactly these keys (it never imports this module's code paths that
-need torch; this module is stdlib-only so it can).
+Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
+Keys of features a trial does not use stay null (never zero-filled).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-# Always present.
-CORE_KEYS: tuple[str, ...] = (
-    "epoch",  # 0-based epoch index; for IMP, counts epochs across rounds
-    "train_loss",  # mean training loss over the epoch's batches (running, as the papers log it)
-    "train_acc",  # running training-batch accuracy over the epoch
-    "test_loss",
-    "test_acc",  # test accuracy after this epoch's event, if any (the post-pruning accuracy)
-    "sparsity",  # fraction of prunable parameters masked (zeroed for good) after the event
-    "lr",  # learning rate used for this epoch's training
-    "epoch_time_s",
-    "is_event",  # True when units were pruned/perturbed at this epoch
-    "status",  # "running" | "done" | "diverged" (the last record of a trial is done/diverged)
+# Type tags: a scalar name, or ("list", item) / ("struct", ((name, type), ...)). results.schema
+# maps them to pyarrow types.
+INT, FLOAT, BOOL, STR = "int64", "float64", "bool", "string"
+Type = str | tuple
+
+
+def list_of(item: Type) -> tuple:
+    return ("list", item)
+
+
+def struct(**fields: Type) -> tuple:
+    return ("struct", tuple(fields.items()))
+
+
+@dataclass(frozen=True)
+class RecordField:
+    """One key of the per-epoch record."""
+
+    name: str
+    type: Type
+    unit: str  # "" when dimensionless and not a fraction
+    meaning: str
+    always: bool = False  # set on every epoch (else only when its feature is on)
+
+
+# The units one event removed (or targeted) in each layer, in the model's layer order.
+LAYER_UNITS = list_of(struct(layer=STR, units=INT))
+
+RECORD: tuple[RecordField, ...] = (
+    RecordField("epoch", INT, "epoch", "0-based epoch index (IMP: counted across rounds)", True),
+    RecordField("train_loss", FLOAT, "nats", "mean training loss over the epoch's batches", True),
+    RecordField("train_acc", FLOAT, "fraction", "running training-batch accuracy", True),
+    RecordField("test_loss", FLOAT, "nats", "test loss after this epoch's event, if any", True),
+    RecordField(
+        "test_acc", FLOAT, "fraction", "test accuracy after the event (post-pruning)", True
+    ),
+    RecordField("sparsity", FLOAT, "fraction", "prunable weights masked after the event", True),
+    RecordField("lr", FLOAT, "", "learning rate this epoch trained with", True),
+    RecordField("epoch_time_s", FLOAT, "s", "wall time of the epoch", True),
+    RecordField("is_event", BOOL, "", "units were pruned or perturbed after this epoch", True),
+    RecordField(
+        "status", STR, "", "running | done | diverged (the last record: done/diverged)", True
+    ),
+    RecordField("val_loss", FLOAT, "nats", "validation loss (validation split only)"),
+    RecordField("val_acc", FLOAT, "fraction", "validation accuracy (validation split only)"),
+    RecordField("acc_before", FLOAT, "fraction", "event epochs: test accuracy before the event"),
+    RecordField("acc_after", FLOAT, "fraction", "event epochs: test accuracy after it"),
+    RecordField("instability", FLOAT, "", "event epochs: (acc_before - acc_after) / acc_before"),
+    RecordField("units_removed", LAYER_UNITS, "units", "event epochs: units per layer"),
+    RecordField("units_removed_total", INT, "units", "event epochs: units over all layers"),
+    RecordField("pruning_rate", FLOAT, "%", "schedule: % of the most-pruned layer per event"),
+    RecordField("num_events", INT, "events", "schedule: the schedule's number of event epochs"),
+    RecordField("imp_round", INT, "round", "IMP: the round of this epoch (0 = dense)"),
+    RecordField("train_acc_noisy", FLOAT, "fraction", "label noise: accuracy on relabelled set"),
+    RecordField("train_acc_clean", FLOAT, "fraction", "label noise: accuracy on untouched set"),
+    RecordField("hessian_topk_sum", FLOAT, "", "flatness epochs: sum of top-k Hessian eigenvalues"),
+    RecordField("grad_noise_trace", FLOAT, "", "flatness epochs: Tr(C), mean squared grad norm"),
+    RecordField("eps_flatness", FLOAT, "", "flatness epochs: epsilon at the loss rise"),
+    RecordField("flatness_time_s", FLOAT, "s", "flatness epochs: time of the measurement"),
+    RecordField("per_example_loss_file", STR, "", "per-example losses: .npy beside the checkpoint"),
 )
 
-# Present when the corresponding feature is on (None otherwise).
-OPTIONAL_KEYS: tuple[str, ...] = (
-    "val_loss",
-    "val_acc",  # when dataset.validation_fraction > 0
-    "acc_before",  # event epochs: eval accuracy right before the event
-    "acc_after",  # event epochs: eval accuracy right after the event (== test_acc)
-    "instability",  # event epochs: (acc_before - acc_after) / acc_before
-    "units_removed",  # event epochs: {layer: units} targeted at this event
-    "units_removed_total",
-    "pruning_rate",  # schedule trials: percent of the most-pruned layer's units per event
-    "num_events",  # schedule trials: the schedule's number of event epochs
-    "imp_round",  # IMP: the round this epoch belongs to (0 = dense)
-    "train_acc_noisy",  # label noise: accuracy on the relabelled subset (w.r.t. noisy labels)
-    "train_acc_clean",  # label noise: accuracy on the untouched subset
-    "hessian_topk_sum",  # flatness epochs
-    "grad_noise_trace",
-    "eps_flatness",
-    "flatness_time_s",
-    "per_example_loss_file",  # relative path of a float16 .npy beside the checkpoint
-)
-
-RECORD_KEYS: tuple[str, ...] = CORE_KEYS + OPTIONAL_KEYS
+RECORD_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD)
+# The flatness measures (their last measured value is a trial-level outcome).
+FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
+FIELDS: dict[str, RecordField] = {f.name: f for f in RECORD}
 
 
 def empty_record(epoch: int) -> dict[str, Any]:
-    """A record with every key present: core keys to be filled, optional keys None."""
+    """A record with every key present: the always-set keys to be filled, the others None."""
     record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
     record.update(epoch=epoch, is_event=False, status="running")
     return record
+
+
+def layer_units(units: dict[str, int]) -> list[dict[str, Any]]:
+    """``{layer: units}`` as the record's ``units_removed`` value (:data:`LAYER_UNITS`)."""
+    return [{"layer": layer, "units": int(n)} for layer, n in units.items()]
 
 
 def event_instability(acc_before: float, acc_after: float) -> float:

@@ -5,8 +5,8 @@ The only module of ``trainables`` that imports Ray. Contract (brief / DESIGN.md)
 - Tune ``config`` = ``{"trial": TrialConfig.to_dict(), "checkpoint_frequency": int}``, optionally
   with ``"seeds": [..]`` and Tune's ``"__trial_index__"`` (set by ``Repeater``), in which case the
   trial's seed is ``seeds[__trial_index__]``.
-- Each epoch: ``tune.report(record | identity, checkpoint=...)`` where identity is
-  ``trial_key`` (``trial_id`` of the resolved config), ``baseline_key``, ``seed``, ``is_baseline``.
+- Each epoch: ``tune.report(record, checkpoint=...)`` with exactly the keys of
+  ``trainables.records.RECORD`` (identity comes from the config: ``trainables.identity``).
   A checkpoint goes with every ``checkpoint_frequency``-th epoch and always with the last record.
 - A retried trial restores from ``tune.get_checkpoint()`` and continues exactly. Epochs after its
   last checkpoint are run and reported again, with the same numbers on CPU; readers keep the last
@@ -20,7 +20,6 @@ the file (an atomic rename) and SIGKILLs its own process before reporting: a rea
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import tempfile
@@ -30,33 +29,11 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import TrialConfig, baseline_key, trial_id
+from trainables.identity import trial_config, trial_key
 from trainables.loop import TrialRunner
 from trainables.state import save_state
 
 FAULT_DIR_ENV = "PRUNETUNE_FAULT_DIR"
-
-
-def resolve_trial(config: dict[str, Any]) -> TrialConfig:
-    """The TrialConfig of a Tune config (with the Repeater's seed applied)."""
-    cfg = TrialConfig.from_dict(config["trial"])
-    seeds = config.get("seeds")
-    if seeds:
-        index = config.get("__trial_index__")
-        if not isinstance(index, int) or not 0 <= index < len(seeds):
-            raise ValueError(f"__trial_index__: must index seeds (len {len(seeds)}), got {index!r}")
-        cfg = dataclasses.replace(cfg, seed=int(seeds[index]))
-    return cfg
-
-
-def trial_identity(cfg: TrialConfig) -> dict[str, Any]:
-    """The keys added to every reported record."""
-    return {
-        "trial_key": trial_id(cfg),
-        "baseline_key": baseline_key(cfg),
-        "seed": cfg.seed,
-        "is_baseline": cfg.is_baseline,
-    }
 
 
 def assigned_resources() -> tuple[str, int]:
@@ -69,11 +46,11 @@ def assigned_resources() -> tuple[str, int]:
 
 def train_fn(config: dict[str, Any]) -> None:
     """Ray Tune function trainable (see module docstring)."""
-    cfg = resolve_trial(config)
+    cfg = trial_config(config)
     frequency = int(config.get("checkpoint_frequency", 1))
     if frequency < 1:
         raise ValueError(f"checkpoint_frequency: must be >= 1, got {frequency}")
-    identity = trial_identity(cfg)
+    key = trial_key(cfg)
     device, threads = assigned_resources()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -82,14 +59,13 @@ def train_fn(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             runner = TrialRunner.from_checkpoint(directory, device=device, num_threads=threads)
     for record in runner.run():
-        _maybe_inject_fault(identity["trial_key"], record["epoch"])
-        metrics = record | identity
+        _maybe_inject_fault(key, record["epoch"])
         if runner.finished or (record["epoch"] + 1) % frequency == 0:
             with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
                 save_state(runner, directory)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
-            tune.report(metrics)
+            tune.report(record)
 
 
 def _maybe_inject_fault(trial_key: str, epoch: int) -> None:

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
-from trainables.config import trial_id
-from trainables.tune_trainable import resolve_trial
+from search_spaces.yaml_io import dump_yaml
+from trainables.identity import trial_config, trial_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +59,7 @@ def tiny_spec(path: Path, name: str, data_dir: Path, storage: Path, **overrides)
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(dump_yaml(spec))
     return path
 
 
@@ -170,7 +169,7 @@ def optuna_trial_keys(snapshot, exp: Path, num_samples: int, seeds: int) -> set[
     for t in snapshot.trials:
         config = json.loads((exp / t.logdir / "params.json").read_text())
         groups[json.dumps(config["trial"], sort_keys=True)].append(config["__trial_index__"])
-        keys.add(trial_id(resolve_trial(config)))
+        keys.add(trial_key(trial_config(config)))
     for indices in groups.values():  # identical suggestions share a group: whole repeats each
         assert sorted(indices) == sorted(list(range(seeds)) * (len(indices) // seeds))
     assert {p.name for p in exp.iterdir() if p.is_dir()} == {t.logdir for t in snapshot.trials}

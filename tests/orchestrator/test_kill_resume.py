@@ -23,8 +23,7 @@ from orch_helpers import (
     tiny_spec,
     wait_for,
 )
-
-from orchestrator.tune_state import read_snapshot
+from results.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -48,7 +47,7 @@ def _progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: b
             for t in snapshot.trials
             if t.last_result.get("training_iteration", 0) >= min_iterations
         ]
-        unfinished = [t for t in snapshot.trials if t.outcome not in ("done", "diverged")]
+        unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
         if unlisted:
             listed = {t.logdir for t in snapshot.trials}
             if not any(p.is_dir() and p.name not in listed for p in exp.iterdir()):
@@ -64,7 +63,7 @@ def _kill_midway(args: list[str], exp: Path, log: Path, env: dict, **condition) 
     wait_for(_progressed(exp, **condition), proc, timeout=600, log=log)
     assert kill_session(proc) >= 3  # the driver and at least GCS and raylet died with it
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
-    assert any(t.outcome != "done" for t in snapshot.trials)
+    assert any(t.status != "ok" for t in snapshot.trials)
 
 
 def test_killed_study_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
@@ -138,10 +137,10 @@ def test_killed_optuna_study_resumes_without_orphans_or_duplicates(tmp_path):
     resumed = run_cli(["resume", str(study)], cli_env(**ENV))
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "optuna: 8/8 finished: 8 done" in resumed.stdout
+    assert "optuna: 8/8 finished: 8 ok" in resumed.stdout
     assert "orphan trial directories left by a restore" in resumed.stderr
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
-    assert {t.outcome for t in snapshot.trials} == {"done"}
+    assert {t.status for t in snapshot.trials} == {"ok"}
     keys = optuna_trial_keys(snapshot, exp, num_samples=4, seeds=2)  # no orphan directories
     exported = pq.read_table(study / "trials.parquet").to_pylist()
     pruned = [t["trial_key"] for t in exported if not t["is_baseline"]]

@@ -11,12 +11,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from orch_helpers import optuna_trial_keys, tiny_spec
+from results.snapshot import read_snapshot
 
 from orchestrator.cli import main
-from orchestrator.tune_state import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
-from trainables.config import trial_id
+from trainables.identity import trial_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -35,7 +35,7 @@ def test_grid_study_runs_retries_a_crashed_trial_and_cleans_up(
 ):
     spec_file = tiny_spec(tmp_path / "grid.yaml", "grid", data_dir, tmp_path / "studies")
     plan = expand(load_spec(str(spec_file)))
-    crashed = trial_id(plan.pruned[0])
+    crashed = trial_key(plan.pruned[0])
     (local_ray / f"{crashed}.epoch1").write_text("")  # its worker SIGKILLs itself after epoch 1
 
     code = main(["run", str(spec_file)])
@@ -44,9 +44,9 @@ def test_grid_study_runs_retries_a_crashed_trial_and_cleans_up(
     study = tmp_path / "studies" / "grid"
     assert code == 0
     assert out[-1] == str(study)
-    assert out[0] == "trials: 6/6 finished: 6 done, 0 diverged; 0 running, 0 errored, 0 pending"
+    assert out[0] == "trials: 6/6 finished: 6 ok, 0 diverged; 0 running, 0 error, 0 pending"
     trials = pq.read_table(study / "trials.parquet").to_pylist()
-    assert sorted(t["trial_key"] for t in trials) == sorted(trial_id(c) for c in plan.trials)
+    assert sorted(t["trial_key"] for t in trials) == sorted(trial_key(c) for c in plan.trials)
     assert {t["status"] for t in trials} == {"ok"}
     failures = {t["trial_key"]: t["num_failures"] for t in trials}
     assert failures.pop(crashed) == 1 and set(failures.values()) == {0}
@@ -65,7 +65,7 @@ def test_grid_study_runs_retries_a_crashed_trial_and_cleans_up(
     assert main(["status", str(study)]) == 0
     status = capsys.readouterr().out.splitlines()
     assert status[1].startswith(
-        "trials: 6/6 finished: 6 done, 0 diverged; 0 running, 0 errored, 0 pending"
+        "trials: 6/6 finished: 6 ok, 0 diverged; 0 running, 0 error, 0 pending"
     )
     assert status[2].startswith("gain: best ") and "n = 4 pruned trials with a gain" in status[2]
 
@@ -93,7 +93,7 @@ def test_diverged_trial_is_recorded_not_retried(local_ray, data_dir, tmp_path, c
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out[0] == "trials: 1/1 finished: 0 done, 1 diverged; 0 running, 0 errored, 0 pending"
+    assert out[0] == "trials: 1/1 finished: 0 ok, 1 diverged; 0 running, 0 error, 0 pending"
     (trial,) = pq.read_table(tmp_path / "studies" / "div" / "trials.parquet").to_pylist()
     assert trial["status"] == "diverged" and trial["num_failures"] == 0
 
@@ -119,11 +119,11 @@ def test_optuna_study_runs_every_suggestion_once_per_seed(local_ray, data_dir, t
     out = capsys.readouterr().out.splitlines()
     study = tmp_path / "studies" / "opt"
     assert code == 0 and out[-1] == str(study)
-    assert out[0] == "trials: 2/2 finished: 2 done, 0 diverged; 0 running, 0 errored, 0 pending"
-    assert out[1] == "optuna: 6/6 finished: 6 done, 0 diverged; 0 running, 0 errored, 0 pending"
+    assert out[0] == "trials: 2/2 finished: 2 ok, 0 diverged; 0 running, 0 error, 0 pending"
+    assert out[1] == "optuna: 6/6 finished: 6 ok, 0 diverged; 0 running, 0 error, 0 pending"
     assert json.loads((study / "study.json").read_text())["experiments"] == ["trials", "optuna"]
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(study / "tune" / "optuna"))
-    assert {t.outcome for t in snapshot.trials} == {"done"}
+    assert {t.status for t in snapshot.trials} == {"ok"}
     keys = optuna_trial_keys(snapshot, study / "tune" / "optuna", num_samples=3, seeds=2)
     exported = pq.read_table(study / "trials.parquet").to_pylist()
     baselines = {t["trial_key"] for t in exported if t["is_baseline"]}
@@ -155,6 +155,6 @@ def test_a_tuner_that_never_snapshotted_is_started_afresh(local_ray, data_dir, t
 
     captured = capsys.readouterr()
     assert "trials: no snapshot had been written; started it afresh" in captured.err
-    assert captured.out.splitlines()[0].startswith("trials: 1/1 finished: 1 done")
+    assert captured.out.splitlines()[0].startswith("trials: 1/1 finished: 1 ok")
     assert not (exp / "trial_dead_00000").exists()
     assert len(read_snapshot(pafs.LocalFileSystem(), str(exp)).trials) == 1

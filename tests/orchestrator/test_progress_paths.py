@@ -9,16 +9,15 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.progress import ProgressCallback, count_trials, estimate_eta, format_progress
-from orchestrator.status import format_counts
-from orchestrator.study import join_uri, study_uri
+from results.status import format_counts
+from results.storage import join_uri, study_uri
 
 
 def _trial(trial_id: str, status: str, record_status: str | None = None):
-    return SimpleNamespace(
-        trial_id=trial_id,
-        status=status,
-        last_result={"status": record_status} if record_status else {},
-    )
+    """A Tune Trial as the callbacks see it: a reported trial's last result has Tune's
+    ``training_iteration`` next to the record's ``status``."""
+    last = {"status": record_status, "training_iteration": 1} if record_status else {}
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result=last)
 
 
 def test_progress_line_counts_and_eta():
@@ -31,10 +30,13 @@ def test_progress_line_counts_and_eta():
         _trial("f", "PENDING"),
     ]
     counts = count_trials(trials)
-    assert counts == {"done": 1, "diverged": 1, "running": 2, "failed": 1}
+    assert counts == {
+        "ok": 1, "diverged": 1, "error": 1, "stopped": 0, "running": 1, "pending": 2
+    }  # fmt: skip
     line = format_progress("trials", counts, total=10, elapsed_s=65, eta_s=270)
-    assert (
-        line == "[trials] 2/10 done (1 diverged), 2 running, 1 failed, 5 pending | 1m05s, ETA 4m30s"
+    assert line == (
+        "[trials] 2/10 finished (1 ok, 1 diverged), 1 running, 1 error, 6 pending "
+        "| 1m05s, ETA 4m30s"
     )
     assert format_progress("optuna", counts, 10, 3725, None).endswith("| 1h02m")
 
@@ -60,15 +62,34 @@ def test_callback_prints_at_most_every_interval_and_at_the_end():
     cb.on_experiment_end(trials)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("[trials] 0/3 done (0 diverged), 1 running, 0 failed, 2 pending | ")
-    assert lines[1].startswith("[trials] 1/3 done (0 diverged), 0 running, 0 failed, 2 pending | ")
+    assert lines[0].startswith(
+        "[trials] 0/3 finished (0 ok, 0 diverged), 0 running, 0 error, 3 pending | "
+    )
+    assert lines[1].startswith(
+        "[trials] 1/3 finished (1 ok, 0 diverged), 0 running, 0 error, 2 pending | "
+    )
     assert "ETA" in lines[1]
 
 
+def test_after_ctrl_c_never_run_trials_are_pending_not_done():
+    """On Ctrl-C Tune ends every trial (TERMINATED), also those that never ran: they are still
+    pending (a resume runs them), and a trial stopped mid-way is stopped, not done."""
+    trials = [
+        _trial("a", "TERMINATED", "done"),
+        _trial("b", "TERMINATED", "running"),
+        _trial("c", "TERMINATED"),
+        _trial("d", "TERMINATED"),
+    ]
+    counts = count_trials(trials)
+    assert (counts["ok"], counts["stopped"], counts["pending"]) == (1, 1, 2)
+    line = format_progress("trials", counts, total=4, elapsed_s=1, eta_s=None)
+    assert line.startswith("[trials] 1/4 finished (1 ok, 0 diverged), 0 running, 1 stopped")
+
+
 def test_status_counts_line():
-    counts = {"done": 5, "diverged": 1, "running": 2, "errored": 1, "stopped": 0, "pending": 3}
+    counts = {"ok": 5, "diverged": 1, "running": 2, "error": 1, "stopped": 0, "pending": 3}
     assert format_counts(counts, 12) == (
-        "6/12 finished: 5 done, 1 diverged; 2 running, 1 errored, 3 pending"
+        "6/12 finished: 5 ok, 1 diverged; 2 running, 1 error, 3 pending"
     )
 
 

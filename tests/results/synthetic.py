@@ -1,4 +1,4 @@
-"""Synthetic study inputs without Ray: the layer just below ``results.tune_reader``.
+"""Synthetic study inputs without Ray: the layer just below ``results.snapshot``.
 
 ``TuneTrial`` objects as the reader returns them, and result.json bytes written the way Tune's
 JSON logger writes them (one ``json.dump`` of the result, Tune's keys and the config included, per
@@ -16,8 +16,8 @@ from tune_fixture import config, expected_record
 from results.bootstrap import BootstrapPlan
 from results.export import Tables, build_tables, fits_table
 from results.history import parse_histories
-from results.tune_reader import TuneTrial
-from trainables.config import TrialConfig, baseline_key, trial_id
+from results.snapshot import TuneTrial
+from trainables.config import TrialConfig
 
 FAST_PLAN = BootstrapPlan(n_resamples=50, min_resamples=20, budget=200_000)
 
@@ -35,21 +35,19 @@ def tune_trial(
         trial_id=tid,
         tune_status=status,
         config={"trial": cfg.to_dict(), "checkpoint_frequency": 1, **extra},
-        error=error,
+        logdir=tid,
+        trial_dir=f"/nowhere/{tid}",
+        last_result={},
         num_failures=1 if error else 0,
-        result_path=f"/nowhere/{tid}/result.json",
+        error_file=f"/nowhere/{tid}/error.txt" if error else "",
+        metadata="{}",
+        error=error,
     )
 
 
 def result_line(cfg: TrialConfig, tid: str, record: dict, iteration: int) -> bytes:
     """One line as Tune's JsonLoggerCallback writes it (``json.dump`` + newline)."""
     result = dict(record)
-    result.update(
-        trial_key=trial_id(cfg),
-        baseline_key=baseline_key(cfg),
-        seed=cfg.seed,
-        is_baseline=cfg.is_baseline,
-    )
     result.update(
         timestamp=1795245872,
         checkpoint_dir_name=None,

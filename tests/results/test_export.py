@@ -14,9 +14,9 @@ from tune_fixture import config, expected_record
 
 from results import schema, storage
 from results.api import export_study, write_tables
-from results.export import build_tables, config_key, resolve_config
+from results.export import build_tables
 from results.history import parse_histories
-from trainables.config import trial_id
+from trainables.identity import config_key, trial_config, trial_key
 from trainables.errors import UserError
 
 
@@ -84,7 +84,9 @@ def test_epochs_once_per_trial_and_epoch_with_events_split_out(tables):
     cfg = config("smallest", 0)
     rec = expected_record(cfg, first["epoch"])
     assert first["trial_id"] == "t2" and first["units_removed"] == rec["units_removed_total"]
-    assert first["units_removed_by_layer"] == list(rec["units_removed"].items())
+    assert first["units_removed_by_layer"] == [
+        (u["layer"], u["units"]) for u in rec["units_removed"]
+    ]
     assert first["instability"] == pytest.approx(rec["instability"])
 
 
@@ -134,14 +136,14 @@ def test_identity_keys_match_trainables_for_every_seed():
         cfg = config("largest", seed)
         tune_config = {"trial": cfg.to_dict(), "checkpoint_frequency": 1}
         table = build_tables([S.tune_trial(cfg, "x")], parse_histories([b""]), "h").trials
-        assert table.column("trial_key").to_pylist() == [trial_id(cfg)]
+        assert table.column("trial_key").to_pylist() == [trial_key(cfg)]
         assert table.column("config_key").to_pylist() == [config_key(config("largest", 0))]
-        assert resolve_config(tune_config) == cfg
+        assert trial_config(tune_config) == cfg
 
 
 def test_repeater_seed_comes_from_the_seed_list():
     cfg = config("largest", 0)
-    resolved = resolve_config({"trial": cfg.to_dict(), "seeds": [11, 12, 13], "__trial_index__": 2})
+    resolved = trial_config({"trial": cfg.to_dict(), "seeds": [11, 12, 13], "__trial_index__": 2})
     assert resolved == dataclasses.replace(cfg, seed=13)
 
 

@@ -20,27 +20,26 @@ def _blobs():
 def test_fast_path_equals_the_checked_json_path():
     blobs = _blobs()
     fast = H.parse_histories(blobs)
-    slow = pa.concat_tables([H._parse_slow(b, "f")[0] for b in blobs])
-    units = [u for b in blobs for u in H._parse_slow(b, "f")[1]]
-    assert fast.drop_columns(["units_removed", "source"]).equals(slow)
-    assert fast.column("units_removed").to_pylist() == [
-        None if u is None else list(u) for u in units
-    ]
+    slow = pa.concat_tables([H._parse_slow(b, "f") for b in blobs])
+    assert fast.drop_columns(["source"]).equals(slow)
     assert fast.column("source").to_pylist() == [0] * 6 + [2] * 6
 
 
-def test_units_removed_survive_as_a_per_layer_map():
+def test_units_removed_survive_as_per_layer_lists():
     table = H.parse_histories([history(config("smallest", 0), "a")])
     events = [u for u in table.column("units_removed").to_pylist() if u is not None]
-    assert events == [[("conv1", 4), ("conv2", 2)], [("conv1", 4), ("conv2", 2)]]
+    per_event = [{"layer": "conv1", "units": 4}, {"layer": "conv2", "units": 2}]
+    assert events == [per_event, per_event]
     assert table.column("is_event").to_pylist() == [False, True, False, True, False, False]
 
 
-def test_config_tail_is_cut_only_when_no_needed_key_follows_it():
-    line = json.dumps({"epoch": 1, "config": {"trial": {"a": 1}}, "time_since_restore": 2.0})
-    assert H._without_config((line + "\n").encode()) == b'{"epoch": 1}\n'
-    late = json.dumps({"config": {"x": 1}, "epoch": 1})
-    assert H._without_config((late + "\n").encode()) == (late + "\n").encode()
+def test_unknown_keys_are_read_past_but_an_error_when_strict():
+    line = json.dumps({"epoch": 1, "config": {"trial": {"a": 1}}, "brand_new_key": 2.0})
+    blob = (line + "\n").encode()
+    assert H.parse_histories([blob], strict=False).column("epoch").to_pylist() == [1]
+    with pytest.raises(ValueError, match="line 1: unknown result key 'brand_new_key'"):
+        H.parse_histories([blob], ["r.json"], strict=True)
+    assert H.parse_histories([history(config("largest", 0), "a")], strict=True).num_rows == 6
 
 
 def test_nan_values_and_a_partial_last_line():

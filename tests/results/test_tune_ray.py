@@ -10,10 +10,11 @@ import pytest
 from tune_fixture import INTERRUPTED, TRIALS, config, expected_record
 
 from results import commands
-from results.api import TABLES, export_study, write_report
+from results.api import export_study, write_report
+from results.snapshot import read_study
+from results.storage import TABLES
 from results.storage import resolve
-from results.tune_reader import read_tune_study
-from trainables.config import trial_id
+from trainables.identity import trial_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -42,7 +43,7 @@ def test_reader_sees_what_experiment_analysis_sees(study):
     from ray.tune import ExperimentAnalysis
 
     fs, path = resolve(study)
-    ours = read_tune_study(fs, os.path.join(path, "tune"))
+    ours = read_study(fs, os.path.join(path, "tune"))
     assert ours.experiments == ("interrupted", "trials") and ours.unreadable == ()
     theirs = []
     for name in ours.experiments:
@@ -100,7 +101,7 @@ def test_a_retried_trial_has_each_epoch_once_with_the_reported_values(exported):
     _, tables = exported
     flaky = config("largest", 1)
     trials = tables["trials"].to_pylist()
-    (row,) = [r for r in trials if r["trial_key"] == trial_id(flaky)]
+    (row,) = [r for r in trials if r["trial_key"] == trial_key(flaky)]
     assert row["status"] == "ok" and row["num_failures"] == 1
     epochs = [r for r in tables["epochs"].to_pylist() if r["trial_id"] == row["trial_id"]]
     assert [r["epoch"] for r in epochs] == list(range(6))

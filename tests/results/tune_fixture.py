@@ -2,7 +2,7 @@
 
 The trainable follows the contract of ``trainables.tune_trainable.train_fn``: its Tune config is
 ``{"trial": TrialConfig.to_dict(), "checkpoint_frequency": 1}`` (plus a test-only ``behaviour``),
-and each epoch it reports a full ``trainables.records`` record plus the identity keys. Numbers are
+and each epoch it reports a full ``trainables.records`` record, nothing else. Numbers are
 simple closed forms of the config, so tests can predict them exactly (:func:`expected_record`).
 
 Behaviours: ``ok``; ``diverge`` (NaN loss at epoch 2, last status "diverged"); ``error`` (raises
@@ -22,9 +22,9 @@ import sys
 import tempfile
 import time
 
-from trainables.config import LayerSchedule, PruningConfig, TrialConfig, baseline_key, trial_id
+from trainables.config import LayerSchedule, PruningConfig, TrialConfig
 from trainables.pruning.schedule import schedule_summary, units_per_event
-from trainables.records import empty_record, event_instability
+from trainables.records import empty_record, event_instability, layer_units
 
 EPOCHS = 6
 LAYERS = (LayerSchedule("conv1", 0.5, 1, 3), LayerSchedule("conv2", 0.25, 1, 3))
@@ -51,7 +51,7 @@ def base_acc(epoch: int, seed: int) -> float:
 
 
 def expected_record(cfg: TrialConfig, epoch: int) -> dict:
-    """The record the fake trainable reports for `cfg` at `epoch` (without identity keys)."""
+    """The record the fake trainable reports for `cfg` at `epoch`."""
     rec = empty_record(epoch)
     events = (
         ()
@@ -83,7 +83,7 @@ def expected_record(cfg: TrialConfig, epoch: int) -> dict:
             acc_after=after,
             test_acc=after,
             instability=event_instability(acc, after),
-            units_removed=units,
+            units_removed=layer_units(units),
             units_removed_total=sum(units.values()),
         )
     done_units = sum(
@@ -93,10 +93,11 @@ def expected_record(cfg: TrialConfig, epoch: int) -> dict:
         if e <= epoch
     )
     rec["sparsity"] = done_units / (2 * N_UNITS)
-    if not cfg.is_baseline:  # as trainables.loop records it on schedule trials
-        rec["pruning_rate"] = schedule_summary(cfg.pruning.layers, cfg.pruning.period)[
-            "pruning_rate"
-        ]
+    if cfg.is_baseline:  # as trainables.methods records them
+        rec.update(pruning_rate=0.0, num_events=0)
+    else:
+        summary = schedule_summary(cfg.pruning.layers, cfg.pruning.period)
+        rec.update(pruning_rate=summary["pruning_rate"], num_events=summary["num_events"])
     if epoch in cfg.flatness.epochs:
         rec.update(
             hessian_topk_sum=100.0 - 200 * drop, grad_noise_trace=10.0 + drop, flatness_time_s=0.1
@@ -113,12 +114,6 @@ def train_fn(tune_config: dict) -> None:
 
     cfg = TrialConfig.from_dict(tune_config["trial"])
     behaviour = tune_config.get("behaviour", "ok")
-    identity = {
-        "trial_key": trial_id(cfg),
-        "baseline_key": baseline_key(cfg),
-        "seed": cfg.seed,
-        "is_baseline": cfg.is_baseline,
-    }
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -140,7 +135,7 @@ def train_fn(tune_config: dict) -> None:
             with open(os.path.join(d, "state.json"), "w") as f:
                 json.dump({"epoch": epoch}, f)
             ckpt = tune.Checkpoint.from_directory(d) if epoch == 1 else None
-            tune.report(rec | identity, checkpoint=ckpt)
+            tune.report(rec, checkpoint=ckpt)
         if rec["status"] == "diverged":
             return
 

@@ -11,7 +11,8 @@ from spec_examples import OPTUNA, RANDOM
 from search_spaces.expand import expand
 from search_spaces.presets import list_presets
 from search_spaces.spec import load_spec, spec_from_yaml
-from trainables.config import PruningConfig, TrialConfig, baseline_key, trial_id
+from trainables.config import PruningConfig, TrialConfig
+from trainables.identity import baseline_key, trial_key
 
 # (pruned, baselines, total) per preset; each total = grid x seeds + seeds per non-pruning config.
 COUNTS = {
@@ -34,7 +35,7 @@ def test_preset_trial_counts(name: str) -> None:
     plan = expand(load_spec(name))
     assert (len(plan.pruned), len(plan.baselines), len(plan.trials)) == COUNTS[name]
     assert plan.optuna is None
-    assert len({trial_id(t) for t in plan.trials}) == len(plan.trials)
+    assert len({trial_key(t) for t in plan.trials}) == len(plan.trials)
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from search_spaces.rules import METRICS
-from search_spaces.spec import load_spec, spec_from_yaml
+from search_spaces.spec import METRICS, load_spec, spec_from_yaml
 from trainables.errors import UserError
 
 BAD_SPECS = [
@@ -22,7 +21,13 @@ BAD_SPECS = [
     (
         "duplicate key",
         "name: t\ntrain:\n  lr: 0.1\n  lr: 0.2\n",
-        "<spec>: invalid YAML at line 4, column 3: duplicate key 'lr'",
+        '<spec>: invalid YAML at line 4, column 3: found duplicate key "lr" with value "0.2" '
+        '(original value: "0.1")',
+    ),
+    (
+        "yaml 1.2: yes is a string",
+        "name: t\nbaselines: yes\n",
+        "baselines: must be true or false, got 'yes'",
     ),
     (
         "not a mapping",

@@ -9,7 +9,9 @@ from spec_examples import OPTUNA
 
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec, spec_from_yaml
-from search_spaces.summary import CPU_EPOCH_S, GPU_EPOCH_S, plan_summary
+from search_spaces.summary import plan_summary, trial_seconds
+from trainables.models import MODELS
+from trainables.pruning.rounds import total_epochs
 
 
 def test_quickstart_summary() -> None:
@@ -17,7 +19,7 @@ def test_quickstart_summary() -> None:
     assert summary["trials"] == {"pruned": 27, "baselines": 3, "optuna": 0, "total": 30}
     assert summary["epochs"] == 30 * 60
     assert summary["resources_per_trial"] == {"cpu": 1.0, "gpu": 0.0}
-    cpu_hours = 1800 * CPU_EPOCH_S["mlp"][0] / 3600
+    cpu_hours = 1800 * MODELS["mlp"].cpu_epoch_s / 3600
     assert summary["estimate"]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-3)
     assert summary["estimate"]["wall_hours"] == pytest.approx(cpu_hours / 2, abs=1e-3)
     assert summary["estimate"]["wall_hours"] * 3600 < 300  # the 5-minute budget on 2 cores
@@ -26,7 +28,9 @@ def test_quickstart_summary() -> None:
 def test_imp_epochs_count_every_round() -> None:
     summary = plan_summary(expand(load_spec("jin2022-imp")))
     assert summary["epochs"] == 24 * 160 * 17 + 12 * 160
-    gpu = (24 * 17 + 12) * 160 * GPU_EPOCH_S["resnet20"][0] * 45_000 / 50_000 / 3600  # 10% held out
+    gpu = (
+        (24 * 17 + 12) * 160 * MODELS["resnet20"].gpu_epoch_s * 45_000 / 50_000 / 3600
+    )  # 10% held out
     assert summary["estimate"]["gpu_hours"] == pytest.approx(gpu, abs=1e-3)
     assert summary["estimate"]["cpu_hours"] is None  # no CPU cost model for CIFAR ResNets
 
@@ -44,8 +48,7 @@ def test_optuna_trials_are_counted() -> None:
 
 
 def test_imp_epochs_per_variant() -> None:
-    from search_spaces.summary import trial_epochs
-
+    trial_epochs = total_epochs
     base = load_spec("jin2022-imp")
     trial = expand(base).pruned[0]
     imp = trial.pruning.imp
@@ -59,3 +62,13 @@ def test_imp_epochs_per_variant() -> None:
 
 def _with_imp(trial, imp):
     return dataclasses.replace(trial, pruning=dataclasses.replace(trial.pruning, imp=imp))
+
+
+def test_a_model_without_an_estimate_plans_unknown_not_zero(monkeypatch) -> None:
+    trial = expand(load_spec("bartoldson2020-vgg11")).pruned[0]
+    assert trial_seconds(trial, "gpu") > 0
+    monkeypatch.setitem(
+        MODELS, "vgg11_bn", dataclasses.replace(MODELS["vgg11_bn"], gpu_epoch_s=None)
+    )
+    assert trial_seconds(trial, "gpu") is None
+    assert plan_summary(expand(load_spec("bartoldson2020-vgg11")))["estimate"]["gpu_hours"] is None

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from trainables.augment import augment_batch
 from trainables.config import DatasetConfig
-from trainables.data import DATASETS, load_data
+from trainables.data import load_data
+from trainables.datasets import DATASETS
 from trainables.errors import UserError
 
 torch.set_num_threads(1)
@@ -140,7 +141,10 @@ def test_label_noise_count_is_exact_for_decimal_fractions(mnist1d_dir):
         ({"label_noise_fraction": 1.5}, "dataset.label_noise_fraction: must be in [0, 1], got 1.5"),
         ({"validation_fraction": 1.0}, "dataset.validation_fraction: must be in [0, 1), got 1.0"),
         ({"num_samples": 5}, "dataset.num_samples: must be >= 10"),
-        ({"augment": True}, "dataset.augment: random crop and flip are for image datasets"),
+        (
+            {"augment": True},
+            "dataset.augment: true needs dataset.name cifar10, cifar100 or mnist, got mnist1d",
+        ),
         (
             {"name": "svhn"},
             "dataset.name: unknown dataset 'svhn'; choose one of: cifar10, cifar100",

@@ -21,7 +21,6 @@ from trainables.flatness import (
     measure_flatness,
 )
 from trainables.loop import TrialRunner
-from trainables.mechanisms import live_parameter_masks
 
 torch.set_num_threads(1)
 
@@ -197,7 +196,7 @@ def test_flatness_epochs_add_the_keys_to_their_records(tmp_path):
     assert all(records[1][k] is not None and records[1][k] > 0 for k in keys)
     assert all(r[k] is None for r in (records[0], records[2]) for k in keys)
     # pruned filters (conv3 lost 4 of 8 at epoch 0) are outside the measured subspace
-    live = live_parameter_masks(runner)
+    live = runner.masks.parameter_masks(runner.model)
     w = runner.model.prunable_layers()["conv3"].weight
     names = {id(p): n for n, p in runner.model.named_parameters()}
     assert int((live[names[id(w)]] == 0).all(dim=(1, 2)).sum()) == 4

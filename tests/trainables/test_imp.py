@@ -8,12 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ImpConfig, ModelConfig, PruningConfig, TrainConfig, TrialConfig
+from trainables.config import ImpConfig, PruningConfig, TrainConfig, TrialConfig, validate
+from trainables.errors import UserError
+from trainables.fields import count_of
 from trainables.loop import TrialRunner
 from trainables.models import build_model
 from trainables.models.base import PrunableModel
-from trainables.pruning.imp import Imp, ImpPlan, global_magnitude_masks, lr_at, prune_count
+from trainables.models.mlp import MLP
+from trainables.pruning.imp import Imp
 from trainables.pruning.masks import MaskSet
+from trainables.pruning.rounds import ImpPlan, lr_at
 from trainables.state import save_state
 
 torch.set_num_threads(1)
@@ -26,14 +30,35 @@ def _cfg(epochs=3, milestones=(1,), **imp) -> TrialConfig:
     )
 
 
+def _masks_over(weights: dict[str, torch.Tensor]) -> MaskSet:
+    """A weight MaskSet over an MLP whose two hidden layers hold the given weights."""
+    a, b = weights["fc1"], weights["fc2"]
+    model = MLP((a.shape[1],), (a.shape[0], b.shape[0]), 2)
+    assert b.shape[1] == a.shape[0]
+    with torch.no_grad():
+        model.hidden[0].weight.copy_(a)
+        model.hidden[1].weight.copy_(b)
+    return MaskSet(model, "weight")
+
+
+def _global_prune(masks: MaskSet, fraction: float) -> dict[str, torch.Tensor]:
+    """One IMP event over every layer, as Imp.event does it."""
+    names = list(masks.layers)
+    k = count_of(sum(int(masks.alive(n).sum()) for n in names), fraction)
+    masks.remove(masks.select_jointly(names, k, "magnitude", "smallest", torch.Generator()))
+    return {n: masks.alive(n).clone() for n in names}
+
+
 def test_global_magnitude_prunes_exactly_the_smallest_jointly():
     g = torch.Generator().manual_seed(0)
-    weights = {"a": torch.randn(10, 5, generator=g) * 0.01, "b": 1 + torch.rand(40, generator=g)}
-    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items()}
-    new = global_magnitude_masks(weights, masks, 0.2)
+    weights = {
+        "fc1": torch.randn(5, 2, generator=g) * 0.01,
+        "fc2": 1 + torch.rand(16, 5, generator=g),
+    }
+    new = _global_prune(_masks_over(weights), 0.2)
     assert sum(int(m.sum()) for m in new.values()) == 90 - 18
-    # joint ranking: the tiny tensor "a" loses all 18 (its |w| are all below b's smallest ones)
-    assert int((~new["a"]).sum()) == 18 and bool(new["b"].all())
+    # joint ranking: the tiny tensor fc1 loses all 10 and fc2 its 8 smallest
+    assert int((~new["fc1"]).sum()) == 10 and int((~new["fc2"]).sum()) == 8
     pruned = torch.cat([weights[k][~new[k]].abs() for k in weights])
     kept = torch.cat([weights[k][new[k]].abs() for k in weights])
     assert pruned.max() <= kept.min()
@@ -41,24 +66,26 @@ def test_global_magnitude_prunes_exactly_the_smallest_jointly():
 
 def test_global_magnitude_masks_only_shrink_and_follow_density():
     g = torch.Generator().manual_seed(1)
-    weights = {"a": torch.randn(30, 7, generator=g), "b": torch.randn(13, 11, generator=g)}
-    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items()}
-    alive = 30 * 7 + 13 * 11
+    masks = _masks_over(
+        {"fc1": torch.randn(30, 7, generator=g), "fc2": torch.randn(13, 30, generator=g)}
+    )
+    previous = {n: masks.alive(n).clone() for n in masks.layers}
+    alive = 30 * 7 + 13 * 30
     for _ in range(8):
-        new = global_magnitude_masks(weights, masks, 0.2)
-        for k in masks:
-            assert not (new[k] & ~masks[k]).any()  # masks only shrink
+        new = _global_prune(masks, 0.2)
+        for k in previous:
+            assert not (new[k] & ~previous[k]).any()  # masks only shrink
         alive -= -(-alive // 5)  # ceil(alive / 5) in integers
         assert sum(int(m.sum()) for m in new.values()) == alive
-        masks = new
-    assert alive / (30 * 7 + 13 * 11) == pytest.approx(0.8**8, rel=0.05)
+        previous = new
+    assert alive / (30 * 7 + 13 * 30) == pytest.approx(0.8**8, rel=0.05)
 
 
 def test_fraction_zero_never_masks():
-    weights = {"a": torch.randn(4, 4)}
-    masks = {"a": torch.ones(4, 4, dtype=torch.bool)}
-    assert torch.equal(global_magnitude_masks(weights, masks, 0.0)["a"], masks["a"])
-    assert prune_count(35, 0.2) == 7  # the decimal 0.2, not the float 0.2000000000000000111
+    masks = _masks_over({"fc1": torch.randn(4, 4), "fc2": torch.randn(3, 4)})
+    new = _global_prune(masks, 0.0)
+    assert all(bool(m.all()) for m in new.values())
+    assert count_of(35, 0.2) == 7  # the decimal 0.2, not the float 0.2000000000000000111
 
 
 def test_plan_rounds_lengths_and_events():
@@ -73,8 +100,8 @@ def test_plan_rounds_lengths_and_events():
     assert sfs.total_epochs == 16 and sfs.event_kind(11) == "reinit" and sfs.locate(12) == (3, 0)
     dense = ImpPlan.of(_cfg(rounds=2, control="extended_dense"))
     assert dense.fraction == 0.0
-    with pytest.raises(ValueError, match="rewind_epoch"):
-        ImpPlan.of(_cfg(epochs=4, rewind="weight", rewind_epoch=4))
+    with pytest.raises(UserError, match="rewind_epoch: must be < train.epochs"):
+        validate(_cfg(epochs=4, rounds=1, rewind="weight", rewind_epoch=4))
 
 
 class _Trial:
@@ -82,7 +109,7 @@ class _Trial:
 
     def __init__(self, cfg: TrialConfig):
         torch.manual_seed(0)
-        self.model: PrunableModel = build_model(cfg.model, (1, 40), 10)
+        self.model: PrunableModel = build_model(cfg.model.name, cfg.model.width, (1, 40), 10)
         self.masks = MaskSet(self.model, "weight")
         self.plan = ImpPlan.of(cfg)
         t = cfg.train
@@ -254,7 +281,7 @@ def test_extended_dense_and_sparse_from_start_in_the_loop(data_dir):
 
 
 def _prunable_weights() -> int:
-    model = build_model(ModelConfig(name="cnn1d", width=8), (1, 40), 10)
+    model = build_model("cnn1d", 8, (1, 40), 10)
     return sum(m.weight.numel() for m in model.prunable_layers().values())
 
 

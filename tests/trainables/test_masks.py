@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainables.config import ModelConfig
 from trainables.errors import UserError
 from trainables.models import build_model
 from trainables.pruning.masks import MaskSet
@@ -21,12 +20,12 @@ SETTINGS = settings(max_examples=15, deadline=None)
 
 def _cnn1d(width=6, seed=0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig("cnn1d", width), (1, 40), 10)
+    return build_model("cnn1d", width, (1, 40), 10)
 
 
 def _mlp(width=12, seed=0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig("mlp", width), (1, 40), 10)
+    return build_model("mlp", width, (1, 40), 10)
 
 
 @SETTINGS
@@ -118,7 +117,7 @@ def test_pruned_channel_outputs_exactly_zero_after_bn(counts, score, target, tra
 
 def test_resnet_block_channel_is_zero_including_shortcut():
     torch.manual_seed(0)
-    model = build_model(ModelConfig("resnet20", 4), (3, 8, 8), 10)
+    model = build_model("resnet20", 4, (3, 8, 8), 10)
     masks = MaskSet(model, "filter")
     masks.prune(
         {"layer1.0.conv2": 2, "layer2.0.conv2": 3},
@@ -204,8 +203,6 @@ def test_state_dict_round_trip_and_errors():
     assert other.sparsity == masks.sparsity > 0
     with pytest.raises(ValueError, match="granularity"):
         MaskSet(_cnn1d(), "weight").load_state_dict(masks.state_dict())
-    with pytest.raises(UserError, match="pruning.granularity: unknown 'channel'"):
-        MaskSet(model, "channel")
     with pytest.raises(UserError, match="unknown prunable layer 'fc'"):
         masks.prune({"fc": 1}, score="l2", target="smallest", generator=torch.Generator())
     with pytest.raises(ValueError, match="cannot remove"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import LayerSchedule, ModelConfig
+from trainables.config import LayerSchedule
 from trainables.errors import UserError
 from trainables.models import MODELS, build_model, get
 from trainables.models.resnet import Block
@@ -18,7 +18,7 @@ INPUT = {"mlp": (1, 40), "cnn1d": (1, 40), "lenet": (1, 28, 28)}  # others: (3, 
 
 def _build(name: str, width: int = 0, classes: int = 10):
     torch.manual_seed(0)
-    return build_model(ModelConfig(name=name, width=width), INPUT.get(name, (3, 32, 32)), classes)
+    return build_model(name, width, INPUT.get(name, (3, 32, 32)), classes)
 
 
 def _params(model: nn.Module) -> int:
@@ -195,14 +195,12 @@ def test_registry_miss_lists_valid_names():
         "model.name: unknown model 'vgg12'; choose one of: "
         "cnn1d, lenet, mlp, resnet18, resnet20, resnet56, vgg11_bn, vgg16"
     )
-    with pytest.raises(UserError, match="model.width: must be >= 0"):
-        build_model(ModelConfig(name="mlp", width=-1), (1, 40), 10)
     with pytest.raises(
         UserError, match=r"model.name: vgg11_bn expects 3-d inputs .* got input shape \(1, 40\)"
     ):
-        build_model(ModelConfig(name="vgg11_bn"), (1, 40), 10)
+        build_model("vgg11_bn", 0, (1, 40), 10)
     with pytest.raises(UserError, match="spatial sizes >= 32"):
-        build_model(ModelConfig(name="vgg11_bn"), (1, 28, 28), 10)
+        build_model("vgg11_bn", 0, (1, 28, 28), 10)
 
 
 def test_build_is_deterministic_under_the_global_seed():

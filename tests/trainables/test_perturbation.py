@@ -256,7 +256,7 @@ def test_zeroing_trial_in_the_loop_re_enters_and_never_prunes(data_dir):
     records.append(runner.run_epoch())  # the window ends 7 steps into epoch 3
     assert (conv3.weight[second] != 0).all()  # re-entry
     assert [r["is_event"] for r in records] == [True, True, False, False]
-    assert [r["units_removed"] for r in records[:2]] == [{"conv3": 2}, {"conv3": 2}]
+    assert [r["units_removed"] for r in records[:2]] == [[{"layer": "conv3", "units": 2}]] * 2
     assert all(r["sparsity"] == 0.0 for r in records)
     for r in records[:2]:  # instability measured around the event's first perturbed state
         assert r["test_acc"] == r["acc_after"]

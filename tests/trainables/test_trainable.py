@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from trainables.config import TrialConfig, baseline_key, trial_id
+from trainables.config import TrialConfig
+from trainables.identity import trial_config, trial_key
 from trainables.loop import TrialRunner
-from trainables.tune_trainable import resolve_trial, train_fn, trial_identity
+from trainables.records import RECORD_KEYS
+from trainables.tune_trainable import train_fn
 
 
 def _trial(data_dir: str) -> TrialConfig:
@@ -31,7 +33,7 @@ def _trial(data_dir: str) -> TrialConfig:
     )
 
 
-def test_repeater_seed_and_identity(tmp_path):
+def test_repeater_seed(tmp_path):
     cfg = _trial(str(tmp_path))
     config = {
         "trial": cfg.to_dict(),
@@ -39,19 +41,12 @@ def test_repeater_seed_and_identity(tmp_path):
         "seeds": [4, 9],
         "__trial_index__": 1,
     }
-    resolved = resolve_trial(config)
+    resolved = trial_config(config)
     assert resolved.seed == 9 and resolved.model == cfg.model
-    identity = trial_identity(resolved)
-    assert identity == {
-        "trial_key": trial_id(resolved),
-        "baseline_key": baseline_key(cfg),
-        "seed": 9,
-        "is_baseline": False,
-    }
-    assert identity["trial_key"] != trial_id(cfg)
-    assert resolve_trial({"trial": cfg.to_dict(), "checkpoint_frequency": 1}) == cfg
+    assert trial_key(resolved) != trial_key(cfg)
+    assert trial_config({"trial": cfg.to_dict(), "checkpoint_frequency": 1}) == cfg
     with pytest.raises(ValueError, match="__trial_index__"):
-        resolve_trial({**config, "__trial_index__": 2})
+        trial_config({**config, "__trial_index__": 2})
 
 
 def _numbers(record: dict) -> dict:
@@ -83,7 +78,7 @@ def test_killed_worker_resumes_from_checkpoint_with_identical_numbers(local_ray,
     from ray import tune
 
     cfg = _trial(str(tmp_path / "data"))
-    key = trial_id(cfg)
+    key = trial_key(cfg)
     armed = local_ray / f"{key}.epoch3"
     armed.touch()  # the first of the two identical trials to finish epoch 3 SIGKILLs itself
     tuner = tune.Tuner(
@@ -101,7 +96,9 @@ def test_killed_worker_resumes_from_checkpoint_with_identical_numbers(local_ray,
     assert not armed.exists() and len(list(local_ray.glob(f"{key}.epoch3.fired-*"))) == 1
     assert results.num_errors == 0 and len(results) == 2
     finals = [r.metrics for r in results]
-    assert all(m["status"] == "done" and m["epoch"] == 4 and m["trial_key"] == key for m in finals)
+    assert all(m["status"] == "done" and m["epoch"] == 4 for m in finals)
+    assert all(set(RECORD_KEYS) <= set(m) for m in finals)  # the record, nothing of ours more
+    assert not {"trial_key", "baseline_key", "is_baseline"} & set(finals[0])
     # Undisturbed and killed-then-resumed trials end with the same numbers.
     assert _numbers(finals[0]) == _numbers(finals[1])
     # The killed trial reported epoch 2 twice: it resumed from the epoch-1 checkpoint, not epoch 0.

@@ -1,52 +1,139 @@
-"""Model registry: ``MODELS`` (name -> builder) and :func:`build_model`.
+"""The model registry: one :class:`ModelInfo` entry per model, and :func:`build_model`.
+
+Importing this package is cheap (no torch): each entry's builder imports its model module only
+when called, so the trial config and the study spec can validate names and read model facts
+without loading torch. Adding a model touches its model file and its entry here, nothing else.
 
 Every builder has the signature ``(input_shape, num_classes, width) -> PrunableModel``
 (``width == 0`` means the architecture's default) and returns a model implementing the pruning
 interface of :class:`trainables.models.base.PrunableModel`.
+
+Cost facts (used by ``--dry-run`` plans): ``gpu_epoch_s`` is seconds per epoch (one training pass
+plus about one evaluation pass) on one A100 for ``reference_train_size`` training examples,
+scaled linearly with the training-set size: ResNet-18 on CIFAR-10 takes about 2.1 s per epoch
+(200 epochs in about 7 minutes); VGG11-BN costs about 0.27x its FLOPs (0.6 s); OpenLTH's VGG-16
+about 0.56x (1.2 s); the small CIFAR ResNets are bound by kernel latency rather than FLOPs
+(ResNet-20 about 0.5 s, ResNet-56 1.0 s, assumed). ``cpu_epoch_s`` (one thread) is given only
+where CPU training is practical: measured for the MNIST-1D models with
+``trainables.loop.TrialRunner`` on a 2-core machine. Numbers are order-of-magnitude guides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from trainables.config import ModelConfig
 from trainables.errors import UserError
-from trainables.models.base import PrunableModel
-from trainables.models.cnn1d import cnn1d
-from trainables.models.mlp import lenet, mlp
-from trainables.models.resnet import resnet18, resnet20, resnet56
-from trainables.models.vgg import vgg11_bn, vgg16
 
-Builder = Callable[[tuple[int, ...], int, int], PrunableModel]
+if TYPE_CHECKING:
+    from trainables.models.base import PrunableModel
 
-MODELS: dict[str, Builder] = {
-    "mlp": mlp,
-    "cnn1d": cnn1d,
-    "lenet": lenet,
-    "vgg11_bn": vgg11_bn,
-    "vgg16": vgg16,
-    "resnet18": resnet18,
-    "resnet20": resnet20,
-    "resnet56": resnet56,
+Builder = Callable[[tuple[int, ...], int, int], "PrunableModel"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registered model: its builder and the facts planning and defaults need."""
+
+    build: Builder
+    description: str
+    paper_scale: bool  # a CIFAR model of the papers: flatness sums 100 eigenvalues (else 10)
+    gpu_epoch_s: float | None  # seconds per epoch on one A100 at reference_train_size
+    reference_train_size: int
+    cpu_epoch_s: float | None = None  # one CPU thread, same reference size; None = impractical
+
+
+def _mlp(shape, classes, width):
+    from trainables.models.mlp import mlp
+
+    return mlp(shape, classes, width)
+
+
+def _lenet(shape, classes, width):
+    from trainables.models.mlp import lenet
+
+    return lenet(shape, classes, width)
+
+
+def _cnn1d(shape, classes, width):
+    from trainables.models.cnn1d import cnn1d
+
+    return cnn1d(shape, classes, width)
+
+
+def _vgg11_bn(shape, classes, width):
+    from trainables.models.vgg import vgg11_bn
+
+    return vgg11_bn(shape, classes, width)
+
+
+def _vgg16(shape, classes, width):
+    from trainables.models.vgg import vgg16
+
+    return vgg16(shape, classes, width)
+
+
+def _resnet18(shape, classes, width):
+    from trainables.models.resnet import resnet18
+
+    return resnet18(shape, classes, width)
+
+
+def _resnet20(shape, classes, width):
+    from trainables.models.resnet import resnet20
+
+    return resnet20(shape, classes, width)
+
+
+def _resnet56(shape, classes, width):
+    from trainables.models.resnet import resnet56
+
+    return resnet56(shape, classes, width)
+
+
+MODELS: dict[str, ModelInfo] = {
+    "mlp": ModelInfo(_mlp, "MNIST-1D MLP, 40-256-256-10", False, 0.05, 4_000, 0.08),
+    "cnn1d": ModelInfo(_cnn1d, "MNIST-1D reference CNN with BatchNorm", False, 0.05, 4_000, 0.1),
+    "lenet": ModelInfo(_lenet, "LeNet-300-100 (OpenLTH mnist_lenet_300_100)", False, 0.3, 60_000),
+    "vgg11_bn": ModelInfo(_vgg11_bn, "VGG11-BN, one-Linear head (Bartoldson)", True, 0.6, 50_000),
+    "vgg16": ModelInfo(_vgg16, "VGG-16 with BatchNorm (OpenLTH cifar_vgg_16)", True, 1.2, 50_000),
+    "resnet18": ModelInfo(_resnet18, "CIFAR ResNet-18 (kuangliu)", True, 2.1, 50_000),
+    "resnet20": ModelInfo(
+        _resnet20, "ResNet-20, option-A shortcuts (Idelbayev)", True, 0.5, 50_000
+    ),
+    "resnet56": ModelInfo(
+        _resnet56, "ResNet-56, option-A shortcuts (Idelbayev)", True, 1.0, 50_000
+    ),
 }
+NAMES: tuple[str, ...] = tuple(sorted(MODELS))
 
 
-def get(name: str) -> Builder:
-    """The builder registered as ``name``; UserError listing the valid names on a miss."""
+def get(name: str) -> ModelInfo:
+    """The entry registered as ``name``; UserError listing the valid names on a miss."""
     try:
         return MODELS[name]
     except KeyError:
-        valid = ", ".join(sorted(MODELS))
-        raise UserError(f"model.name: unknown model {name!r}; choose one of: {valid}") from None
+        raise UserError(
+            f"model.name: unknown model {name!r}; choose one of: {', '.join(NAMES)}"
+        ) from None
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> PrunableModel:
-    """Build ``cfg.name`` for per-example inputs ``input_shape`` (e.g. ``(1, 40)``, ``(3, 32, 32)``)
-    and ``num_classes`` outputs. Initialisation draws from torch's global RNG: seed it first."""
-    builder = get(cfg.name)
-    if cfg.width < 0:
-        raise UserError(f"model.width: must be >= 0 (0 = the default width), got {cfg.width}")
-    return builder(tuple(input_shape), num_classes, cfg.width)
+def build_model(
+    name: str, width: int, input_shape: tuple[int, ...], num_classes: int
+) -> PrunableModel:
+    """Build model ``name`` for per-example inputs ``input_shape`` (e.g. ``(1, 40)``,
+    ``(3, 32, 32)``) and ``num_classes`` outputs. Initialisation draws from torch's global RNG:
+    seed it first."""
+    return get(name).build(tuple(input_shape), num_classes, width)
 
 
-__all__ = ["MODELS", "PrunableModel", "build_model", "get"]
+def flatness_top_k(model: str, top_k: int) -> int:
+    """``flatness.top_k`` with 0 resolved: 100 on the papers' CIFAR models, 10 on the small ones
+    (Bartoldson et al.'s Fig. 6 sums the top 100 eigenvalues)."""
+    if top_k:
+        return top_k
+    return 100 if get(model).paper_scale else 10
+
+
+__all__ = ["MODELS", "NAMES", "ModelInfo", "build_model", "flatness_top_k", "get"]

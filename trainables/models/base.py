@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.config import LayerSchedule
 from trainables.errors import UserError
+from trainables.pruning.schedule import LayerSchedule
 
 
 class PrunableModel(nn.Module):

@@ -30,9 +30,6 @@ from torch import Tensor, nn
 from trainables.errors import UserError
 from trainables.pruning import scores
 
-GRANULARITIES = ("filter", "weight")
-SCOPES = ("layer", "global")
-
 
 class MaskSet:
     """Per-layer masks over a model's prunable layers (all of them, initially all True).
@@ -44,10 +41,6 @@ class MaskSet:
     """
 
     def __init__(self, model: nn.Module, granularity: str):
-        if granularity not in GRANULARITIES:
-            raise UserError(
-                f"pruning.granularity: unknown {granularity!r}; choose one of: {', '.join(GRANULARITIES)}"
-            )
         self.granularity = granularity
         self.layers: dict[str, nn.Module] = dict(model.prunable_layers())
         self.bns: dict[str, nn.Module] = (
@@ -89,23 +82,11 @@ class MaskSet:
         """Bool mask of layer `name` (True = kept); filter [out], weight like the weight."""
         return self.masks[name]
 
-    def check_scoring(self, score: str, target: str, scope: str, layers: list[str]) -> None:
-        """UserError now, not at the first event, for a score/target/scope that cannot work here."""
-        scores.get_target(target)
-        if self.granularity == "weight":
-            scores.get_weight_score(score)
-            if scope not in SCOPES:
-                raise UserError(
-                    f"pruning.scope: unknown {scope!r}; choose one of: {', '.join(SCOPES)}"
-                )
-            return
-        scores.get_filter_score(score)
-        if scope != "layer":
-            raise UserError(
-                f"pruning.scope: {scope!r} needs granularity weight; filters rank per layer"
-            )
+    def check_scoring(self, score: str, layers: list[str]) -> None:
+        """UserError now, not at the first event, when E[BN] scores a layer without a BatchNorm
+        after it (the rules relating score, target, scope and granularity are config rules)."""
         missing = [name for name in layers if name not in self.bns]
-        if score == "ebn" and missing:
+        if self.granularity == "filter" and score == "ebn" and missing:
             raise UserError(
                 f"pruning.score: 'ebn' needs a BatchNorm after each layer; {missing[0]!r} has none"
             )
@@ -126,7 +107,7 @@ class MaskSet:
         Args:
             units: {layer: k} units to remove per layer, in the order to draw them. With weight
                 granularity and ``scope="global"``, the layers' budgets are pooled: sum(k) weights
-                are ranked jointly over those layers.
+                are ranked jointly over those layers (:meth:`select_jointly`).
             score / target: registry names (``scores.FILTER_SCORES`` / ``WEIGHT_SCORES``,
                 ``scores.TARGETS``).
             generator: CPU generator for ``random`` targets (checkpointed by the caller).
@@ -135,15 +116,9 @@ class MaskSet:
             {layer: bool tensor shaped like the layer's mask, True = chosen}; chosen units are a
             subset of the alive ones and number exactly k per layer (or sum(k) globally).
         """
-        if scope not in SCOPES:
-            raise UserError(f"pruning.scope: unknown {scope!r}; choose one of: {', '.join(SCOPES)}")
-        for name in units:
-            if name not in self.masks:
-                raise UserError(
-                    f"pruning.layers: unknown prunable layer {name!r}; choose one of: {', '.join(self.masks)}"
-                )
+        self._check_layers(units)
         if self.granularity == "weight" and scope == "global":
-            return self._select_global(units, score, target, generator)
+            return self.select_jointly(list(units), sum(units.values()), score, target, generator)
         return {
             name: scores.select(
                 self._scores(name, score).flatten(),
@@ -155,21 +130,30 @@ class MaskSet:
             for name, k in units.items()
         }
 
-    def _select_global(self, units, score, target, generator) -> dict[str, Tensor]:
-        names = list(units)
+    def select_jointly(
+        self, names: list[str], k: int, score: str, target: str, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """Choose `k` alive units ranked jointly over the layers `names` (global pruning; OpenLTH's
+        ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position: layer order,
+        then flat index."""
+        self._check_layers(names)
         flat_scores = torch.cat([self._scores(n, score).flatten() for n in names])
         flat_alive = torch.cat([self.masks[n].flatten() for n in names])
-        chosen = scores.select(flat_scores, flat_alive, sum(units.values()), target, generator)
+        chosen = scores.select(flat_scores, flat_alive, k, target, generator)
         parts = chosen.split([self.masks[n].numel() for n in names])
         return {n: p.view_as(self.masks[n]) for n, p in zip(names, parts, strict=True)}
 
+    def _check_layers(self, names) -> None:
+        for name in names:
+            if name not in self.masks:
+                raise UserError(
+                    f"pruning.layers: unknown prunable layer {name!r}; "
+                    f"choose one of: {', '.join(self.masks)}"
+                )
+
     def _scores(self, name: str, score: str) -> Tensor:
-        layer = self.layers[name]
-        if self.granularity == "weight":
-            return scores.get_weight_score(score)(layer.weight)
         bn = self.bns.get(name)
-        gamma, beta = (bn.weight, bn.bias) if bn is not None else (None, None)
-        return scores.get_filter_score(score)(layer.weight, gamma, beta)
+        return scores.unit_scores(score, self.layers[name], bn, self.granularity)
 
     @torch.no_grad()
     def remove(self, chosen: Mapping[str, Tensor]) -> dict[str, int]:
@@ -232,6 +216,17 @@ class MaskSet:
             for value in optimizer.state.get(param, {}).values():
                 if isinstance(value, Tensor) and value.shape == param.shape:
                     value.mul_(factor)
+
+    def parameter_masks(self, model: nn.Module) -> dict[str, Tensor] | None:
+        """{parameter name: 0/1 float tensor of its shape} of every masked parameter (weights,
+        biases and BN gamma/beta of pruned units), or None when nothing is pruned."""
+        if not self._params:
+            return None
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {
+            names[id(param)]: factor.expand_as(param).clone()
+            for param, factor in zip(self._params, self._factors, strict=True)
+        }
 
     def _refresh(self) -> None:
         """Rebuild the foreach lists and the pruned-weight count from the bool masks."""

@@ -123,8 +123,6 @@ class Perturbation:
             raise ValueError(
                 f"pruning.perturbation.mode: must be zeroing or gaussian, got {cfg.mode!r}"
             )
-        if cfg.steps < 0:
-            raise ValueError(f"pruning.perturbation.steps: must be >= 0, got {cfg.steps}")
         self.cfg = cfg
         self.layers = dict(layers)
         self.bns = {k: v for k, v in bns.items() if k in self.layers}
@@ -159,10 +157,7 @@ class Perturbation:
                 raise UserError(
                     f"pruning.layers: unknown prunable layer {name!r}; choose one of: {known}"
                 )
-            w = self.layers[name].weight
-            bn = self.bns.get(name)
-            gamma, beta = (bn.weight, bn.bias) if bn is not None else (None, None)
-            values = scores.get_filter_score(score)(w, gamma, beta)
+            values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
             alive = (~self.targeted[name]).to(values.device)
             chosen[name] = scores.select(values, alive, k, target, generator)
         return chosen

@@ -20,7 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.fields import show
+
 __all__ = [
+    "LayerSchedule",
+    "layer_list_rule",
     "LayerPlan",
     "SchedulePlan",
     "event_epochs",
@@ -30,6 +34,38 @@ __all__ = [
     "pruning_rate",
     "schedule_summary",
 ]
+
+
+@dataclass(frozen=True)
+class LayerSchedule:
+    """Pruning schedule of one prunable layer (Bartoldson et al.'s per-layer linear rule)."""
+
+    item_name = "layer"  # how a pruning.layers entry is named in messages
+
+    name: str  # a prunable layer name declared by the model
+    final_fraction: float  # fraction of the layer's units removed by the last event
+    start_epoch: int  # first event epoch (0-based epoch index; the event follows its training)
+    end_epoch: int  # no event after this epoch
+
+
+def layer_list_rule(layers: tuple[LayerSchedule, ...]) -> list[tuple[str, str]]:
+    """The rule of ``pruning.layers``: per-item problems as (path suffix, message)."""
+    out = []
+    seen: set[str] = set()
+    for i, layer in enumerate(layers):
+        if not 0 <= layer.final_fraction < 1:
+            out.append(
+                (f"[{i}].final_fraction", f"must be in [0, 1), got {show(layer.final_fraction)}")
+            )
+        if layer.start_epoch < 0:
+            out.append((f"[{i}].start_epoch", f"must be >= 0, got {layer.start_epoch}"))
+        if layer.end_epoch < layer.start_epoch:
+            message = f"must be >= start_epoch ({layer.start_epoch}), got {layer.end_epoch}"
+            out.append((f"[{i}].end_epoch", message))
+        if layer.name in seen:
+            out.append((f"[{i}].name", f"each layer may appear once, got {layer.name!r} again"))
+        seen.add(layer.name)
+    return out
 
 
 def event_epochs(start_epoch: int, end_epoch: int, period: int) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from trainables.errors import UserError
 
@@ -37,6 +37,7 @@ __all__ = [
     "get_filter_score",
     "get_weight_score",
     "get_target",
+    "unit_scores",
 ]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -145,6 +146,15 @@ TARGETS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
     "largest": _descending,
     "random": _random,
 }
+
+
+def unit_scores(score: str, layer: nn.Module, bn: nn.Module | None, granularity: str) -> Tensor:
+    """The scores of a layer's units: ``[out]`` (filter granularity, from the weight and the
+    following BatchNorm's gamma/beta) or the weight's shape (weight granularity)."""
+    if granularity == "weight":
+        return get_weight_score(score)(layer.weight)
+    gamma, beta = (bn.weight, bn.bias) if bn is not None else (None, None)
+    return get_filter_score(score)(layer.weight, gamma, beta)
 
 
 def get_filter_score(name: str) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:

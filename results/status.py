@@ -1,0 +1,54 @@
+"""A trial's status: one vocabulary and one rule, for export, the report, `prunetune status` and
+the progress line.
+
+``ok`` (finished: its last record says done), ``diverged`` (NaN loss: recorded, not retried),
+``error`` (Tune gave up on it), ``stopped`` (Tune ended it after it reported, without a final
+record: a stop criterion, a scheduler, or Ctrl-C), ``running`` (reported, not finished: a live
+or interrupted study; a resume continues it), ``pending`` (never reported; a resume runs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+STATUSES: tuple[str, ...] = ("ok", "diverged", "error", "stopped", "running", "pending")
+FINISHED: tuple[str, ...] = ("ok", "diverged")
+INCOMPLETE: tuple[str, ...] = ("stopped", "running", "pending")
+
+
+def trial_status(tune_status: str, last_record_status: str | None, reported: bool) -> str:
+    """The status of a trial from Tune's status (PENDING | RUNNING | PAUSED | TERMINATED |
+    ERROR), the ``status`` of its last record, and whether it has reported at all."""
+    if tune_status == "ERROR":
+        return "error"
+    if last_record_status == "done":
+        return "ok"
+    if last_record_status == "diverged":
+        return "diverged"
+    if not reported:
+        return "pending"
+    return "stopped" if tune_status == "TERMINATED" else "running"
+
+
+def count_statuses(statuses: Iterable[str], expected: int | None = None) -> dict[str, int]:
+    """Trials per status (every status present, zeros included); trials a searcher has not
+    created yet (``expected`` minus those seen) count as pending."""
+    counts = dict.fromkeys(STATUSES, 0)
+    n = 0
+    for status in statuses:
+        counts[status] += 1
+        n += 1
+    if expected is not None:
+        counts["pending"] += max(0, expected - n)
+    return counts
+
+
+def format_counts(counts: dict[str, int], expected: int) -> str:
+    """``60/72 finished: 58 ok, 2 diverged; 2 running, 0 error, 10 pending`` (stopped when any)."""
+    finished = counts["ok"] + counts["diverged"]
+    stopped = f", {counts['stopped']} stopped" if counts.get("stopped") else ""
+    return (
+        f"{finished}/{expected} finished: {counts['ok']} ok, {counts['diverged']} diverged; "
+        f"{counts['running']} running, {counts['error']} error{stopped}, "
+        f"{counts['pending']} pending"
+    )

@@ -1,0 +1,114 @@
+"""Checkpoint pruning, orphan removal and the live-manager trim on a REAL Tune experiment.
+
+A tiny function trainable checkpoints every epoch (no ``num_to_keep``, as the orchestrator runs
+Tune); the snapshots, checkpoint managers and trial objects are Tune's own, never built by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from orchestrator.janitor import prune_checkpoints, remove_orphans
+from orchestrator.tune_internals import forget_checkpoints_before, latest_checkpoint_name
+from results.snapshot import read_snapshot
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+FS = pafs.LocalFileSystem()
+EPOCHS = 4
+
+
+def _trainable(config: dict) -> None:
+    from ray import tune
+
+    for epoch in range(EPOCHS):
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "state.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+@pytest.fixture(scope="module")
+def experiment(local_ray, tmp_path_factory) -> Path:
+    from ray import tune
+
+    storage = tmp_path_factory.mktemp("janitor")
+    tuner = tune.Tuner(
+        _trainable,
+        param_space={"x": tune.grid_search([0, 1])},
+        run_config=tune.RunConfig(name="exp", storage_path=str(storage), verbose=0),
+    )
+    tuner.fit()
+    return storage / "exp"
+
+
+def _copy(experiment: Path, tmp_path: Path) -> Path:
+    exp = tmp_path / "exp"
+    shutil.copytree(experiment, exp)
+    return exp
+
+
+def _checkpoints(trial_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*"))
+
+
+def test_prune_keeps_the_restore_point_and_what_came_after(experiment, tmp_path):
+    exp = _copy(experiment, tmp_path)
+    snapshot = read_snapshot(FS, str(exp))
+    assert [latest_checkpoint_name(t.metadata) for t in snapshot.trials] == [
+        f"checkpoint_{EPOCHS - 1:06d}"
+    ] * 2
+    first = exp / snapshot.trials[0].logdir
+    assert _checkpoints(first) == list(range(EPOCHS))
+    (first / "checkpoint_000009").mkdir()  # written after the snapshot: not registered yet
+
+    restore = prune_checkpoints(FS, str(exp))
+
+    assert restore == {t.trial_id: EPOCHS - 1 for t in snapshot.trials}
+    assert _checkpoints(first) == [EPOCHS - 1, 9]
+    assert _checkpoints(exp / snapshot.trials[1].logdir) == [EPOCHS - 1]
+    assert prune_checkpoints(FS, str(exp)) == restore  # idempotent
+    assert _checkpoints(first) == [EPOCHS - 1, 9]
+
+
+def test_remove_orphans_deletes_only_unlisted_trial_directories(experiment, tmp_path):
+    exp = _copy(experiment, tmp_path)
+    listed = sorted(t.logdir for t in read_snapshot(FS, str(exp)).trials)
+    shutil.copytree(exp / listed[0], exp / "orphan")  # a trial directory no snapshot lists
+    (exp / "not-a-trial").mkdir()
+
+    assert remove_orphans(FS, str(exp)) == ["orphan"]
+
+    dirs = sorted(p.name for p in exp.iterdir() if p.is_dir())
+    assert dirs == sorted([*listed, "not-a-trial"])
+
+
+def test_forget_trims_a_restored_trials_manager_and_its_snapshot_text(experiment):
+    from ray.tune import ExperimentAnalysis
+
+    trial = ExperimentAnalysis(str(experiment)).trials[0]
+    before = len(trial.run_metadata.get_json_state())
+    names = [
+        os.path.basename(r.checkpoint.path)
+        for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results
+    ]
+    assert names == [f"checkpoint_{i:06d}" for i in range(EPOCHS)]
+
+    assert forget_checkpoints_before(trial, EPOCHS - 2) == EPOCHS - 2
+
+    kept = trial.run_metadata.checkpoint_manager.best_checkpoint_results
+    assert [os.path.basename(r.checkpoint.path) for r in kept] == [
+        f"checkpoint_{EPOCHS - 2:06d}",
+        f"checkpoint_{EPOCHS - 1:06d}",
+    ]
+    assert len(trial.run_metadata.get_json_state()) < before  # the snapshot text shrinks too
+    assert (
+        latest_checkpoint_name(trial.run_metadata.get_json_state())
+        == kept[-1].checkpoint.path.rsplit("/", 1)[1]
+    )
+    assert forget_checkpoints_before(trial, EPOCHS - 2) == 0

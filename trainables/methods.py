@@ -1,0 +1,187 @@
+"""The pruning methods: what ``pruning.method`` does after an epoch's training.
+
+Each is a :class:`trainables.hooks.PruningMethod` over the science in :mod:`trainables.pruning`:
+
+- ``none``: the unpruned baseline (the base class itself);
+- ``schedule``: per-layer linear schedules (:class:`SchedulePruning`), or, with a perturbation
+  mode, re-entry / noise injection on the scheduled units (:class:`PerturbationPruning`);
+- ``imp``: iterative magnitude pruning with rewinding and its controls (:class:`ImpPruning`).
+
+Every method records the pruning rate and the number of events on every epoch (the derived
+schedule facts the aggregator reads); each checkpoints through its ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trainables.augment import derived_generator
+from trainables.errors import UserError
+from trainables.hooks import PruningMethod
+from trainables.pruning.imp import Imp
+from trainables.pruning.perturbation import Perturbation
+from trainables.pruning.rounds import ImpPlan
+from trainables.pruning.schedule import plan_schedule, schedule_summary
+
+if TYPE_CHECKING:
+    from trainables.loop import TrialRunner
+
+
+class Unpruned(PruningMethod):
+    """``pruning.method: none``: no event; pruning rate 0, no events."""
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        record.update(pruning_rate=0.0, num_events=0)
+
+
+class SchedulePruning(PruningMethod):
+    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty)."""
+
+    def __init__(self, runner: TrialRunner):
+        super().__init__(runner)
+        p = self.cfg.pruning
+        layers = p.layers or runner.model.default_schedule()
+        if not layers:
+            raise UserError(
+                f"pruning.layers: empty and model {self.cfg.model.name!r} has no default schedule"
+            )
+        try:
+            self.plan = plan_schedule(layers, runner.masks.n_units, p.period)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        runner.masks.check_scoring(p.score, [lp.name for lp in self.plan.layers])
+        summary = schedule_summary(layers, p.period)
+        self.derived = {
+            "pruning_rate": summary["pruning_rate"],
+            "num_events": summary["num_events"],
+        }
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        record.update(self.derived)
+
+    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
+        units = self.plan.units_at(epoch)
+        if not units:
+            return None
+        p = self.cfg.pruning
+        removed = runner.masks.prune(
+            units,
+            score=p.score,
+            target=p.target,
+            scope=p.scope,
+            generator=runner.loop.generators["targets"],
+        )
+        runner.masks.zero_optimizer_state(runner.optimizer)
+        return removed
+
+
+class PerturbationPruning(SchedulePruning):
+    """Schedule-chosen units perturbed for ``perturbation.steps`` training steps, then re-entry."""
+
+    def __init__(self, runner: TrialRunner):
+        super().__init__(runner)
+        seed = derived_generator(self.cfg.seed, "perturbation").initial_seed()
+        model = runner.model
+        self.perturbation = Perturbation(
+            self.cfg.pruning.perturbation, model.prunable_layers(), model.following_bn(), seed
+        )
+
+    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
+        units = self.plan.units_at(epoch)
+        if not units:
+            return None
+        p = self.cfg.pruning
+        chosen = self.perturbation.choose(
+            units, score=p.score, target=p.target, generator=runner.loop.generators["targets"]
+        )
+        self.perturbation.on_event(chosen)
+        return {name: int(c.sum()) for name, c in chosen.items()}
+
+    def before_step(self, runner: TrialRunner) -> None:
+        self.perturbation.before_step()
+
+    def after_step(self, runner: TrialRunner) -> None:
+        self.perturbation.after_step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perturbation": self.perturbation.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.perturbation.load_state_dict(state["perturbation"])
+
+
+class ImpPruning(PruningMethod):
+    """IMP rounds of T = ``train.epochs`` epochs (:mod:`trainables.pruning.imp` has the rules).
+
+    IMP is unstructured whatever ``pruning.granularity`` says (:meth:`mask_granularity`): the
+    runner's masks are weight masks over the prunable layers (``pruning.layers`` names, when given,
+    restrict the set). ``pruning.score``, ``target``, ``scope`` and ``period`` do not apply. The LR
+    of every epoch is the replayed schedule's (set in ``begin_epoch``, overriding the runner's
+    MultiStepLR).
+    """
+
+    def __init__(self, runner: TrialRunner):
+        super().__init__(runner)
+        self.plan = ImpPlan.of(self.cfg)
+        names = [ls.name for ls in self.cfg.pruning.layers] or None
+        unknown = sorted(set(names or ()) - set(runner.masks.layers))
+        if unknown:
+            valid = ", ".join(runner.masks.layers)
+            raise UserError(
+                f"pruning.layers: unknown prunable layer {unknown[0]!r}; choose one of: {valid}"
+            )
+        t = self.cfg.train
+        self.imp = Imp(self.plan, t.lr, t.milestones, t.gamma, layers=names)
+        rate = 100.0 * self.cfg.pruning.imp.fraction  # the configured rate, controls included
+        self.derived = {"pruning_rate": rate, "num_events": self.plan.rounds}
+
+    @classmethod
+    def mask_granularity(cls, cfg: Any) -> str:
+        return "weight"
+
+    def num_epochs(self) -> int:
+        return self.plan.total_epochs
+
+    def level_ends(self) -> dict[int, int]:
+        return {e: self.plan.locate(e)[0] for e in self.plan.round_end_epochs}
+
+    def begin_epoch(self, runner: TrialRunner, epoch: int) -> None:
+        self.imp.before_epoch(epoch, runner.model)
+        for group in runner.optimizer.param_groups:
+            group["lr"] = self.imp.lr(epoch)
+
+    def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
+        if self.plan.event_kind(epoch) is None:
+            return None
+        return self.imp.event(epoch, runner.model, runner.masks)
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        record.update(self.derived, imp_round=self.plan.locate(epoch)[0])
+        if self.plan.event_kind(epoch) is not None and epoch + 1 < self.plan.total_epochs:
+            self.imp.start_round(epoch + 1, runner.model, runner.optimizer, runner.masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.imp.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.imp.load_state_dict(state)
+
+
+# The dispatch point: one class per `pruning.method`; a perturbation mode turns schedule pruning
+# into re-entry / noise injection on the same schedule.
+METHODS: dict[str, type[PruningMethod]] = {
+    "none": Unpruned,
+    "schedule": SchedulePruning,
+    "imp": ImpPruning,
+}
+
+
+def method_class(cfg: Any) -> type[PruningMethod]:
+    """The method class of a trial config (UserError listing the valid names on a miss)."""
+    name = cfg.pruning.method
+    if name not in METHODS:
+        raise UserError(f"pruning.method: unknown {name!r}; choose one of: {', '.join(METHODS)}")
+    if name == "schedule" and cfg.pruning.perturbation.mode != "none":
+        return PerturbationPruning
+    return METHODS[name]
