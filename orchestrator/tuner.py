@@ -82,7 +82,7 @@ def run_experiment(
     expected = expected_trials(plan, experiment)
     # After a normal end every trial is TERMINATED or ERROR; anything else means Tune stopped on
     # SIGINT (it snapshots, then returns from fit instead of raising).
-    unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in snapshot.trials)
+    unfinished = any(t.tune_status not in ("TERMINATED", "ERROR") for t in snapshot.trials)
     interrupted = unfinished or len(snapshot.trials) < expected
     return ExperimentOutcome(
         experiment,

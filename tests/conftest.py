@@ -31,6 +31,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """One data directory for the whole test session, so each MNIST-1D size is generated once."""
+    return str(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     """A real local Ray (2 CPUs) for one test module; yields the fault-injection directory.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def _trainable(config: dict) -> None:
 
 @pytest.fixture(scope="module")
 def experiment(local_ray, tmp_path_factory) -> Path:
+    import ray.cloudpickle
     from ray import tune
 
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     storage = tmp_path_factory.mktemp("janitor")
     tuner = tune.Tuner(
         _trainable,

@@ -23,6 +23,7 @@ from orch_helpers import (
     tiny_spec,
     wait_for,
 )
+
 from results.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -11,19 +11,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from orch_helpers import optuna_trial_keys, tiny_spec
-from results.snapshot import read_snapshot
 
 from orchestrator.cli import main
+from results.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from trainables.identity import trial_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
 
 
 def _trial_dirs(exp: Path) -> set[str]:

@@ -16,8 +16,8 @@ from results import schema, storage
 from results.api import export_study, write_tables
 from results.export import build_tables
 from results.history import parse_histories
-from trainables.identity import config_key, trial_config, trial_key
 from trainables.errors import UserError
+from trainables.identity import config_key, trial_config, trial_key
 
 
 def _case():

@@ -25,10 +25,9 @@ from trainables.errors import UserError
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def mnist1d_dir(tmp_path_factory) -> str:
-    """One data directory for the module, so the default dataset is generated once."""
-    return str(tmp_path_factory.mktemp("data"))
+@pytest.fixture
+def mnist1d_dir(data_dir) -> str:
+    return data_dir
 
 
 def _cfg(data_dir: str, **kw) -> DatasetConfig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +16,6 @@ from trainables.models.mlp import MLP
 from trainables.pruning.imp import Imp
 from trainables.pruning.masks import MaskSet
 from trainables.pruning.rounds import ImpPlan, lr_at
-from trainables.state import save_state
 
 torch.set_num_threads(1)
 
@@ -226,11 +223,6 @@ def test_state_dict_round_trip_keeps_the_rewind_point():
 # --- in the training loop -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("data"))
-
-
 def _trial(data_dir: str, epochs: int = 2, **imp) -> TrialConfig:
     return TrialConfig.from_dict(
         {
@@ -283,24 +275,3 @@ def test_extended_dense_and_sparse_from_start_in_the_loop(data_dir):
 def _prunable_weights() -> int:
     model = build_model("cnn1d", 8, (1, 40), 10)
     return sum(m.weight.numel() for m in model.prunable_layers().values())
-
-
-def test_resume_mid_round_is_bit_identical(data_dir, tmp_path):
-    cfg = _trial(data_dir, epochs=3, rounds=2, rewind="weight", rewind_epoch=1)
-    cfg = dataclasses.replace(cfg, per_example_loss=True)
-    full = TrialRunner(cfg, device="cpu", num_threads=1)
-    records = list(full.run())
-    # WR rounds replay schedule epochs 1..2 (T - rewind_epoch = 2 epochs each)
-    assert [r["imp_round"] for r in records] == [0, 0, 0, 1, 1, 2, 2]
-    assert [r["lr"] for r in records] == pytest.approx([3e-3] + [1.5e-3] * 6)
-    first = TrialRunner(cfg, device="cpu", num_threads=1)
-    head = [first.run_epoch() for _ in range(4)]  # the checkpoint falls inside round 1
-    save_state(first, tmp_path)
-    del first
-    torch.manual_seed(4321)
-    resumed = TrialRunner.from_checkpoint(str(tmp_path), device="cpu", num_threads=1)
-    tail = list(resumed.run())
-    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in head + tail]
-    assert strip == [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in records]
-    for k, v in full.model.state_dict().items():
-        assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -15,11 +15,6 @@ from trainables.records import RECORD_KEYS
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("data"))
-
-
 def _cfg(data_dir: str, **overrides) -> TrialConfig:
     d = {
         "dataset": {"data_dir": data_dir, "num_samples": 1000},

@@ -16,11 +16,6 @@ from trainables.state import load_state, save_state
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("data"))
-
-
 def _cfg(data_dir: str, optimizer: dict) -> TrialConfig:
     return TrialConfig.from_dict(
         {
