@@ -1,0 +1,172 @@
+"""The study lock: a second driver is refused at once, naming the first; a killed driver's lock
+frees (flock at once, a lease after it expires); a heartbeat keeps a held lease fresh.
+
+The holder runs in a separate process, as a second `prunetune run` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from orchestrator.lock import LEASE_FILE, LOCK_FILE, acquire
+from trainables.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+FS = pafs.LocalFileSystem()
+# Short lease timings (seconds) so that expiry takes about a second.
+FAST = {"heartbeat_s": 0.1, "expire_s": 0.8, "settle_s": 0.05}
+
+_HOLDER = """
+import sys, time, pyarrow.fs as pafs
+from orchestrator.lock import acquire
+lock = acquire(pafs.LocalFileSystem(), sys.argv[1], sys.argv[1], mode=sys.argv[2],
+               heartbeat_s=0.1, expire_s=0.8, settle_s=0.05, command="prunetune run held")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def _start_holder(study: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(study), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def _assert_refused_by(study: Path, proc: subprocess.Popen, mode: str) -> str:
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as err:
+        acquire(FS, str(study), str(study), mode=mode, **FAST)
+    message = str(err.value)
+    assert time.monotonic() - t0 < 0.5  # at once: no waiting for the holder
+    assert "\n" not in message
+    assert message.startswith(f"study {study} is driven by another prunetune process (")
+    assert f"pid {proc.pid} on host {socket.gethostname()}" in message
+    assert "'prunetune run held'" in message
+    assert message.endswith("wait for it or stop it")
+    return message
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    return tmp_path / "studies" / "s"  # absent: acquire creates it
+
+
+def test_flock_refuses_second_driver_until_holder_is_killed(study: Path) -> None:
+    proc = _start_holder(study, "flock")
+    try:
+        _assert_refused_by(study, proc, "flock")
+        named = json.loads((study / LOCK_FILE).read_text())
+        assert (named["pid"], named["command"]) == (proc.pid, "prunetune run held")
+    finally:
+        _kill(proc)
+    with acquire(FS, str(study), str(study)) as lock:  # the kernel freed the dead holder's lock
+        assert lock.mode == "flock"
+        assert json.loads((study / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_lease_refuses_second_driver_until_dead_holder_expires(study: Path) -> None:
+    proc = _start_holder(study, "lease")
+    try:
+        _assert_refused_by(study, proc, "lease")
+    finally:
+        _kill(proc)
+    message = _assert_refused_by(study, proc, "lease")  # its last heartbeat is still fresh
+    assert "its lease expires 1 s after its last heartbeat" in message
+    time.sleep(FAST["expire_s"])
+    lock = acquire(FS, str(study), str(study), mode="lease", **FAST)
+    try:
+        assert lock.took_over is not None and lock.took_over.pid == proc.pid
+        lease = json.loads((study / LEASE_FILE).read_text())
+        assert (lease["pid"], lease["token"]) == (os.getpid(), lock.holder.token)
+    finally:
+        lock.release()
+    assert not (study / LEASE_FILE).exists()
+
+
+@pytest.mark.parametrize("mode", ["flock", "lease"])
+def test_release_then_reacquire(study: Path, mode: str) -> None:
+    first = acquire(FS, str(study), str(study), mode=mode, **FAST)
+    with pytest.raises(UserError, match=f"pid {os.getpid()} on host"):
+        acquire(FS, str(study), str(study), mode=mode, **FAST)
+    first.release()
+    first.release()  # idempotent
+    with acquire(FS, str(study), str(study), mode=mode, **FAST) as second:
+        assert second.mode == mode and second.took_over is None
+    with acquire(FS, str(study), str(study), mode=mode, **FAST):
+        pass
+
+
+def test_heartbeat_keeps_a_long_held_lease_fresh(study: Path) -> None:
+    lock = acquire(FS, str(study), str(study), mode="lease", **FAST)
+    try:
+        first_beat = json.loads((study / LEASE_FILE).read_text())["heartbeat"]
+        time.sleep(2.5 * FAST["expire_s"])
+        with pytest.raises(UserError, match="is driven by another prunetune process"):
+            acquire(FS, str(study), str(study), mode="lease", **FAST)
+        lease = json.loads((study / LEASE_FILE).read_text())
+        assert lease["token"] == lock.holder.token
+        assert lease["heartbeat"] > first_beat + FAST["expire_s"]
+        assert lock.lost is None
+    finally:
+        lock.release()
+
+
+def test_a_lease_taken_by_another_driver_is_lost_and_left_alone(study: Path) -> None:
+    lock = acquire(FS, str(study), str(study), mode="lease", **FAST)
+    path = study / LEASE_FILE
+    other = {**json.loads(path.read_text()), "pid": 1, "token": "other", "heartbeat": time.time()}
+    path.write_text(json.dumps(other))
+    deadline = time.monotonic() + 2.0
+    while lock.lost is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lock.release()
+    assert lock.lost is not None and "pid 1 on host" in lock.lost
+    assert json.loads(path.read_text())["token"] == "other"  # release never deletes theirs
+
+
+def test_a_contender_whose_write_lands_during_the_settle_wait_wins(study: Path) -> None:
+    path = study / LEASE_FILE
+
+    def contender() -> None:  # writes right after our lease appears, as a racing driver would
+        while not path.exists():
+            time.sleep(0.005)
+        other = {**json.loads(path.read_text()), "pid": 1, "token": "other"}
+        path.write_text(json.dumps({**other, "heartbeat": time.time()}))
+
+    thread = threading.Thread(target=contender)
+    thread.start()
+    with pytest.raises(UserError, match="pid 1 on host"):
+        acquire(FS, str(study), str(study), mode="lease", **{**FAST, "settle_s": 1.0})
+    thread.join()
+    assert json.loads(path.read_text())["token"] == "other"
+
+
+def test_auto_mode_uses_a_lease_off_the_local_filesystem(tmp_path: Path) -> None:
+    fs = pafs.SubTreeFileSystem(str(tmp_path), FS)  # not a LocalFileSystem: no flock possible
+    with acquire(fs, "s", "mock://bucket/s", **FAST) as lock:
+        assert lock.mode == "lease"
+        assert (tmp_path / "s" / LEASE_FILE).exists()
+        with pytest.raises(UserError, match="^study mock://bucket/s is driven by"):
+            acquire(fs, "s", "mock://bucket/s", **FAST)
