@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from trainables.config import ModelConfig
 from trainables.errors import UserError
 from trainables.models import build_model
+from trainables.models.openlth_resnet import openlth_resnet20
 from trainables.models.resnet import Block
 from trainables.pruning.activations import ActivationTracker
 
@@ -67,6 +68,8 @@ def _official_state(ref) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
 
 def _model(name: str = "resnet18"):
     torch.manual_seed(0)
+    if name == "openlth_resnet20":  # not in the registry yet
+        return openlth_resnet20(INPUT, 10, 4)
     return build_model(ModelConfig(name=name, width=4), INPUT, 10)
 
 
@@ -106,7 +109,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 # --- tests ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet20"])  # 1x1-conv / option-A shortcuts
+# 1x1-conv (kuangliu, OpenLTH) and option-A (Idelbayev) shortcuts
+@pytest.mark.parametrize("name", ["resnet18", "resnet20", "openlth_resnet20"])
 def test_running_means_follow_the_official_rule(name):
     model = _model(name)
     ref = _official_copy(model)

@@ -85,6 +85,10 @@ class _RefResNet(nn.Module):
 _LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
 
+def _conv_spec(conv: nn.Conv2d) -> tuple:
+    return conv.kernel_size, conv.stride, conv.padding, conv.bias is None
+
+
 def _pairs(ours: nn.Module, ref: nn.Module) -> list[tuple[str, str, nn.Module, nn.Module]]:
     """Our and the reference's conv/BN/linear modules matched by structure (module order)."""
     a = [(n, m) for n, m in ours.named_modules() if isinstance(m, _LEAVES)]
@@ -93,11 +97,7 @@ def _pairs(ours: nn.Module, ref: nn.Module) -> list[tuple[str, str, nn.Module, n
     for (_, ma), (_, mb) in zip(a, b, strict=True):
         assert type(ma) is type(mb) and ma.weight.shape == mb.weight.shape
         if isinstance(ma, nn.Conv2d):
-            assert (ma.stride, ma.padding, ma.bias is None) == (
-                mb.stride,
-                mb.padding,
-                mb.bias is None,
-            )
+            assert _conv_spec(ma) == _conv_spec(mb)
     return [(na, nb, ma, mb) for (na, ma), (nb, mb) in zip(a, b, strict=True)]
 
 
