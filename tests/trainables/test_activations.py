@@ -191,6 +191,27 @@ def test_resume_from_state_dict_continues_identically():
     assert not torch.equal(end["layer4.1.conv2"], saved["means"]["layer4.1.conv2"])
 
 
+def test_tracking_some_blocks_gives_the_same_scores():
+    model = _model()
+    full = ActivationTracker(model)
+    some = ActivationTracker(model, layers=("layer4.1.conv2", "layer2.0.conv1"))
+    assert some.layer_names() == (
+        "layer2.0.conv1",
+        "layer2.0.conv2",
+        "layer4.1.conv1",
+        "layer4.1.conv2",
+    )
+    driver = _Driver(model)
+    for i in range(20):
+        driver.train(i)
+    assert all(torch.equal(some.scores(n), full.scores(n)) for n in some.layer_names())
+    assert set(some.counters()) == {"layer2.0", "layer4.1"}
+    with pytest.raises(UserError, match="pruning.layers: .*got 'layer1.0.conv1'"):
+        some.scores("layer1.0.conv1")
+    with pytest.raises(UserError, match="pruning.layers: .*got 'layer4.0.shortcut_conv'"):
+        ActivationTracker(model, layers=["layer4.0.shortcut_conv"])
+
+
 def test_remove_detaches_the_hooks():
     model = _model()
     tracker = ActivationTracker(model)

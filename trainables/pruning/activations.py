@@ -31,7 +31,7 @@ as in the official code, whichever caller runs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -100,24 +100,35 @@ class _BlockProbe:
 
 
 class ActivationTracker:
-    """Running means of |pre-ReLU activations| for every residual block conv of a ResNet.
+    """Running means of |pre-ReLU activations| for the residual block convs of a ResNet.
 
     Args:
         model: a prunetune ResNet whose residual blocks are
             :class:`trainables.models.resnet.Block` (``resnet18``, ``resnet20``, ``resnet56``,
             ``openlth_resnet20``). Hooks are attached at once; :meth:`remove` detaches them.
+        layers: track only the blocks holding these layers (the official code tracks the pruned
+            blocks only; every hooked block costs a few Python calls per forward); None = every
+            block. A block's scores do not depend on which other blocks are tracked.
 
     Layer names are the model's prunable names ``layerS.B.conv1`` / ``layerS.B.conv2``; the stem
     and the 1x1 shortcut convs have no activation score (the official code never ranks them).
     """
 
-    def __init__(self, model: nn.Module):
-        self._probes = {p: _BlockProbe(m) for p, m in model.named_modules() if isinstance(m, Block)}
-        if not self._probes:
+    def __init__(self, model: nn.Module, layers: Iterable[str] | None = None):
+        blocks = {p: m for p, m in model.named_modules() if isinstance(m, Block)}
+        if not blocks:
             raise UserError(
                 f"pruning.score: 'activations' needs a ResNet with residual blocks, got "
                 f"{type(model).__name__} with none"
             )
+        if layers is not None:
+            layers = tuple(layers)
+            scored = [f"{p}.{c}" for p in blocks for c in CONVS]
+            for name in layers:
+                _check_scored(name, scored)
+            wanted = {name.rpartition(".")[0] for name in layers}
+            blocks = {p: m for p, m in blocks.items() if p in wanted}
+        self._probes = {p: _BlockProbe(m) for p, m in blocks.items()}
 
     def layer_names(self) -> tuple[str, ...]:
         """The scored layers, ``layerS.B.conv1`` / ``.conv2``, in forward order."""
@@ -126,12 +137,8 @@ class ActivationTracker:
     def scores(self, name: str) -> Tensor:
         """Filter scores of layer `name`: float32 ``[out_channels]`` on the model's device, the
         running mean (zeros before the first update). The tensor is not modified afterwards."""
+        _check_scored(name, self.layer_names())
         path, _, conv = name.rpartition(".")
-        if path not in self._probes or conv not in CONVS:
-            raise UserError(
-                "pruning.layers: the 'activations' score ranks residual block convs only; "
-                f"choose from: {', '.join(self.layer_names())}; got {name!r}"
-            )
         return self._probes[path].means[conv]
 
     def counters(self) -> dict[str, int]:
@@ -165,3 +172,11 @@ class ActivationTracker:
             for handle in probe.handles:
                 handle.remove()
             probe.handles.clear()
+
+
+def _check_scored(name: str, scored: Iterable[str]) -> None:
+    if name not in scored:
+        raise UserError(
+            "pruning.layers: the 'activations' score ranks tracked residual block convs only "
+            f"({', '.join(scored)}), got {name!r}"
+        )
