@@ -1,49 +1,47 @@
 """Flatness measures of a trained model (Bartoldson et al. 2020, Fig. 6 and Appendix E).
 
-All measures are taken on a fixed evaluation subset (``flatness_subset``: the first
-``subset_size`` examples of the configured split, as the official code's
-``SubsetRandomSampler(range(512))``), with the model in eval mode (BN uses its running statistics,
-dropout is off), with respect to every trainable parameter. They never modify the model: every
-evaluation goes through ``torch.func.functional_call`` on detached copies of the parameters, the
-training flag is restored, and no global RNG is consumed (random starts come from a local
-generator), so measuring in the middle of a run leaves the run bit-for-bit unchanged.
+The Hessian and Tr(C) are taken on a fixed evaluation subset (``flatness_subset``: the first
+``subset_size`` examples of the configured split, as the official ``range(512)`` sampler),
+epsilon-flatness on a separate evaluation set (officially the whole test loader); in eval mode
+(BN running statistics, no dropout), with respect to every trainable parameter. The model is
+never modified (``torch.func.functional_call`` on detached parameter copies, training flag
+restored) and no global RNG is consumed (a local generator), so measuring in the middle of a run
+leaves the run bit-for-bit unchanged.
 
-- ``hessian_topk``: the k eigenpairs of largest magnitude of the Hessian of the mean loss, by
-  deflated power iteration over Hessian-vector products (double backward), as the official code's
-  vendored ``hessian_eigenthings`` (20 steps per pair, relative-change stop 1e-4). Two deliberate
-  differences, both making it more accurate, not different in what it estimates: each pair starts
-  from a fresh Gaussian vector (the official code restarts from the previous eigenvector), and
-  deflation projects found eigenvectors out (``P H P`` with ``P = I - V V^T``) instead of
-  subtracting ``lambda v v^T`` with the estimated lambda. Reported statistic: the sum of the k
-  eigenvalues ("Tr(H_100)" for k = 100).
+- ``hessian_topk``: k Hessian eigenpairs of the mean loss by deflated power iteration over
+  Hessian-vector products (double backward), at most ``iters`` steps per pair (20 officially),
+  stopping at a relative change of the eigenvalue below 1e-4. ``algorithm="official"`` (default)
+  is the official code's vendored ``hessian_eigenthings`` (warm starts, deflation by the estimated
+  ``lambda v v^T``); ``"projected"`` restarts each pair and projects found eigenvectors out, more
+  accurate when the steps run out but not the paper's number (:mod:`trainables.power_iteration`).
+  Reported statistic: the sum of the k eigenvalues ("Tr(H_100)" for k = 100).
 - ``grad_noise_trace``: Tr(C) = (1/n) sum_i ||grad_w l(x_i)||^2, uncentered (the mean gradient is
   not subtracted), with per-example gradients from ``torch.func.vmap(grad(...))``.
-- ``eps_flatness``: the smallest |eps| at which the loss at ``w + eps * v`` exceeds the loss at
-  ``w`` by ``delta``, over the given unit directions v (the top eigenvectors) and both signs. The
-  official code scans ``eps in linspace(-0.4, 0.4, 81)``; we scan the same 0.01 grid, extend it
-  geometrically past 0.4 (to ~410) when no crossing was found, and then bisect inside the
-  crossing grid cell, so the answer is exact to ~1e-8 instead of to the grid step. ``inf`` when
-  no crossing exists up to the end of the scan. The official code evaluated these losses on the
-  full test set; here they use the same subset as the other two measures.
+- ``eps_flatness``: the official rule (``figures_and_tables/Figure_Ei.py``): the smallest |eps|
+  of ``round(linspace(-0.4, 0.4, 81), 2)`` at which the loss at ``w + eps * v`` rises by at least
+  delta (0.1) for some top-10 eigenvector v and sign. ``inf`` when no |eps| <= 0.4 does: censored
+  above the grid, it ranks as flatter than any measured value and stays distinct from ``None``
+  (not measured) and NaN (failed). Also ``bisect``: that crossing refined inside its grid cell
+  (to ~1e-8), scanning on geometrically to ~410 when the grid has none.
 
 Masked (pruned) parameters: pass ``masks`` (parameter name -> 0/1 tensor of its shape) to
 restrict every measure to the live coordinates (``M H M``, masked per-example gradients,
 directions inside the live subspace), as the official code's masked forward does implicitly.
 
-Costs on ``n`` subset examples: one HVP ~ 2.2 gradient evaluations over n examples (chunked by
-``chunk_size``); ``hessian_topk`` does at most ``k * iters`` HVPs and keeps k vectors of P floats
-(P = parameter count) in memory; ``grad_noise_trace`` ~ one vmapped backward; ``eps_flatness`` at
-most ~70 loss evaluations per direction and sign. Measured (``bench/train_overhead.py``, one CPU
-thread, MNIST-1D cnn1d, defaults n = 512, k = 10, 20 steps): ~7 s per measurement, ~28 training
-epochs of that model, 99% of it in ``hessian_topk``; ``flatness_time_s`` records it per trial.
+Costs: an HVP ~ 2.2 gradient evaluations over the subset; ``hessian_topk`` <= ``k * iters`` HVPs
+and k vectors of P floats; ``grad_noise_trace`` ~ one vmapped backward; ``eps_flatness`` <= 20 * 40
+evaluations of the evaluation set, plus ~20 to bisect. ``flatness_time_s`` records it per trial;
+``bench/flatness_algorithms.py`` times the two Hessian algorithms side by side.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +49,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from trainables.config import FlatnessConfig
+from trainables.power_iteration import official_topk, projected_topk
 
 __all__ = [
     "LossFn",
+    "HessianAlgorithm",
+    "HESSIAN_ALGORITHMS",
+    "EpsFlatness",
+    "EPS_GRID",
     "flatness_subset",
     "hessian_topk",
     "grad_noise_trace",
@@ -63,12 +66,14 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs [B, ...], targets [B]) -> scalar mean loss
+HessianAlgorithm = Literal["official", "projected"]
+HESSIAN_ALGORITHMS: tuple[HessianAlgorithm, ...] = ("official", "projected")
 
 EPS_DIRECTIONS = 10  # the official epsilon-flatness uses the top-10 eigenvectors
 POWER_TOL = 1e-4  # hessian_eigenthings' power_iter_err_threshold
-_EPS_GRID_STEP = 0.01  # official linspace(-0.4, 0.4, 81)
-_EPS_GRID_MAX = 0.4
-_EPS_DOUBLINGS = 10  # extension past the official grid: 0.8, 1.6, ..., 409.6
+# |eps| of the official round(linspace(-0.4, 0.4, 81), 2), without 0 (whose rise is 0 < delta)
+EPS_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 41))
+_EPS_EXTENSION = tuple(0.4 * 2**j for j in range(1, 11))  # bisect only: 0.8, 1.6, ..., 409.6
 _BISECT_STEPS = 20  # 0.01 / 2**20 ~ 1e-8
 _PER_SAMPLE_FLOATS = {"cpu": 2**26, "cuda": 2**28}  # per-example gradient chunk: 256 MiB / 1 GiB
 
@@ -134,19 +139,15 @@ def _chunks(x: Tensor, y: Tensor, size: int):
         yield x[start : start + size], y[start : start + size]
 
 
-class _EvalMode:
-    """Context: model in eval mode, its training flags restored on exit."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.flags = [m.training for m in model.modules()]
-
-    def __enter__(self) -> nn.Module:
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        for m, flag in zip(self.model.modules(), self.flags, strict=True):
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Model in eval mode inside, its modules' training flags restored on exit."""
+    flags = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(model.modules(), flags, strict=True):
             m.training = flag
 
 
@@ -173,12 +174,6 @@ def _hvp(flat: _Flat, v: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn, chunk_si
     return out
 
 
-def _project_out(v: Tensor, basis: Sequence[Tensor]) -> Tensor:
-    for u in basis:
-        v = v - torch.dot(u, v) * u
-    return v
-
-
 def hessian_topk(
     model: nn.Module,
     loss_fn: LossFn,
@@ -191,8 +186,9 @@ def hessian_topk(
     masks: Mapping[str, Tensor] | None = None,
     seed: int = 0,
     chunk_size: int = 512,
+    algorithm: HessianAlgorithm = "official",
 ) -> tuple[Tensor, Tensor]:
-    """The k Hessian eigenpairs of largest |eigenvalue| (deflated power iteration; see module doc).
+    """k Hessian eigenpairs by deflated power iteration (``algorithm``: see module doc).
 
     Args:
         model: evaluated in eval mode, never modified.
@@ -200,50 +196,49 @@ def hessian_topk(
             ``loss_fn`` averaged over all of x (chunks weighted by size).
         x, y: the evaluation subset, on the model's device ([n, ...] and [n]).
         k: eigenpairs wanted (capped at the number of live parameters).
-        iters: power-iteration steps per pair (each one HVP).
-        tol: stop a pair when ``|lambda_t - lambda_{t-1}| <= tol * |lambda_t|``.
+        iters: at most this many power steps per pair (each one HVP), >= 1.
+        tol: a pair stops at this relative change of lambda (:mod:`trainables.power_iteration`).
         masks: optional {param name: 0/1 tensor}: the Hessian restricted to live coordinates.
-        seed: seeds the local CPU generator of the random starts (no global RNG is used).
+        seed: seeds a local CPU ``torch.Generator`` (no global RNG is used). ``official`` starts
+            from ``torch.rand(P, generator=torch.Generator().manual_seed(seed),
+            dtype=torch.float64)`` cast to the parameters' dtype, masked coordinates zeroed, not
+            normalised; ``projected`` draws one such ``torch.randn`` vector per pair.
         chunk_size: examples per forward pass (memory bound; does not change the result).
+        algorithm: ``"official"`` (the paper's) or ``"projected"``.
 
     Returns:
         ``(eigenvalues [k] float64 on CPU, eigenvectors [k, P] unit-norm, on the model's device)``,
         sorted by eigenvalue descending (as ``hessian_eigenthings``). P counts every trainable
         parameter in ``named_parameters`` order; masked coordinates of the vectors are 0.
     """
-    with _EvalMode(model):
+    if algorithm not in HESSIAN_ALGORITHMS:
+        raise ValueError(
+            f"flatness.hessian: must be one of {', '.join(HESSIAN_ALGORITHMS)}, got {algorithm!r}"
+        )
+    if iters < 1:
+        raise ValueError(f"flatness.power_iters: must be >= 1, got {iters}")
+    with _eval_mode(model):
         flat = _Flat.of(model, masks)
-        live = flat.base.numel() if flat.live is None else int(flat.live.sum())
-        k = min(k, live)
+        size = flat.base.numel()
+        k = min(k, size if flat.live is None else int(flat.live.sum()))
         gen = torch.Generator().manual_seed(seed)
-        vals: list[float] = []
-        vecs: list[Tensor] = []
-        for _ in range(k):
-            v = torch.randn(flat.base.numel(), generator=gen, dtype=torch.float64)
-            v = _unit(_project_out(flat.restrict(v.to(flat.base)), vecs))
-            lam, prev = 0.0, None
-            for _ in range(iters):
-                hv = _project_out(flat.restrict(_hvp(flat, v, x, y, loss_fn, chunk_size)), vecs)
-                lam = float(torch.dot(v, hv))
-                norm = float(hv.norm())
-                if norm == 0.0:  # v spans the null space: eigenvalue 0
-                    break
-                v = _unit(_project_out(hv / norm, vecs))
-                if prev is not None and abs(lam - prev) <= tol * abs(lam):
-                    break
-                prev = lam
-            vals.append(lam)
-            vecs.append(v)
+
+        def hvp(v: Tensor) -> Tensor:
+            return flat.restrict(_hvp(flat, v, x, y, loss_fn, chunk_size))
+
+        def draw(sample: Callable[..., Tensor]) -> Tensor:
+            v = sample(size, generator=gen, dtype=torch.float64)
+            return flat.restrict(v.to(flat.base))
+
+        if algorithm == "official":
+            vals, vecs = official_topk(hvp, draw(torch.rand), k, iters, tol)
+        else:
+            vals, vecs = projected_topk(hvp, lambda: draw(torch.randn), k, iters, tol)
     order = sorted(range(k), key=lambda i: -vals[i])
     eigenvalues = torch.tensor([vals[i] for i in order], dtype=torch.float64)
     if not vecs:
-        return eigenvalues, flat.base.new_zeros((0, flat.base.numel()))
+        return eigenvalues, flat.base.new_zeros((0, size))
     return eigenvalues, torch.stack([vecs[i] for i in order])
-
-
-def _unit(v: Tensor) -> Tensor:
-    norm = v.norm()
-    return v / norm if norm > 0 else v
 
 
 def grad_noise_trace(
@@ -262,7 +257,7 @@ def grad_noise_trace(
     ``chunk_size`` examples are vmapped at once (default: as many as fit ~256 MiB of gradients).
     With ``masks`` the masked coordinates are excluded.
     """
-    with _EvalMode(model):
+    with _eval_mode(model):
         flat = _Flat.of(model, masks)
         params = flat.unflatten(flat.base)
         live = flat.unflatten(flat.live) if flat.live is not None else None
@@ -283,6 +278,16 @@ def grad_noise_trace(
     return float(total) / x.shape[0]
 
 
+@dataclass(frozen=True)
+class EpsFlatness:
+    """Epsilon-flatness in parameter-norm units (the perturbation's L2 norm): ``grid`` the official
+    value, a point of ``EPS_GRID`` or ``inf``; ``bisect`` the crossing refined inside that grid
+    cell, ``<= grid``, ``inf`` when none is found up to 409.6 either."""
+
+    grid: float
+    bisect: float
+
+
 def eps_flatness(
     model: nn.Module,
     loss_fn: LossFn,
@@ -292,57 +297,62 @@ def eps_flatness(
     delta: float,
     *,
     chunk_size: int = 512,
-) -> float:
-    """Smallest |eps| with ``L(w + eps * v) - L(w) >= delta`` over the directions and both signs.
+) -> EpsFlatness:
+    """Smallest |eps| with ``max_{v, sign} L(w + sign * eps * v) - L(w) >= delta`` (module doc).
 
     Args:
+        x, y: the evaluation set ([n, ...], [n]), the full test set for the paper's number;
+            losses are means over all of it, ``chunk_size`` examples per forward pass.
         directions: [m, P] unit vectors in the flat parameter order of ``hessian_topk``.
         delta: the loss rise to find (nats for cross-entropy; 0.1 in the paper).
 
-    Returns:
-        eps in parameter-norm units (the perturbation's L2 norm); ``inf`` when no direction
-        reaches delta within the scan (see module docstring). Along an eigenvector of a quadratic
-        loss with eigenvalue lambda > 0 this is ``sqrt(2 * delta / lambda)``.
+    Along an eigenvector of a quadratic loss with eigenvalue lambda > 0 the crossing is
+    ``sqrt(2 * delta / lambda)``: ``bisect`` is that, ``grid`` the next grid point up.
     """
     if delta <= 0:
         raise ValueError(f"flatness.eps_delta: must be > 0, got {delta}")
-    with _EvalMode(model):
+    with _eval_mode(model):
         flat = _Flat.of(model, None)
         base_loss = _loss(flat, flat.base, x, y, loss_fn, chunk_size)
+        signed = [sign * v for v in directions.to(flat.base) for sign in (1.0, -1.0)]
 
-        def rise(eps: float, v: Tensor) -> float:
-            return _loss(flat, flat.base + eps * v, x, y, loss_fn, chunk_size) - base_loss
+        def rise(eps: float, d: Tensor) -> float:
+            return _loss(flat, flat.base + eps * d, x, y, loss_fn, chunk_size) - base_loss
 
-        best = math.inf
-        for v in directions.to(flat.base):
-            for sign in (1.0, -1.0):
-                best = min(best, _first_crossing(lambda e, d=sign * v: rise(e, d), delta, best))
-    return best
-
-
-def _eps_grid() -> list[float]:
-    n = round(_EPS_GRID_MAX / _EPS_GRID_STEP)
-    grid = [_EPS_GRID_STEP * i for i in range(1, n + 1)]
-    return grid + [_EPS_GRID_MAX * 2**j for j in range(1, _EPS_DOUBLINGS + 1)]
+        cell = _first_cell(rise, signed, delta, 0.0, EPS_GRID)
+        grid = math.inf if cell is None else cell[1]
+        cell = cell or _first_cell(rise, signed, delta, EPS_GRID[-1], _EPS_EXTENSION)
+        return EpsFlatness(grid, math.inf if cell is None else _bisect(rise, *cell, delta))
 
 
-def _first_crossing(rise: Callable[[float], float], delta: float, limit: float) -> float:
-    """First grid cell (below `limit`) where rise >= delta, then bisected; inf if none."""
-    lo = 0.0
-    for eps in _eps_grid():
-        if eps > limit:
-            return math.inf
-        if rise(eps) >= delta:
-            hi = eps
-            for _ in range(_BISECT_STEPS):
-                mid = 0.5 * (lo + hi)
-                if rise(mid) >= delta:
-                    hi = mid
-                else:
-                    lo = mid
-            return hi
+_Rise = Callable[[float, Tensor], float]
+_Cell = tuple[float, float, list[Tensor]]
+
+
+def _first_cell(
+    rise: _Rise, signed: list[Tensor], delta: float, lo: float, points: Sequence[float]
+) -> _Cell | None:
+    """The first point whose worst rise over ``signed`` reaches delta: (previous point, point,
+    the signed directions that reach it there, largest rise first); None if no point does."""
+    for eps in points:
+        rises = [rise(eps, d) for d in signed]
+        crossing = sorted((r, i) for i, r in enumerate(rises) if r >= delta)
+        if crossing:
+            return lo, eps, [signed[i] for _, i in reversed(crossing)]
         lo = eps
-    return math.inf
+    return None
+
+
+def _bisect(rise: _Rise, lo: float, hi: float, crossing: list[Tensor], delta: float) -> float:
+    """Bisect (lo, hi] on the worst rise over ``crossing`` (the directions that cross at hi;
+    the others are below delta at both ends of the 0.01 cell and taken not to cross inside)."""
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        if any(rise(mid, d) >= delta for d in crossing):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def measure_flatness(
@@ -354,23 +364,34 @@ def measure_flatness(
     masks: Mapping[str, Tensor] | None = None,
     loss_fn: LossFn = F.cross_entropy,
     seed: int = 0,
+    eval_x: Tensor | None = None,
+    eval_y: Tensor | None = None,
+    algorithm: HessianAlgorithm = "official",
 ) -> dict[str, float]:
-    """All flatness measures of `model` on the subset (x [n, ...], y [n]) as record entries.
+    """All flatness measures of `model` as record entries; the model is not modified.
 
-    Returns ``hessian_topk_sum`` (sum of the ``cfg.top_k`` eigenvalues, ``cfg.power_iters``
-    steps each), ``grad_noise_trace`` (Tr(C)), ``eps_flatness`` (along the top
-    ``min(top_k, EPS_DIRECTIONS)`` eigenvectors, rise ``cfg.eps_delta``) and ``flatness_time_s``
-    (wall seconds of this call, so users can budget). The model is not modified.
+    The Hessian and Tr(C) use the subset (x [n, ...], y [n]); epsilon-flatness uses
+    ``eval_x``, ``eval_y`` (the full test set, as the paper; both or neither, default: the subset).
+    Returns ``hessian_topk_sum`` (sum of the ``cfg.top_k`` eigenvalues, at most ``cfg.power_iters``
+    steps each, by ``algorithm``), ``grad_noise_trace`` (Tr(C)), ``eps_flatness`` (the official
+    grid value along the top ``min(top_k, EPS_DIRECTIONS)`` eigenvectors, rise ``cfg.eps_delta``),
+    ``eps_flatness_bisect`` (the same crossing bisected) and ``flatness_time_s`` (wall seconds of
+    this call, so users can budget).
     """
+    if (eval_x is None) != (eval_y is None):
+        raise ValueError("measure_flatness: pass both eval_x and eval_y or neither")
     start = time.perf_counter()
+    k, iters = cfg.top_k, cfg.power_iters
     vals, vecs = hessian_topk(
-        model, loss_fn, x, y, cfg.top_k, cfg.power_iters, masks=masks, seed=seed
+        model, loss_fn, x, y, k, iters, masks=masks, seed=seed, algorithm=algorithm
     )
     trace = grad_noise_trace(model, loss_fn, x, y, masks=masks)
-    eps = eps_flatness(model, loss_fn, x, y, vecs[:EPS_DIRECTIONS], cfg.eps_delta)
+    ex, ey = (x, y) if eval_x is None else (eval_x, eval_y)
+    eps = eps_flatness(model, loss_fn, ex, ey, vecs[:EPS_DIRECTIONS], cfg.eps_delta)
     return {
         "hessian_topk_sum": float(vals.sum()),
         "grad_noise_trace": trace,
-        "eps_flatness": eps,
+        "eps_flatness": eps.grid,
+        "eps_flatness_bisect": eps.bisect,
         "flatness_time_s": time.perf_counter() - start,
     }
