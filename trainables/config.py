@@ -46,6 +46,7 @@ Rewind = Literal["lr", "weight"]
 ImpControl = Literal["none", "extended_dense", "sparse_from_start"]
 Optimizer = Literal["adam", "sgd"]
 Split = Literal["test", "train"]
+HessianAlgorithm = Literal["official", "projected"]
 GeneralizationMeasure = Literal["best_after_last_event", "final", "val_selected"]
 
 
@@ -134,6 +135,9 @@ class FlatnessConfig:
     )
     power_iters: int = param(20, "power-iteration steps per eigenvalue", at_least(1))
     eps_delta: float = param(0.1, "epsilon-flatness: the loss rise to find", above(0))
+    hessian: HessianAlgorithm = param(
+        "official", "top-k eigenpairs: official (warm-started, lambda-deflated) or projected"
+    )
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 class FlatnessProbe(Extension):
     """Measures :func:`trainables.flatness.measure_flatness` at ``flatness.epochs``.
 
-    In eval mode right after ``acc_before`` (before the epoch's event), on the first
-    ``flatness.subset_size`` examples of ``flatness.split`` (train: against the labels trained
-    on), restricted to unpruned parameters; seeded by the trial seed.
+    In eval mode right after ``acc_before`` (before the epoch's event), restricted to unpruned
+    parameters, seeded by the trial seed: the Hessian and Tr(C) on the first
+    ``flatness.subset_size`` examples of ``flatness.split`` (train: against the labels trained on),
+    epsilon-flatness on the whole split.
     """
 
     def __init__(self, runner: TrialRunner):
@@ -46,6 +47,7 @@ class FlatnessProbe(Extension):
         x, y = (data.x_test, data.y_test) if cfg.split == "test" else (data.x_train, data.y_train)
         idx = flatness_subset(y.shape[0], cfg.subset_size).to(y.device)
         self.x, self.y = x[idx], y[idx]
+        self.eval_x, self.eval_y = x, y  # epsilon-flatness: the whole split, as the official code
         self.cfg = dataclasses.replace(cfg, top_k=flatness_top_k(runner.cfg.model.name, cfg.top_k))
 
     @classmethod
@@ -57,7 +59,14 @@ class FlatnessProbe(Extension):
             return
         masks = runner.masks.parameter_masks(runner.model)
         values = measure_flatness(
-            runner.model, self.x, self.y, self.cfg, masks=masks, seed=runner.cfg.seed
+            runner.model,
+            self.x,
+            self.y,
+            self.cfg,
+            masks=masks,
+            seed=runner.cfg.seed,
+            eval_x=self.eval_x,
+            eval_y=self.eval_y,
         )
         record.update(values)
 

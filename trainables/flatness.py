@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import math
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from trainables.config import FlatnessConfig
+from trainables.config import FlatnessConfig, HessianAlgorithm
 from trainables.power_iteration import official_topk, projected_topk
 
 __all__ = [
@@ -66,8 +66,7 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs [B, ...], targets [B]) -> scalar mean loss
-HessianAlgorithm = Literal["official", "projected"]
-HESSIAN_ALGORITHMS: tuple[HessianAlgorithm, ...] = ("official", "projected")
+HESSIAN_ALGORITHMS: tuple[HessianAlgorithm, ...] = typing.get_args(HessianAlgorithm)
 
 EPS_DIRECTIONS = 10  # the official epsilon-flatness uses the top-10 eigenvectors
 POWER_TOL = 1e-4  # hessian_eigenthings' power_iter_err_threshold
@@ -366,14 +365,13 @@ def measure_flatness(
     seed: int = 0,
     eval_x: Tensor | None = None,
     eval_y: Tensor | None = None,
-    algorithm: HessianAlgorithm = "official",
 ) -> dict[str, float]:
     """All flatness measures of `model` as record entries; the model is not modified.
 
     The Hessian and Tr(C) use the subset (x [n, ...], y [n]); epsilon-flatness uses
     ``eval_x``, ``eval_y`` (the full test set, as the paper; both or neither, default: the subset).
     Returns ``hessian_topk_sum`` (sum of the ``cfg.top_k`` eigenvalues, at most ``cfg.power_iters``
-    steps each, by ``algorithm``), ``grad_noise_trace`` (Tr(C)), ``eps_flatness`` (the official
+    steps each, by ``cfg.hessian``), ``grad_noise_trace`` (Tr(C)), ``eps_flatness`` (the official
     grid value along the top ``min(top_k, EPS_DIRECTIONS)`` eigenvectors, rise ``cfg.eps_delta``),
     ``eps_flatness_bisect`` (the same crossing bisected) and ``flatness_time_s`` (wall seconds of
     this call, so users can budget).
@@ -383,7 +381,7 @@ def measure_flatness(
     start = time.perf_counter()
     k, iters = cfg.top_k, cfg.power_iters
     vals, vecs = hessian_topk(
-        model, loss_fn, x, y, k, iters, masks=masks, seed=seed, algorithm=algorithm
+        model, loss_fn, x, y, k, iters, masks=masks, seed=seed, algorithm=cfg.hessian
     )
     trace = grad_noise_trace(model, loss_fn, x, y, masks=masks)
     ex, ey = (x, y) if eval_x is None else (eval_x, eval_y)

@@ -72,7 +72,8 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("train_acc_clean", FLOAT, "fraction", "label noise: accuracy on untouched set"),
     RecordField("hessian_topk_sum", FLOAT, "", "flatness epochs: sum of top-k Hessian eigenvalues"),
     RecordField("grad_noise_trace", FLOAT, "", "flatness epochs: Tr(C), mean squared grad norm"),
-    RecordField("eps_flatness", FLOAT, "", "flatness epochs: epsilon at the loss rise"),
+    RecordField("eps_flatness", FLOAT, "", "flatness epochs: epsilon (0.01 grid) at the rise"),
+    RecordField("eps_flatness_bisect", FLOAT, "", "flatness epochs: the same epsilon, bisected"),
     RecordField("flatness_time_s", FLOAT, "s", "flatness epochs: time of the measurement"),
     RecordField("per_example_loss_file", STR, "", "per-example losses: .npy beside the checkpoint"),
 )

@@ -78,7 +78,9 @@ def test_the_base_data_is_left_unchanged() -> None:
     assert data == before
 
 
-GRID = BASE + "  perturbation: [{mode: zeroing, steps: 0}, {mode: gaussian, steps: 50}]\n"
+# re-entry acts on whole units: the filter-granularity variant of BASE
+FILTER_BASE = BASE.replace("  granularity: weight\n  score: magnitude\n", "")
+GRID = FILTER_BASE + "  perturbation: [{mode: zeroing, steps: 0}, {mode: gaussian, steps: 50}]\n"
 
 
 def test_a_key_inside_a_grid_of_sections_is_set_in_every_item() -> None:
@@ -87,14 +89,14 @@ def test_a_key_inside_a_grid_of_sections_is_set_in_every_item() -> None:
         {"mode": "zeroing", "steps": 5},
         {"mode": "gaussian", "steps": 5},
     ]
-    hand = BASE + "  perturbation: [{mode: zeroing, steps: 5}, {mode: gaussian, steps: 5}]\n"
+    hand = FILTER_BASE + "  perturbation: [{mode: zeroing, steps: 5}, {mode: gaussian, steps: 5}]\n"
     _same_study(data, hand)
 
 
 def test_a_whole_section_is_replaced() -> None:
     data = _override(GRID, "pruning.perturbation={mode: none}")
     assert data["pruning"]["perturbation"] == {"mode": "none"}
-    _same_study(data, BASE + "  perturbation: {mode: none}\n")
+    _same_study(data, FILTER_BASE + "  perturbation: {mode: none}\n")
     data = _override(BASE, "train={lr: 0.01}")  # replaced, not merged: epochs is gone
     assert data["train"] == {"lr": 0.01}
 

@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ModelConfig
 from trainables.errors import UserError
 from trainables.models import build_model
-from trainables.models.openlth_resnet import openlth_resnet20
 from trainables.models.resnet import Block
 from trainables.pruning.activations import ActivationTracker
 
@@ -68,9 +66,7 @@ def _official_state(ref) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
 
 def _model(name: str = "resnet18"):
     torch.manual_seed(0)
-    if name == "openlth_resnet20":  # not in the registry yet
-        return openlth_resnet20(INPUT, 10, 4)
-    return build_model(ModelConfig(name=name, width=4), INPUT, 10)
+    return build_model(name, 4, INPUT, 10)
 
 
 def _batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,6 +233,6 @@ def test_names_and_errors():
         with pytest.raises(UserError, match=f"pruning.layers: .*got '{bad}'"):
             tracker.scores(bad)
     with pytest.raises(UserError, match="pruning.score: 'activations' needs a ResNet"):
-        ActivationTracker(build_model(ModelConfig(name="mlp", width=8), (1, 40), 10))
+        ActivationTracker(build_model("mlp", 8, (1, 40), 10))
     with pytest.raises(ValueError, match="do not match"):
         ActivationTracker(_model("resnet20")).load_state_dict(tracker.state_dict())

@@ -12,6 +12,7 @@ from trainables.models import MODELS, build_model, get
 from trainables.models.resnet import Block
 
 torch.set_num_threads(1)
+IMP_ONLY = {"openlth_resnet20"}
 
 INPUT = {"mlp": (1, 40), "cnn1d": (1, 40), "lenet": (1, 28, 28)}  # others: (3, 32, 32)
 
@@ -52,7 +53,8 @@ def test_forward_shape_and_pruning_interface(models, name):
         assert bn.num_features == layers[lname].weight.shape[0]
     # the default schedule names real layers, with sane fractions and epochs
     schedule = model.default_schedule()
-    assert schedule and all(isinstance(s, LayerSchedule) for s in schedule)
+    assert bool(schedule) != (name in IMP_ONLY)  # IMP-only models have no default schedule
+    assert all(isinstance(s, LayerSchedule) for s in schedule)
     assert {s.name for s in schedule} <= set(layers)
     assert all(0 < s.final_fraction < 1 and 0 <= s.start_epoch <= s.end_epoch for s in schedule)
 
@@ -193,7 +195,8 @@ def test_registry_miss_lists_valid_names():
         get("vgg12")
     assert str(err.value) == (
         "model.name: unknown model 'vgg12'; choose one of: "
-        "cnn1d, lenet, mlp, resnet18, resnet20, resnet56, vgg11_bn, vgg16"
+        "cnn1d, lenet, mlp, openlth_resnet20, resnet18, resnet20, resnet56, vgg11_bn, "
+        "vgg16"
     )
     with pytest.raises(
         UserError, match=r"model.name: vgg11_bn expects 3-d inputs .* got input shape \(1, 40\)"

@@ -86,6 +86,12 @@ def _resnet20(shape, classes, width):
     return resnet20(shape, classes, width)
 
 
+def _openlth_resnet20(shape, classes, width):
+    from trainables.models.openlth_resnet import openlth_resnet20
+
+    return openlth_resnet20(shape, classes, width)
+
+
 def _resnet56(shape, classes, width):
     from trainables.models.resnet import resnet56
 
@@ -104,6 +110,13 @@ MODELS: dict[str, ModelInfo] = {
     ),
     "resnet56": ModelInfo(
         _resnet56, "ResNet-56, option-A shortcuts (Idelbayev)", True, 1.0, 50_000
+    ),
+    "openlth_resnet20": ModelInfo(
+        _openlth_resnet20,
+        "ResNet-20, 1x1-conv shortcuts (OpenLTH cifar_resnet_20)",
+        True,
+        0.5,
+        50_000,
     ),
 }
 NAMES: tuple[str, ...] = tuple(sorted(MODELS))

@@ -22,6 +22,9 @@ class PrunableModel(nn.Module):
     - ``_bn_paths``: prunable name -> module path of the BatchNorm applied right after that layer.
     - ``_mask_paths``: prunable name -> buffer path of a float ``[out_units]`` mask (ones at init)
       that multiplies the residual shortcut added to that layer's (post-BN) output.
+    - ``_weight_only_paths``: name -> module path of layers that weight pruning may mask but
+      filter pruning never removes units of (the output layer, where the reference code prunes
+      it: OpenLTH's ResNets).
     - ``_schedule``: the paper's default layer schedule over names in ``_layer_paths``.
     """
 
@@ -30,11 +33,18 @@ class PrunableModel(nn.Module):
         self._layer_paths: dict[str, str] = {}
         self._bn_paths: dict[str, str] = {}
         self._mask_paths: dict[str, str] = {}
+        self._weight_only_paths: dict[str, str] = {}
         self._schedule: tuple[LayerSchedule, ...] = ()
 
     def prunable_layers(self) -> dict[str, nn.Module]:
         """Name -> Conv1d/Conv2d/Linear module, in forward order; never the output layer."""
         return {name: self.get_submodule(path) for name, path in self._layer_paths.items()}
+
+    def weight_prunable_layers(self) -> dict[str, nn.Module]:
+        """Name -> layer whose ``.weight`` unstructured pruning ranks and masks, in forward order:
+        ``prunable_layers()`` then the weight-only layers (usually none)."""
+        extra = {name: self.get_submodule(p) for name, p in self._weight_only_paths.items()}
+        return {**self.prunable_layers(), **extra}
 
     def following_bn(self) -> dict[str, nn.Module]:
         """Prunable name -> the BatchNorm right after it (names without one are absent).

@@ -35,14 +35,7 @@ class OpenLthResNet(CifarResNet):
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], num_classes: int):
         super().__init__(in_channels, widths, (3,) * len(widths), "B", num_classes)
-        # name -> module path of layers that only weight pruning masks (never a filter unit)
-        self._weight_only_paths: dict[str, str] = {"fc": "fc"}
-
-    def weight_prunable_layers(self) -> dict[str, nn.Module]:
-        """Name -> layer whose ``.weight`` unstructured pruning ranks and masks, in forward order:
-        ``prunable_layers()`` then the weight-only layers (here ``fc``)."""
-        extra = {name: self.get_submodule(p) for name, p in self._weight_only_paths.items()}
-        return {**self.prunable_layers(), **extra}
+        self._weight_only_paths = {"fc": "fc"}  # OpenLTH prunes the output layer's weight too
 
 
 def _openlth_init(module: nn.Module) -> None:

@@ -42,7 +42,9 @@ class MaskSet:
 
     def __init__(self, model: nn.Module, granularity: str):
         self.granularity = granularity
-        self.layers: dict[str, nn.Module] = dict(model.prunable_layers())
+        self.layers: dict[str, nn.Module] = dict(
+            model.weight_prunable_layers() if granularity == "weight" else model.prunable_layers()
+        )
         self.bns: dict[str, nn.Module] = (
             dict(model.following_bn()) if granularity == "filter" else {}
         )
