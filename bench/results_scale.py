@@ -8,7 +8,7 @@ A child process writes a synthetic study in the exact on-disk form a real one ha
 ``experiment_state-*.json`` holding every trial's state as Tune's own ``Trial.get_json_state``
 serialises it (only ``runner_data`` is left empty: ``Tuner.restore`` reads it, the export never
 does), and per trial a directory with ``result.json`` lines exactly as Tune's JSON logger writes
-them (record + identity + Tune's keys + the config, one ``json.dump`` per epoch) and ``error.txt``
+them (record + Tune's keys + the config, one ``json.dump`` per epoch) and ``error.txt``
 for failed trials. The study mixes 50 configs x 200 seeds: 2 models x 3 targets x 8 pruning
 periods, plus 2 baselines; 1% diverge, 0.5% fail, 0.5% are still running.
 
@@ -16,6 +16,11 @@ The parent then times, on that directory: ``export_study`` (Tune snapshot + resu
 trials/epochs/events Parquet; ``fits.parquet`` is timed separately as "aggregate") and
 ``write_report``. It writes ``seconds`` (total), the per-stage ``stages`` seconds,
 ``peak_rss_mib`` (the parent's peak resident memory: ``ru_maxrss``) and ``trials``.
+
+``bootstrap_vs_scipy`` then recomputes every fit twice, side by side: with
+``results.bootstrap.rank_cis`` and with ``scipy.stats.bootstrap(paired=True)`` (the same
+intervals, one scipy call per resample), and reports both times and their ratio (not part of
+``seconds``).
 """
 
 from __future__ import annotations
@@ -41,10 +46,9 @@ from trainables.config import (  # noqa: E402
     PruningConfig,
     TrainConfig,
     TrialConfig,
-    baseline_key,
-    trial_id,
 )
 from trainables.pruning.schedule import schedule_summary  # noqa: E402
+from trainables.records import empty_record, layer_units  # noqa: E402
 
 PERIODS = (4, 8, 12, 16, 20, 30, 40, 60)
 TARGET_DROP = {"smallest": 0.01, "random": 0.04, "largest": 0.09}
@@ -78,7 +82,8 @@ def configs(epochs: int) -> list[TrialConfig]:
 def records(cfg: TrialConfig, rng: np.random.Generator, epochs: int, fate: str) -> list[dict]:
     """Per-epoch records of one synthetic trial (plausible shapes, seeded noise)."""
     events = [] if cfg.is_baseline else list(range(5, 81, cfg.pruning.period))
-    rate = None if cfg.is_baseline else schedule_summary(LAYERS, cfg.pruning.period)["pruning_rate"]
+    summary = schedule_summary(LAYERS, cfg.pruning.period)
+    rate, n_events = (0.0, 0) if cfg.is_baseline else (summary["pruning_rate"], len(events))
     drop = (
         0.0 if cfg.is_baseline else TARGET_DROP[cfg.pruning.target] * float(rng.uniform(0.5, 1.5))
     )
@@ -88,34 +93,18 @@ def records(cfg: TrialConfig, rng: np.random.Generator, epochs: int, fate: str) 
     for epoch in range(epochs):
         done = sum(1 for ev in events if ev < epoch)
         acc = float(clean[epoch] + 0.4 * drop * done / max(len(events), 1))
-        rec = {
-            "epoch": epoch,
-            "train_loss": 1.0 / (epoch + 1),
-            "train_acc": min(1.0, acc + 0.08 + 0.002 * epoch),
-            "test_loss": 1.2 / (epoch + 1),
-            "test_acc": acc,
-            "sparsity": pruned_frac,
-            "lr": 1e-3,
-            "epoch_time_s": 1.5,
-            "is_event": False,
-            "status": "running",
-            "val_loss": None,
-            "val_acc": None,
-            "acc_before": None,
-            "acc_after": None,
-            "instability": None,
-            "units_removed": None,
-            "units_removed_total": None,
-            "imp_round": None,
-            "train_acc_noisy": None,
-            "train_acc_clean": None,
-            "hessian_topk_sum": None,
-            "grad_noise_trace": None,
-            "eps_flatness": None,
-            "flatness_time_s": None,
-            "per_example_loss_file": None,
-            "pruning_rate": rate,
-        }
+        rec = empty_record(epoch)
+        rec.update(
+            train_loss=1.0 / (epoch + 1),
+            train_acc=min(1.0, acc + 0.08 + 0.002 * epoch),
+            test_loss=1.2 / (epoch + 1),
+            test_acc=acc,
+            sparsity=pruned_frac,
+            lr=1e-3,
+            epoch_time_s=1.5,
+            pruning_rate=rate,
+            num_events=n_events,
+        )
         if epoch in events:
             after = acc * (1 - drop * float(rng.uniform(0.7, 1.3)))
             units = {
@@ -132,7 +121,7 @@ def records(cfg: TrialConfig, rng: np.random.Generator, epochs: int, fate: str) 
                 test_acc=after,
                 sparsity=pruned_frac,
                 instability=(acc - after) / acc,
-                units_removed=units,
+                units_removed=layer_units(units),
                 units_removed_total=sum(units.values()),
             )
         if epoch in cfg.flatness.epochs:
@@ -201,34 +190,24 @@ def write_study(root: str, n_trials: int, epochs: int) -> str:
         trial.relative_logdir = dirname  # as Trial.init_local_path sets it
         os.makedirs(os.path.join(tune_dir, "trials", dirname))
         recs = records(cfg, rng, epochs, fates[i])
-        identity = {
-            "trial_key": trial_id(cfg),
-            "baseline_key": baseline_key(cfg),
-            "seed": cfg.seed,
-            "is_baseline": cfg.is_baseline,
-        }
         with open(os.path.join(tune_dir, "trials", dirname, "result.json"), "w") as f:
             for it, rec in enumerate(recs, start=1):
-                result = (
-                    rec
-                    | identity
-                    | {
-                        "timestamp": 1795245872,
-                        "checkpoint_dir_name": None,
-                        "done": False,
-                        "training_iteration": it,
-                        "trial_id": tid,
-                        "date": "2026-11-21_07-24-32",
-                        "time_this_iter_s": 1.5,
-                        "time_total_s": 1.5 * it,
-                        "pid": 4242,
-                        "hostname": "node-a",
-                        "node_ip": "10.0.0.2",
-                        "config": config,
-                        "time_since_restore": 1.5 * it,
-                        "iterations_since_restore": it,
-                    }
-                )
+                result = rec | {
+                    "timestamp": 1795245872,
+                    "checkpoint_dir_name": None,
+                    "done": False,
+                    "training_iteration": it,
+                    "trial_id": tid,
+                    "date": "2026-11-21_07-24-32",
+                    "time_this_iter_s": 1.5,
+                    "time_total_s": 1.5 * it,
+                    "pid": 4242,
+                    "hostname": "node-a",
+                    "node_ip": "10.0.0.2",
+                    "config": config,
+                    "time_since_restore": 1.5 * it,
+                    "iterations_since_restore": it,
+                }
                 f.write(json.dumps(result) + "\n")
         trial.run_metadata.last_result = result
         trial.run_metadata.num_failures = int(fates[i] == "error")
@@ -253,11 +232,10 @@ def write_study(root: str, n_trials: int, epochs: int) -> str:
 
 def time_study(study: str) -> dict:
     """Time the results stage on `study` in this process (module docstring)."""
-    from results.tune_reader import read_tune_study
-
     from results import api, storage
     from results.export import build_tables, fits_table
     from results.history import read_histories
+    from results.snapshot import read_study
 
     stages, cpu_stages = {}, {}
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -270,7 +248,7 @@ def time_study(study: str) -> dict:
     c = cpu_now()
     fs, path = storage.resolve(study)
     meta = storage.read_meta(fs, path, study)
-    tune_study = read_tune_study(fs, os.path.join(path, "tune"))
+    tune_study = read_study(fs, os.path.join(path, "tune"))
     stages["read_tune_state"] = time.perf_counter() - t0
     cpu_stages["read_tune_state"], c = cpu_now() - c, cpu_now()
     t = time.perf_counter()
@@ -317,6 +295,64 @@ def _generate(root: str, n_trials: int, epochs: int, out: multiprocessing.Queue)
     out.put(write_study(root, n_trials, epochs))
 
 
+def _scipy_rank_cis(x, y, n_resamples, random_state=0, confidence=0.95):
+    """results.bootstrap.rank_cis done by scipy.stats.bootstrap(paired=True): the same intervals
+    (tests/results/test_bootstrap.py), one kendalltau / spearmanr call per resample."""
+    from scipy import stats as st
+
+    from results.stats import degenerate
+
+    if degenerate(x, y):
+        return (float("nan"),) * 4
+    out = []
+    for f in (st.kendalltau, st.spearmanr):
+        res = st.bootstrap(
+            (x, y),
+            lambda a, b, f=f: f(a, b).statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(random_state),
+        )
+        out += [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    return tuple(out)
+
+
+def compare_bootstrap(study: str) -> dict:
+    """All fits of the study with results.bootstrap and with scipy.stats.bootstrap, side by side."""
+    import pyarrow.parquet as pq
+
+    from results import aggregate, bootstrap
+    from results.export import trial_arrays
+
+    arrays = trial_arrays(pq.read_table(os.path.join(study, "trials.parquet")))
+    t = time.perf_counter()
+    ours = aggregate.fits(arrays)
+    ours_s = time.perf_counter() - t
+    original = bootstrap.rank_cis
+    aggregate.bootstrap.rank_cis = _scipy_rank_cis
+    try:
+        t = time.perf_counter()
+        theirs = aggregate.fits(arrays)
+        scipy_s = time.perf_counter() - t
+    finally:
+        aggregate.bootstrap.rank_cis = original
+    keys = ("kendall_ci_low", "kendall_ci_high", "spearman_ci_low", "spearman_ci_high")
+    same = all(
+        np.allclose([a[k] for k in keys], [b[k] for k in keys], rtol=1e-9, equal_nan=True)
+        for a, b in zip(ours, theirs, strict=True)
+    )
+    return {
+        "fits": len(ours),
+        "ours_s": round(ours_s, 2),
+        "scipy_s": round(scipy_s, 2),
+        "ratio_scipy_over_ours": round(scipy_s / ours_s, 2),
+        "same_intervals": same,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True, metavar="FILE", help="where to write the numbers")
@@ -338,6 +374,7 @@ def main() -> int:
         child.join()
     generate_s = time.perf_counter() - t
     numbers = time_study(study)
+    numbers["bootstrap_vs_scipy"] = compare_bootstrap(study)
     numbers.update(
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         epochs=args.epochs,

@@ -83,7 +83,7 @@ def open_for_run(spec: StudySpec, plan: StudyPlan) -> tuple[Study, bool]:
             )
         return Study(uri, fs, path, spec, spec.hash, experiments_of(plan)), True
     _check_creatable(fs, path, uri)
-    _create(fs, path, uri, spec, plan)
+    _create(fs, path, spec, plan)
     return Study(uri, fs, path, spec, spec.hash, experiments_of(plan)), False
 
 
@@ -141,7 +141,7 @@ def _check_creatable(fs: pafs.FileSystem, path: str, uri: str) -> None:
         )
 
 
-def _create(fs: pafs.FileSystem, path: str, uri: str, spec: StudySpec, plan: StudyPlan) -> None:
+def _create(fs: pafs.FileSystem, path: str, spec: StudySpec, plan: StudyPlan) -> None:
     """Write spec.yaml, then study.json (last: its presence marks a complete study record)."""
     fs.create_dir(path, recursive=True)
     storage.write_bytes(fs, posixpath.join(path, SPEC_FILE), spec.to_yaml().encode())

@@ -268,11 +268,11 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
 def _parse_top(key: str, value: Any, problems: Problems) -> Any:
     tp = type_hints(StudySpec)[key]
     if key in cross.SECTIONS:
-        return _parse_section(cross.SECTION_TYPES[key], value, key, key, problems)
+        return _parse_section(cross.SECTION_TYPES[key], value, key, problems)
     if key == "seeds":
         return _parse_seeds(value, problems)
     if key in ("search", "resources"):
-        return _parse_plain(tp, value, key, problems)
+        return _parse_fields(tp, value, key, problems, sweeps=False)
     if key == "max_concurrent_trials" and value is None:
         return None
     parsed = coerce(int if key == "max_concurrent_trials" else tp, value, key, problems)
@@ -294,23 +294,26 @@ def _mapping(value: Any, path: str, valid: list[str], problems: Problems) -> dic
     return value
 
 
-def _parse_section(cls: type, value: Any, where: str, path: str, problems: Problems) -> Any:
+def _parse_section(cls: type, value: Any, where: str, problems: Problems) -> Any:
     """A section: a mapping (its leaves may be sweeps) or a list of mappings (a grid of sections).
 
-    ``where`` names the value in errors (``pruning.perturbation[1]``); ``path`` is the field path
-    without grid indices (``pruning.perturbation``).
+    ``where`` names the value in errors (``pruning.perturbation[1]``).
     """
     if isinstance(value, list):
         if not value:
             problems.add(where, "an empty list is not a grid; give at least one mapping")
             return cls()
-        items = [
-            _parse_section(cls, v, f"{where}[{i}]", path, problems) for i, v in enumerate(value)
-        ]
+        items = [_parse_section(cls, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
         for i, item in enumerate(items):
             if item in items[:i]:
                 problems.add(f"{where}[{i}]", "grid items must be distinct, got a repeated mapping")
         return items[0] if len(items) == 1 else Grid(tuple(items))
+    return _parse_fields(cls, value, where, problems, sweeps=True)
+
+
+def _parse_fields(cls: type, value: Any, where: str, problems: Problems, *, sweeps: bool) -> Any:
+    """A mapping of `cls`'s fields: each value type-checked (as a sweep when `sweeps`), then its
+    field's rule applied to every value it can take; sub-sections parsed as sections."""
     hints = type_hints(cls)
     fields = dataclasses.fields(cls)
     data = _mapping(value, where, [f.name for f in fields], problems)
@@ -320,32 +323,15 @@ def _parse_section(cls: type, value: Any, where: str, path: str, problems: Probl
     for f in fields:
         if f.name not in data:
             continue
-        tp = hints[f.name]
-        at, field_path = f"{where}.{f.name}", f"{path}.{f.name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _parse_section(tp, data[f.name], at, field_path, problems)
+        tp, at = hints[f.name], f"{where}.{f.name}"
+        if sweeps and dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _parse_section(tp, data[f.name], at, problems)
             continue
-        kwargs[f.name] = parse_sweep(tp, data[f.name], at, problems)
+        parse = parse_sweep if sweeps else coerce
+        kwargs[f.name] = parse(tp, data[f.name], at, problems)
         if kwargs[f.name] is not INVALID:
             for bad, message in problems_of(rule_of(cls, f.name), candidates(kwargs[f.name], at)):
                 problems.add(bad, message)
-    return cls(**kwargs)
-
-
-def _parse_plain(cls: type, value: Any, path: str, problems: Problems) -> Any:
-    hints = type_hints(cls)
-    fields = dataclasses.fields(cls)
-    data = _mapping(value, path, [f.name for f in fields], problems)
-    if data is None:
-        return cls()
-    kwargs = {}
-    for f in fields:
-        if f.name in data:
-            at = f"{path}.{f.name}"
-            kwargs[f.name] = coerce(hints[f.name], data[f.name], at, problems)
-            if kwargs[f.name] is not INVALID:
-                for bad, message in problems_of(rule_of(cls, f.name), [(at, kwargs[f.name])]):
-                    problems.add(bad, message)
     return cls(**kwargs)
 
 

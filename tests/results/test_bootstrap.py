@@ -68,3 +68,26 @@ def test_plan_shrinks_resamples_with_n_but_not_below_the_minimum():
     assert plan.resamples(50) == 1000
     assert plan.resamples(2500) == 400
     assert plan.resamples(50_000) == 200
+
+
+def test_cis_equal_scipy_stats_bootstrap_paired_percentile():
+    """scipy.stats.bootstrap(paired=True, method='percentile') draws the same resamples from the
+    same generator: the library gives these very intervals (bench/results_scale.py shows it is
+    1.6x to 150x slower, which is why results.bootstrap stays)."""
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=40), 1)
+    y = np.round(0.5 * x + rng.normal(size=40), 1)
+    ours = bootstrap.rank_cis(x, y, 400, random_state=7)
+    theirs = []
+    for statistic in (st.kendalltau, st.spearmanr):
+        res = st.bootstrap(
+            (x, y),
+            lambda a, b, f=statistic: f(a, b).statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=400,
+            method="percentile",
+            random_state=np.random.default_rng(7),
+        )
+        theirs += [res.confidence_interval.low, res.confidence_interval.high]
+    assert_allclose(ours, theirs, rtol=1e-12)

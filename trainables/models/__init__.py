@@ -44,79 +44,102 @@ class ModelInfo:
     cpu_epoch_s: float | None = None  # one CPU thread, same reference size; None = impractical
 
 
-def _mlp(shape, classes, width):
-    from trainables.models.mlp import mlp
+# Each model module is imported only when one of its models is built (it imports torch).
+def _mlp_module():
+    from trainables.models import mlp
 
-    return mlp(shape, classes, width)
-
-
-def _lenet(shape, classes, width):
-    from trainables.models.mlp import lenet
-
-    return lenet(shape, classes, width)
+    return mlp
 
 
-def _cnn1d(shape, classes, width):
-    from trainables.models.cnn1d import cnn1d
+def _cnn1d_module():
+    from trainables.models import cnn1d
 
-    return cnn1d(shape, classes, width)
-
-
-def _vgg11_bn(shape, classes, width):
-    from trainables.models.vgg import vgg11_bn
-
-    return vgg11_bn(shape, classes, width)
+    return cnn1d
 
 
-def _vgg16(shape, classes, width):
-    from trainables.models.vgg import vgg16
+def _vgg_module():
+    from trainables.models import vgg
 
-    return vgg16(shape, classes, width)
-
-
-def _resnet18(shape, classes, width):
-    from trainables.models.resnet import resnet18
-
-    return resnet18(shape, classes, width)
+    return vgg
 
 
-def _resnet20(shape, classes, width):
-    from trainables.models.resnet import resnet20
+def _resnet_module():
+    from trainables.models import resnet
 
-    return resnet20(shape, classes, width)
-
-
-def _openlth_resnet20(shape, classes, width):
-    from trainables.models.openlth_resnet import openlth_resnet20
-
-    return openlth_resnet20(shape, classes, width)
+    return resnet
 
 
-def _resnet56(shape, classes, width):
-    from trainables.models.resnet import resnet56
+def _openlth_module():
+    from trainables.models import openlth_resnet
 
-    return resnet56(shape, classes, width)
+    return openlth_resnet
 
 
 MODELS: dict[str, ModelInfo] = {
-    "mlp": ModelInfo(_mlp, "MNIST-1D MLP, 40-256-256-10", False, 0.05, 4_000, 0.08),
-    "cnn1d": ModelInfo(_cnn1d, "MNIST-1D reference CNN with BatchNorm", False, 0.05, 4_000, 0.1),
-    "lenet": ModelInfo(_lenet, "LeNet-300-100 (OpenLTH mnist_lenet_300_100)", False, 0.3, 60_000),
-    "vgg11_bn": ModelInfo(_vgg11_bn, "VGG11-BN, one-Linear head (Bartoldson)", True, 0.6, 50_000),
-    "vgg16": ModelInfo(_vgg16, "VGG-16 with BatchNorm (OpenLTH cifar_vgg_16)", True, 1.2, 50_000),
-    "resnet18": ModelInfo(_resnet18, "CIFAR ResNet-18 (kuangliu)", True, 2.1, 50_000),
+    "mlp": ModelInfo(
+        build=lambda *a: _mlp_module().mlp(*a),
+        description="MNIST-1D MLP, 40-256-256-10",
+        paper_scale=False,
+        gpu_epoch_s=0.05,
+        reference_train_size=4_000,
+        cpu_epoch_s=0.08,
+    ),
+    "cnn1d": ModelInfo(
+        build=lambda *a: _cnn1d_module().cnn1d(*a),
+        description="MNIST-1D reference CNN with BatchNorm",
+        paper_scale=False,
+        gpu_epoch_s=0.05,
+        reference_train_size=4_000,
+        cpu_epoch_s=0.1,
+    ),
+    "lenet": ModelInfo(
+        build=lambda *a: _mlp_module().lenet(*a),
+        description="LeNet-300-100 (OpenLTH mnist_lenet_300_100)",
+        paper_scale=False,
+        gpu_epoch_s=0.3,
+        reference_train_size=60_000,
+    ),
+    "vgg11_bn": ModelInfo(
+        build=lambda *a: _vgg_module().vgg11_bn(*a),
+        description="VGG11-BN, one-Linear head (Bartoldson et al.)",
+        paper_scale=True,
+        gpu_epoch_s=0.6,
+        reference_train_size=50_000,
+    ),
+    "vgg16": ModelInfo(
+        build=lambda *a: _vgg_module().vgg16(*a),
+        description="VGG-16 with BatchNorm (OpenLTH cifar_vgg_16)",
+        paper_scale=True,
+        gpu_epoch_s=1.2,
+        reference_train_size=50_000,
+    ),
+    "resnet18": ModelInfo(
+        build=lambda *a: _resnet_module().resnet18(*a),
+        description="CIFAR ResNet-18 (kuangliu)",
+        paper_scale=True,
+        gpu_epoch_s=2.1,
+        reference_train_size=50_000,
+    ),
     "resnet20": ModelInfo(
-        _resnet20, "ResNet-20, option-A shortcuts (Idelbayev)", True, 0.5, 50_000
+        build=lambda *a: _resnet_module().resnet20(*a),
+        description="ResNet-20, option-A shortcuts (Idelbayev)",
+        paper_scale=True,
+        gpu_epoch_s=0.5,
+        reference_train_size=50_000,
     ),
     "resnet56": ModelInfo(
-        _resnet56, "ResNet-56, option-A shortcuts (Idelbayev)", True, 1.0, 50_000
+        build=lambda *a: _resnet_module().resnet56(*a),
+        description="ResNet-56, option-A shortcuts (Idelbayev)",
+        paper_scale=True,
+        gpu_epoch_s=1.0,
+        reference_train_size=50_000,
     ),
     "openlth_resnet20": ModelInfo(
-        _openlth_resnet20,
-        "ResNet-20, 1x1-conv shortcuts (OpenLTH cifar_resnet_20)",
-        True,
-        0.5,
-        50_000,
+        build=lambda *a: _openlth_module().openlth_resnet20(*a),
+        description="ResNet-20, 1x1-conv shortcuts (OpenLTH cifar_resnet_20)",
+        paper_scale=True,
+        gpu_epoch_s=0.5,
+        reference_train_size=50_000,
     ),
 }
 NAMES: tuple[str, ...] = tuple(sorted(MODELS))
