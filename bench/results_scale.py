@@ -7,8 +7,9 @@ A child process writes a synthetic study in the exact on-disk form a real one ha
 (written by constructing a ``ray.tune.Tuner``; Ray is not started), an
 ``experiment_state-*.json`` holding every trial's state as Tune's own ``Trial.get_json_state``
 serialises it (only ``runner_data`` is left empty: ``Tuner.restore`` reads it, the export never
-does), and per trial a directory with ``result.json`` lines exactly as Tune's JSON logger writes
-them (record + Tune's keys + the config, one ``json.dump`` per epoch) and ``error.txt``
+does), and per trial a directory with ``result.json`` lines exactly as prunetune writes
+them through ``orchestrator.tuner.RecordLogger`` (record + Tune's keys, one ``json.dump`` per
+epoch; Tune's config copy is in ``params.json`` only) and ``error.txt``
 for failed trials. The study mixes 50 configs x 200 seeds: 2 models x 3 targets x 8 pruning
 periods, plus 2 baselines; 1% diverge, 0.5% fail, 0.5% are still running.
 
@@ -208,7 +209,8 @@ def write_study(root: str, n_trials: int, epochs: int) -> str:
                     "time_since_restore": 1.5 * it,
                     "iterations_since_restore": it,
                 }
-                f.write(json.dumps(result) + "\n")
+                line = {k: v for k, v in result.items() if k != "config"}  # as RecordLogger
+                f.write(json.dumps(line) + "\n")
         trial.run_metadata.last_result = result
         trial.run_metadata.num_failures = int(fates[i] == "error")
         trial.status = {

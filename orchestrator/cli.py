@@ -1,31 +1,60 @@
-"""The `prunetune` command line.
+"""The `prunetune` command line, and its one failure path.
 
-Each package registers its own subcommands: `orchestrator.commands` (run, resume, status,
-presets, show), `results.commands` (aggregate, report) and `orchestrator.submit` (submit).
-A registered subcommand sets ``func(args) -> int``. Bad input raises `UserError`: one line on
-stderr, exit code 2, no traceback; anything else is a bug and shows its traceback.
+Each package registers its own subcommands: `orchestrator.commands` (run, resume),
+`orchestrator.listing` (status, ls, presets, show), `results.commands` (aggregate, report) and
+`orchestrator.submit` (submit). A registered subcommand sets ``func(args) -> int``.
+
+Every user-facing failure ends in :func:`main`, whatever raised it: bad input (`UserError`), a
+refusal by the operating system or a filesystem (``OSError``: a permission, a missing directory,
+a full disk, a storage URI that refuses), text that is not UTF-8: one line on stderr, exit code 2,
+no traceback. A closed output pipe (``prunetune status DIR | head -1``) ends quietly. Anything
+else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from trainables.errors import UserError
+
+EXIT_CODES = """\
+exit codes:
+  0    done (every trial finished: ok or diverged)
+  1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
+  2    bad input or an environment refusal: one line on stderr, nothing written
+  130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
+
+The study spec's fields: `prunetune show quickstart` (a complete example), README "Study specs".
+"""
+
+
+def version() -> str:
+    from results.schema import prunetune_version
+
+    return prunetune_version()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prunetune",
         description="Pruning-and-generalization studies on Ray Tune.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"prunetune {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from orchestrator import commands, submit
+    from orchestrator import commands, listing, submit
     from results import commands as results_commands
 
     commands.register(sub)
+    listing.register(sub)
     results_commands.register(sub)
     submit.register(sub)
+    for command in sub.choices.values():
+        command.epilog = command.epilog or EXIT_CODES
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
@@ -35,11 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"prunetune: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)
         return 130
+    except UnicodeError as exc:
+        return _fail(f"not UTF-8 text ({exc})")
+    except OSError as exc:
+        return _fail(os_error_line(exc))
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: reason`` of an operating-system or filesystem refusal, on one line."""
+    where = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or " ".join(str(exc).split())
+    return f"{where}: {reason}" if where else reason
+
+
+def _fail(message: str) -> int:
+    try:
+        print(f"prunetune: error: {message}", file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    return 2
+
+
+def _silence_stdout() -> None:
+    """The reader of our output went away: send the rest (and Python's final flush) nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

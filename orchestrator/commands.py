@@ -1,12 +1,15 @@
-"""`prunetune run | resume | status | presets | show`.
+"""`prunetune run` and `prunetune resume`: the driver of a study.
 
-Every command validates its input completely before it touches anything: a bad spec or a study
-directory that does not check out raises `UserError` (one line per problem, exit 2) before a
-study directory is written or Ray is imported. Ray, Tune and the results package are imported
-inside the commands that need them, so `presets`, `show`, `status` and `--dry-run` start fast.
+Order, so that nothing is written before everything is checked (a refusal exits 2 and leaves no
+study directory behind): the spec is loaded and validated (with any ``KEY=VALUE`` overrides);
+the Ray address is checked (syntax, and reached with a bounded timeout); the study's place is
+checked (storage reachable, creatable, the spec hash agrees with an existing study); Ray starts
+and the trials' resources are checked against its nodes; only then is the study directory
+created, its driver lock taken (one driver per study: :mod:`orchestrator.lock`), the
+experiments run, the tables exported and the report written.
 
-Output: progress and Tune's own messages go to stderr; stdout carries the command's result and,
-for `run` and `resume`, the study directory as its last line (for scripts:
+Output: progress and notes go to stderr; Ray's and Tune's own console output only with ``-v``;
+stdout carries the command's result with the study directory as its last line (for scripts:
 ``dir=$(prunetune run quickstart | tail -1)``).
 """
 
@@ -14,89 +17,146 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from orchestrator.study import Study, open_existing, open_for_run
+from orchestrator.study import Study, Target, locate, open_existing, open_for_run
 from search_spaces.expand import StudyPlan, expand
+
+ADDRESS_HELP = (
+    "Ray cluster to run on: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT; "
+    "a token-auth cluster needs RAY_AUTH_MODE=token and its token, as for `ray` itself "
+    "(default: start a local Ray, token auth on, with every CPU of this machine)"
+)
+OVERRIDES_HELP = (
+    "spec fields to change, Hydra style: train.epochs=5 seeds=1 'pruning.target=[smallest,largest]' "
+    "(values read as YAML; the resolved spec.yaml records them)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a study (resumes it if it exists with the same spec)")
     p.add_argument("spec", metavar="SPEC_OR_PRESET", help="a spec YAML file or a preset name")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     p.add_argument("--storage", help="study storage: a directory or a URI (default: the spec's)")
     p.add_argument("--name", help="study name (default: the spec's)")
-    p.add_argument("--address", help=_ADDRESS_HELP)
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the plan; run and write nothing")
+    p.add_argument(
+        "--json", action="store_true", help="with --dry-run: the plan as one JSON object"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="resume an interrupted study")
     p.add_argument("study_dir", metavar="STUDY_DIR", help="the study directory (path or URI)")
-    p.add_argument("--address", help=_ADDRESS_HELP)
+    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's output")
     p.set_defaults(func=cmd_resume)
-
-    p = sub.add_parser(
-        "status", help="trials ok / diverged / running / error / pending, gain so far"
-    )
-    p.add_argument("study_dir", metavar="STUDY_DIR", help="the study directory (path or URI)")
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("presets", help="list the shipped study presets")
-    p.set_defaults(func=cmd_presets)
-
-    p = sub.add_parser("show", help="print a preset's YAML (to copy and edit)")
-    p.add_argument("name", metavar="NAME", help="a preset name (see `prunetune presets`)")
-    p.set_defaults(func=cmd_show)
-
-
-_ADDRESS_HELP = (
-    "Ray cluster to run on: 'auto' (the cluster this machine belongs to) or ray://host:port; "
-    "a token-auth cluster needs RAY_AUTH_MODE=token and its token, as for `ray` itself "
-    "(default: start a local Ray, token auth on, with every CPU of this machine)"
-)
-
-
-# --- run / resume ---------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.runtime import check_address
     from search_spaces.spec import load_spec
 
-    spec = load_spec(args.spec, name=args.name, storage=args.storage)
+    spec = load_spec(
+        args.spec, name=args.name, storage=args.storage, overrides=args.overrides, note=note
+    )
     plan = expand(spec)
     if args.dry_run:
-        _print_plan(plan, spec.name)
+        from orchestrator.dry_run import print_plan
+
+        print_plan(spec, plan, args.address, as_json=args.json)
         return 0
-    study, resumed = open_for_run(spec, plan)
-    _note(f"{'resuming' if resumed else 'created'} study {study.uri} (spec {study.spec_hash})")
-    return execute(study, plan, args.address)
+    check_address(args.address)
+    locate(spec)  # refuses a storage or name clash now, before Ray starts
+    return execute(lambda: locate(spec), spec, plan, args.address, args.verbose)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.runtime import check_address
+
     study = open_existing(args.study_dir)
-    _note(f"resuming study {study.uri} (spec {study.spec_hash})")
-    return execute(study, expand(study.spec), args.address)
+    check_address(args.address)
+    target = Target(study.uri, study.fs, study.path, True)
+    return execute(lambda: target, study.spec, expand(study.spec), args.address, args.verbose)
 
 
-def execute(study: Study, plan: StudyPlan, address: str | None) -> int:
-    """Run every unfinished experiment, export, write the report, print the summary.
+def execute(
+    locate_target: Callable[[], Target],
+    spec: Any,
+    plan: StudyPlan,
+    address: str | None,
+    verbose: bool = False,
+) -> int:
+    """Start Ray, check capacity, take the study's lock, create or open the study, run, export,
+    report. `locate_target` is called again under the lock (another driver may have created the
+    study meanwhile).
 
-    Returns 0 when every trial finished (ok or diverged), 1 when some errored for good
+    Returns 0 when every trial finished (ok or diverged), 1 when some failed for good
     (``prunetune resume`` retries them), 130 when Ctrl-C stopped it (state saved; nothing
     exported).
     """
-    from orchestrator.status import experiment_status, is_complete
+    from orchestrator.lock import acquire
+    from orchestrator.runtime import check_capacity, ray_session, trial_capacity
+
+    with ray_session(address, verbose):
+        check_capacity(plan.resources.cpu, plan.resources.gpu)
+        target = locate_target()
+        with acquire(target.fs, target.path, target.uri, command=" ".join(sys.argv)) as lock:
+            target = locate_target()
+            study = open_for_run(target, spec, plan)
+            state = "resuming" if target.exists else "created"
+            note(f"{state} study {study.uri} (spec {study.spec_hash})")
+            concurrency = plan.max_concurrent_trials or trial_capacity(
+                plan.resources.cpu, plan.resources.gpu
+            )
+            finished = _run_experiments(study, plan, address, concurrency, verbose)
+            if lock.lost:
+                raise _lost(lock.lost)
+            if not finished:
+                note(f"interrupted; the study's state is saved: prunetune resume {study.uri}")
+                return 130
+            return _export(study, plan)
+
+
+def _run_experiments(
+    study: Study, plan: StudyPlan, address: str | None, concurrency: int, verbose: bool
+) -> bool:
+    """Run the unfinished experiments in order; False when one was interrupted."""
+    from orchestrator.status import is_complete
+    from orchestrator.tuner import run_experiment
+
+    todo = [e for e in study.experiments if not is_complete(study, plan, e)]
+    if not todo:
+        note("every trial already finished; exporting")
+        return True
+    if address is not None:  # a cluster: every node must reach the study directory
+        from orchestrator.cluster import check_storage_shared
+
+        check_storage_shared(study.uri)
+    for experiment in todo:
+        outcome = run_experiment(study, plan, experiment, concurrency, verbose)
+        if outcome.discarded_stale:
+            note(f"{experiment}: no snapshot had been written; started it afresh")
+        if outcome.orphans_removed:
+            n = len(outcome.orphans_removed)
+            note(f"{experiment}: removed {n} orphan trial directories left by a restore")
+        if outcome.interrupted:
+            return False
+    return True
+
+
+def _export(study: Study, plan: StudyPlan) -> int:
+    """Export the tables, write the report, print the summary; the exit code (see execute)."""
+    from orchestrator.status import experiment_status
+    from results.api import export_study, write_report
     from results.commands import summary_lines
     from results.status import format_counts
 
-    todo = [e for e in study.experiments if not is_complete(study, plan, e)]
-    if todo:
-        if not _run_experiments(study, plan, todo, address):
-            _note(f"interrupted; the study's state is saved: prunetune resume {study.uri}")
-            return 130
-    else:
-        _note("every trial already finished; exporting")
     statuses = [experiment_status(study, plan, e) for e in study.experiments]
-    summary, report = export_and_report(study)
+    summary = export_study(study.uri)
+    report = write_report(study.uri)
     for s in statuses:
         print(f"{s.experiment}: {format_counts(s.counts, s.expected)}")
     print("\n".join(summary_lines(summary)))
@@ -109,117 +169,11 @@ def execute(study: Study, plan: StudyPlan, address: str | None) -> int:
     return 1 if unfinished else 0
 
 
-def _run_experiments(study: Study, plan: StudyPlan, todo: list[str], address: str | None) -> bool:
-    """Run the experiments in order; False when one was interrupted (the rest are not started)."""
-    from orchestrator.runtime import ray_session, trial_capacity
+def _lost(why: str) -> Exception:
+    from trainables.errors import UserError
 
-    with ray_session(address):  # before importing Ray here: it sets RAY_AUTH_MODE first
-        from orchestrator.tuner import run_experiment
-
-        if address is not None:  # a cluster: every node must reach the study directory
-            from orchestrator.cluster import check_storage_shared
-
-            check_storage_shared(study.uri)
-        concurrency = plan.max_concurrent_trials or trial_capacity(
-            plan.resources.cpu, plan.resources.gpu
-        )
-        for experiment in todo:
-            outcome = run_experiment(study, plan, experiment, concurrency)
-            if outcome.discarded_stale:
-                _note(f"{experiment}: no snapshot had been written; started it afresh")
-            if outcome.orphans_removed:
-                n = len(outcome.orphans_removed)
-                _note(f"{experiment}: removed {n} orphan trial directories left by a restore")
-            if outcome.interrupted:
-                return False
-    return True
+    return UserError(f"the study's driver lock was lost ({why}); another driver took it over")
 
 
-def export_and_report(study: Study) -> tuple[Any, str]:
-    from results.api import export_study, write_report
-
-    summary = export_study(study.uri)
-    return summary, write_report(study.uri)
-
-
-def _print_plan(plan: StudyPlan, name: str) -> None:
-    """The ``--dry-run`` plan: ``search_spaces.summary.plan_summary``, one line per item."""
-    from search_spaces.summary import plan_summary
-
-    print(f"study {name}: plan (dry run; nothing written)")
-    for key, value in plan_summary(plan).items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
-        print(f"  {key.replace('_', ' ')}: {value}")
-
-
-# --- status ---------------------------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.status import experiment_status, format_status
-
-    study = open_existing(args.study_dir)
-    plan = expand(study.spec)
-    print(f"study {study.uri} (spec {study.spec_hash})")
-    statuses = [experiment_status(study, plan, e) for e in study.experiments]
-    for status in statuses:
-        print(format_status(status))
-    started = any(s.phase != "absent" for s in statuses)
-    print(_gain_line(study) if started else _NO_GAIN)
-    job = _job_line(study)
-    if job:
-        print(job)
-    return 0
-
-
-_NO_GAIN = "gain: none yet (no pruned trial with finished matched baselines)"
-
-
-def _gain_line(study: Study) -> str:
-    """Best and worst gain over the pruned trials that have one so far (computed, not stored:
-    `status` must not write into a study another process may be running)."""
-    from results.api import gain_extremes, study_tables
-
-    e = gain_extremes(study_tables(study.uri).tables.trials)
-    if e is None:
-        return _NO_GAIN
-    return (
-        f"gain: best {e.best:+.4f} (trial {e.best_trial}, instability {_num(e.best_instability)}), "
-        f"worst {e.worst:+.4f} (trial {e.worst_trial}, instability {_num(e.worst_instability)}); "
-        f"n = {e.n} pruned trials with a gain"
-    )
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _job_line(study: Study) -> str | None:
-    from orchestrator import submit
-
-    return submit.job_status_line(study.uri)
-
-
-# --- presets --------------------------------------------------------------------------------------
-
-
-def cmd_presets(args: argparse.Namespace) -> int:
-    from search_spaces.presets import list_presets, preset_description
-
-    names = list_presets()
-    width = max((len(n) for n in names), default=0)
-    for name in names:
-        print(f"{name:<{width}}  {preset_description(name)}")
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from search_spaces.presets import preset_text
-
-    sys.stdout.write(preset_text(args.name))
-    return 0
-
-
-def _note(text: str) -> None:
+def note(text: str) -> None:
     print(f"prunetune: {text}", file=sys.stderr, flush=True)

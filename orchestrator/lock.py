@@ -48,10 +48,9 @@ from typing import Literal
 
 import pyarrow.fs as pafs
 
+from results.storage import LEASE_FILE, LOCK_FILE
 from trainables.errors import UserError
 
-LOCK_FILE = ".driver.lock"
-LEASE_FILE = "driver-lease.json"
 # The files a lock leaves in a study directory (a flock file stays after release, empty).
 LOCK_FILES = frozenset({LOCK_FILE, LEASE_FILE})
 Mode = Literal["auto", "flock", "lease"]
@@ -322,3 +321,35 @@ class _LeaseLock(StudyLock):
             f"{other.describe()}, last heartbeat {age:.0f} s ago; "
             f"its lease expires {self._expire_s:.0f} s after its last heartbeat"
         )
+
+
+# --- who drives a study (read-only) ---------------------------------------------------------------
+
+
+def driver_of(fs: pafs.FileSystem, study_path: str, expire_s: float = 120.0) -> Holder | None:
+    """The driver holding the study's lock now, or None; reads only, takes nothing.
+
+    Local: a shared non-blocking ``flock`` probe on ``.driver.lock`` (refused while a driver holds
+    it exclusively). Elsewhere: a lease whose heartbeat is younger than ``expire_s``.
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            fd = os.open(os.path.join(study_path, LOCK_FILE), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder_fd(fd)
+            return holder or Holder(host="?", pid=0, started="?", command="?")
+        finally:
+            os.close(fd)  # also drops our shared probe lock
+        return None
+    try:
+        with fs.open_input_stream(posixpath.join(study_path, LEASE_FILE)) as f:
+            lease = Holder.from_json(f.readall().decode("utf-8", "replace"))
+    except (FileNotFoundError, OSError):
+        return None
+    if lease is None or time.time() - lease.heartbeat >= expire_s:
+        return None
+    return lease

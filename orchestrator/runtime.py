@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import sys
 from collections.abc import Iterator
+
+from trainables.errors import UserError
 
 TUNE_ENV_DEFAULTS = {
     "TUNE_GLOBAL_CHECKPOINT_S": "10",
@@ -58,12 +62,45 @@ def _restored_environment(keys: tuple[str, ...]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+ADDRESS_TIMEOUT_S = 5.0
+_HOST_PORT = re.compile(r"(?:ray://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})")
+
+
+def check_address(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+    """Refuse a malformed or unreachable Ray address now, before anything is written.
+
+    ``None`` (a new local Ray) and ``auto`` (found when Ray starts) pass; ``ray://HOST:PORT`` (Ray
+    Client) and ``HOST:PORT`` (a cluster's GCS) must parse and accept a TCP connection within
+    ``timeout_s`` seconds.
+    """
+    if address is None or address == "auto":
+        return
+    if address.startswith(("http://", "https://")):
+        raise UserError(
+            f"--address: {address!r} is a dashboard URL, which `prunetune submit` takes; `run` "
+            "takes auto, ray://HOST:10001 (Ray Client) or HOST:PORT (the cluster's GCS)"
+        )
+    match = _HOST_PORT.fullmatch(address)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise UserError(f"--address: must be auto, ray://HOST:PORT or HOST:PORT, got {address!r}")
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"--address: cannot reach {address} ({reason}); is the cluster up?"
+        ) from None
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
+def ray_session(address: str | None, verbose: bool = False) -> Iterator[None]:
     """Start local Ray (``address`` None) or connect to ``address``; shut it down on exit.
 
     If Ray is already initialised in this process (a test fixture, a notebook), it is used as is
-    and left running. The environment variables set here are restored on exit.
+    and left running. The environment variables set here are restored on exit. Workers' output
+    reaches this terminal only when `verbose`. A cluster that cannot be joined is a UserError.
     """
     with _restored_environment((*TUNE_ENV_DEFAULTS, *THREAD_ENV)):
         if address is None and "ray" not in sys.modules:
@@ -86,21 +123,74 @@ def ray_session(address: str | None) -> Iterator[None]:
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 logging_config=logging_config,
+                log_to_driver=verbose,
             )
         else:
-            ray.init(address=address, logging_config=logging_config)
+            try:
+                ray.init(address=address, logging_config=logging_config, log_to_driver=verbose)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                detail = " ".join(str(exc).split())[:300]
+                message = f"--address: cannot join the Ray cluster at {address}: {detail}"
+                raise UserError(message) from None
         try:
             yield
         finally:
             ray.shutdown()
 
 
-def trial_capacity(cpu: float, gpu: float) -> int:
-    """How many trials of (cpu, gpu) fit in the connected cluster right now (at least 1)."""
+def alive_nodes() -> list[dict[str, float]]:
+    """The resources (``CPU``, ``GPU``, ...) of each alive node of the connected cluster."""
     import ray
 
-    total = ray.cluster_resources()
-    fits = [int(total.get("CPU", 0) // cpu)] if cpu > 0 else []
-    if gpu > 0:
-        fits.append(int(total.get("GPU", 0) // gpu))
-    return max(1, min(fits) if fits else 1)
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def local_nodes() -> list[dict[str, float]]:
+    """What a local Ray started by `ray_session` would have: every CPU and every visible GPU."""
+    import torch
+
+    return [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+
+
+def capacity_refusal(nodes: list[dict[str, float]], cpu: float, gpu: float) -> str | None:
+    """Why trials of (cpu, gpu) can never start on these nodes (one line naming the field, what
+    the nodes have and the override that fixes it), or None when some node holds one."""
+    if any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes):
+        return None
+    has = "; ".join(f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU" for n in nodes)
+    largest_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    if gpu > largest_gpu:
+        fix = "resources.gpu=0 (CPU only)" if largest_gpu == 0 else f"resources.gpu={largest_gpu:g}"
+        field, wants = "resources.gpu", f"{gpu:g} GPU"
+    else:
+        largest_cpu = max((n.get("CPU", 0) for n in nodes if n.get("GPU", 0) >= gpu), default=0)
+        fix, field, wants = f"resources.cpu={largest_cpu:g}", "resources.cpu", f"{cpu:g} CPUs"
+    return (
+        f"{field}: each trial asks for {wants}, which no node of this cluster has (nodes: {has}); "
+        f"run it with the override {fix}"
+    )
+
+
+def slots(nodes: list[dict[str, float]], cpu: float, gpu: float) -> int:
+    """How many trials of (cpu, gpu) run at once on these nodes (a trial never spans nodes)."""
+
+    def per_node(n: dict[str, float]) -> int:
+        fits = [int(n.get("CPU", 0) // cpu)] if cpu > 0 else []
+        if gpu > 0:
+            fits.append(int(n.get("GPU", 0) // gpu))
+        return min(fits) if fits else 1
+
+    return sum(per_node(n) for n in nodes)
+
+
+def check_capacity(cpu: float, gpu: float) -> None:
+    """Refuse, before any trial is submitted, trials that no alive node of the connected cluster
+    can hold (they would wait forever): :func:`capacity_refusal` as a UserError."""
+    why = capacity_refusal(alive_nodes(), cpu, gpu)
+    if why:
+        raise UserError(why)
+
+
+def trial_capacity(cpu: float, gpu: float) -> int:
+    """How many trials of (cpu, gpu) fit in the connected cluster right now (at least 1)."""
+    return max(1, slots(alive_nodes(), cpu, gpu))

@@ -13,6 +13,7 @@ counts as not yet created.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,8 +25,8 @@ from results.schema import prunetune_version
 from results.storage import (
     META_FILE,
     OPTUNA_EXPERIMENT,
+    PRE_STUDY_FILES,
     SPEC_FILE,
-    SUBMISSION_FILE,
     TRIALS_EXPERIMENT,
     TUNE_DIR,
     join_uri,
@@ -34,9 +35,6 @@ from results.storage import (
 from search_spaces.expand import StudyPlan
 from search_spaces.spec import StudySpec, spec_from_yaml
 from trainables.errors import UserError
-
-# Files another command may write into a study directory before `run` creates the study.
-PRE_STUDY_FILES = frozenset({SUBMISSION_FILE})
 
 
 @dataclass(frozen=True)
@@ -66,25 +64,43 @@ def experiments_of(plan: StudyPlan) -> tuple[str, ...]:
     return fixed + ((OPTUNA_EXPERIMENT,) if plan.optuna else ())
 
 
-def open_for_run(spec: StudySpec, plan: StudyPlan) -> tuple[Study, bool]:
-    """The study of a validated spec: created if new; ``(study, resumed)``.
+@dataclass(frozen=True)
+class Target:
+    """Where a validated spec's study lives, checked and nothing written: ``exists`` says whether
+    running the spec resumes a study (same spec hash) or creates one."""
 
-    Raises UserError (one line) when the directory holds a study with another spec hash, or
-    holds something that is not a prunetune study.
+    uri: str
+    fs: pafs.FileSystem
+    path: str
+    exists: bool
+
+
+def locate(spec: StudySpec) -> Target:
+    """Check where the spec's study goes, writing nothing (UserError, one line, otherwise).
+
+    Refuses storage that cannot be reached, a study directory holding a study with another spec
+    hash or something that is not a prunetune study, and (local paths) a place that cannot be
+    created: a path through a file, or a read-only parent.
     """
     uri = study_uri(spec.storage, spec.name)
-    fs, path = storage.resolve(uri)
-    stored = _stored_hash(fs, path, uri)
+    fs, path, info = storage.open_location(uri)
+    stored = _stored_hash(fs, path, uri, info)
     if stored is not None:
         if stored != spec.hash:
             raise UserError(
                 f"study {uri} exists with spec hash {stored}; this spec hashes to {spec.hash}: "
                 "use another --name or resume it"
             )
-        return Study(uri, fs, path, spec, spec.hash, experiments_of(plan)), True
-    _check_creatable(fs, path, uri)
-    _create(fs, path, spec, plan)
-    return Study(uri, fs, path, spec, spec.hash, experiments_of(plan)), False
+        return Target(uri, fs, path, True)
+    _check_creatable(fs, path, uri, info)
+    return Target(uri, fs, path, False)
+
+
+def open_for_run(target: Target, spec: StudySpec, plan: StudyPlan) -> Study:
+    """The study at a :func:`locate` target: created (spec.yaml, study.json) unless it exists."""
+    if not target.exists:
+        _create(target.fs, target.path, spec, plan)
+    return Study(target.uri, target.fs, target.path, spec, spec.hash, experiments_of(plan))
 
 
 def open_existing(study_dir: str) -> Study:
@@ -93,9 +109,9 @@ def open_existing(study_dir: str) -> Study:
     Refuses (UserError) a missing or foreign directory, an invalid spec.yaml and a spec.yaml
     whose content no longer hashes to the hash the study was created with (an edited spec).
     """
-    fs, path = storage.resolve(study_dir)
+    fs, path, info = storage.open_location(study_dir)
     uri = study_dir if storage.is_uri(study_dir) else path
-    stored = _stored_hash(fs, path, uri)
+    stored = _stored_hash(fs, path, uri, info)
     if stored is None:
         raise UserError(f"{uri}: not a prunetune study directory (no {META_FILE})")
     text = storage.read_text(fs, posixpath.join(path, SPEC_FILE))
@@ -112,9 +128,8 @@ def open_existing(study_dir: str) -> Study:
     return Study(uri, fs, path, spec, stored, experiments_of(expand(spec)))
 
 
-def _stored_hash(fs: pafs.FileSystem, path: str, uri: str) -> str | None:
+def _stored_hash(fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileInfo) -> str | None:
     """The study's spec hash; None when the directory is absent or holds no ``study.json``."""
-    info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return None
     if info.type != pafs.FileType.Directory:
@@ -128,9 +143,12 @@ def _stored_hash(fs: pafs.FileSystem, path: str, uri: str) -> str | None:
         raise UserError(f"{uri}/{META_FILE}: unreadable; not a valid study record") from None
 
 
-def _check_creatable(fs: pafs.FileSystem, path: str, uri: str) -> None:
-    """Refuse to turn a directory holding anything but pre-study files into a study."""
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+def _check_creatable(fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileInfo) -> None:
+    """Refuse to turn a directory holding anything but pre-study files into a study, and (local
+    paths) a study directory that could not be created."""
+    if info.type == pafs.FileType.NotFound:
+        if isinstance(fs, pafs.LocalFileSystem):
+            _check_local_parent(path, uri)
         return
     entries = fs.get_file_info(pafs.FileSelector(path))
     foreign = sorted(e.base_name for e in entries if e.base_name not in PRE_STUDY_FILES)
@@ -141,9 +159,25 @@ def _check_creatable(fs: pafs.FileSystem, path: str, uri: str) -> None:
         )
 
 
+def _check_local_parent(path: str, uri: str) -> None:
+    """The nearest existing ancestor of a new local study directory is a writable directory."""
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"storage: {parent} is a file, not a directory; cannot create {uri}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"storage: {parent} is not writable (permission denied); cannot create {uri}"
+        )
+
+
 def _create(fs: pafs.FileSystem, path: str, spec: StudySpec, plan: StudyPlan) -> None:
     """Write spec.yaml, then study.json (last: its presence marks a complete study record)."""
-    fs.create_dir(path, recursive=True)
+    try:
+        fs.create_dir(path, recursive=True)
+    except OSError as exc:
+        raise UserError(f"storage: cannot create {path}: {exc.strerror or exc}") from None
     storage.write_bytes(fs, posixpath.join(path, SPEC_FILE), spec.to_yaml().encode())
     meta = {
         "name": spec.name,

@@ -21,14 +21,21 @@ Choices, with their reasons (ray-optuna-notes.md, performance-notes.md):
   session's trial directories. Such a directory holds no result any snapshot refers to (the
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
-- Tune's console output goes to stderr (``verbose=0`` still prints a header), so stdout stays
-  for the command's own result lines; progress comes from :class:`ProgressCallback`.
+- ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
+  the trial config in every line (``params.json`` holds it once), so each line is the record plus
+  Tune's few keys and the export parses it whole, fast.
+- Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
+  header), so stdout stays for the command's own result lines; progress comes from
+  :class:`ProgressCallback`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ray import tune
@@ -45,6 +52,15 @@ from search_spaces.tune_space import grid_param_space, optuna_param_space
 from trainables.errors import UserError
 
 
+class RecordLogger(JsonLoggerCallback):
+    """Tune's ``result.json`` logger, minus the config copy in every line (module docstring)."""
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        super().log_trial_result(
+            iteration, trial, {k: v for k, v in result.items() if k != "config"}
+        )
+
+
 @dataclass(frozen=True)
 class ExperimentOutcome:
     """What one experiment's final snapshot says after a run."""
@@ -58,9 +74,11 @@ class ExperimentOutcome:
 
 
 def run_experiment(
-    study: Study, plan: StudyPlan, experiment: str, concurrency: int
+    study: Study, plan: StudyPlan, experiment: str, concurrency: int, verbose: bool = False
 ) -> ExperimentOutcome:
-    """Run (or resume) one experiment to the end; Ray must be initialised."""
+    """Run (or resume) one experiment to the end; Ray must be initialised. Tune's own console
+    output (its banner, its tables, its "Resume experiment with: Tuner.restore(...)" hint, which
+    `prunetune resume` replaces) is shown only when `verbose`."""
     fs, path = study.fs, study.tune_path(experiment)
     state = phase(fs, path)
     discarded = state == "stale"
@@ -74,7 +92,7 @@ def run_experiment(
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:
         tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
-    with contextlib.redirect_stdout(sys.stderr):
+    with _tune_output(verbose):
         tuner.fit()
     prune_checkpoints(fs, path)
     orphans = remove_orphans(fs, path)
@@ -92,6 +110,22 @@ def run_experiment(
         tuple(orphans),
         interrupted,
     )
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: bool) -> Iterator[None]:
+    """Tune's prints to stderr (`verbose`) or nowhere; its warnings too unless `verbose`."""
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    with open(os.devnull, "w") as devnull:
+        target = sys.stderr if verbose else devnull
+        if not verbose:
+            tune_logger.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(target):
+                yield
+        finally:
+            tune_logger.setLevel(level)
 
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -114,7 +148,7 @@ def _new_tuner(
         failure_config=tune.FailureConfig(max_failures=plan.retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         # Order matters on restore (callback state is matched by position): keep it fixed.
-        callbacks=[JsonLoggerCallback(), ProgressCallback(experiment), CheckpointJanitor()],
+        callbacks=[RecordLogger(), ProgressCallback(experiment), CheckpointJanitor()],
         verbose=0,
     )
     frequency = {"checkpoint_frequency": plan.checkpoint_frequency}

@@ -61,7 +61,7 @@ def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str)
     keep = _most_complete(rows)
     rows = [rows[i] for i in keep]
     _add_gain(rows)
-    trials_table = _trials_table(rows, [resolved[i].cfg.to_dict() for i in keep], spec_hash)
+    trials_table = _trials_table(rows, [resolved[i].plain for i in keep], spec_hash)
     epochs = _epochs_table(latest, keep, len(trials), rows, spec_hash)
     return Tables(
         trials=trials_table,
@@ -171,13 +171,11 @@ def _epochs_table(
 
 def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
     ev = epochs.filter(pc.fill_null(epochs.column("is_event"), False))
-    per_layer = ev.column("units_removed").to_pylist()
-    by_layer = pa.array(
-        [None if v is None else [(u["layer"], u["units"]) for u in v] for v in per_layer],
-        type=schema.UNITS_BY_LAYER,
+    per_layer = ev.column("units_removed").combine_chunks()  # list<struct<layer, units>>
+    entries = per_layer.flatten()
+    by_layer = pa.MapArray.from_arrays(
+        per_layer.offsets, entries.field("layer"), entries.field("units"), mask=per_layer.is_null()
     )
-    summed = [sum(u["units"] for u in v) if v is not None else None for v in per_layer]
-    totals = pc.coalesce(ev.column("units_removed_total"), pa.array(summed, type=pa.int64()))
     columns = {
         "trial_id": ev.column("trial_id"),
         "trial_key": ev.column("trial_key"),
@@ -185,7 +183,7 @@ def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
         "acc_before": ev.column("acc_before"),
         "acc_after": ev.column("acc_after"),
         "instability": ev.column("instability"),
-        "units_removed": totals,
+        "units_removed": ev.column("units_removed_total"),
         "units_removed_by_layer": by_layer,
         "sparsity": ev.column("sparsity"),
         "imp_round": ev.column("imp_round"),

@@ -106,3 +106,12 @@ def partial(
             zr, se = np.arctanh(r), 1 / np.sqrt(n - 4)
         low, high = float(np.tanh(zr - zq * se)), float(np.tanh(zr + zq * se))
     return r, p, low, high
+
+
+def min_detectable_r(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest |r| a two-sided Pearson test on n pairs detects with the given power:
+    ``tanh((z_{1-alpha/2} + z_{power}) / sqrt(n - 3))`` (Fisher z); NaN for n <= 3."""
+    if n <= 3:
+        return NAN
+    z = st.norm.ppf(1 - alpha / 2) + st.norm.ppf(power)
+    return float(np.tanh(z / np.sqrt(n - 3)))

@@ -8,7 +8,13 @@ A study lives in ``<storage>/<name>/`` (a local path or any URI pyarrow's filesy
 - ``tune/<experiment>/``: the Ray Tune experiments (``trials``, then ``optuna``), the source of
   truth;
 - ``<table>.parquet`` for each of :data:`TABLES`, and ``report.html``: derived from ``tune/``;
-- ``submission.json``: written by ``prunetune submit`` (possibly before the study exists).
+- ``submission.json``: written by ``prunetune submit`` (possibly before the study exists);
+- ``.driver.lock`` / ``driver-lease.json``: the lock of the driver running the study
+  (``orchestrator.lock``).
+
+Object stores can retry a request for minutes when the network or the credentials are wrong, so
+every command first reaches its location through :func:`open_location`, which gives up after
+``timeout_s`` with one line.
 
 Writes go to a temporary sibling, then replace the target in one rename (``os.replace`` locally,
 ``FileSystem.move`` elsewhere; on object stores one object write is already atomic), so a reader
@@ -21,6 +27,7 @@ import json
 import os
 import posixpath
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -35,10 +42,15 @@ META_FILE = "study.json"
 TUNE_DIR = "tune"
 REPORT_FILE = "report.html"
 SUBMISSION_FILE = "submission.json"
+LOCK_FILE = ".driver.lock"
+LEASE_FILE = "driver-lease.json"
 TABLES: tuple[str, ...] = ("trials", "epochs", "events", "fits")
 TRIALS_EXPERIMENT = "trials"
 OPTUNA_EXPERIMENT = "optuna"
 SPEC_HASH_PREFIX = "# spec-hash:"
+# Files other commands may write into a study directory before `run` creates the study.
+PRE_STUDY_FILES = frozenset({SUBMISSION_FILE, LOCK_FILE, LEASE_FILE})
+REACH_TIMEOUT_S = 30.0
 
 
 def table_file(name: str) -> str:
@@ -62,14 +74,57 @@ def is_uri(location: str) -> bool:
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and the path on it of a local path (made absolute) or a URI."""
+    """The filesystem and the path on it of a local path (``~`` expanded, made absolute) or a
+    URI. Nothing is contacted (see :func:`open_location`)."""
     if is_uri(location):
         try:
             fs, path = pafs.FileSystem.from_uri(location)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
-            raise UserError(f"{location}: not a usable filesystem URI ({exc})") from None
+            detail = " ".join(str(exc).split())
+            raise UserError(f"{location}: not a usable filesystem URI ({detail})") from None
+        if not path.strip("/") and not isinstance(fs, pafs.LocalFileSystem):
+            raise UserError(f"{location}: names no bucket or path; give e.g. s3://BUCKET/studies")
         return fs, path.rstrip("/") or "/"
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+
+
+def open_location(
+    location: str, timeout_s: float = REACH_TIMEOUT_S
+) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
+    """:func:`resolve`, then reach the location: its ``FileInfo``, within ``timeout_s`` seconds.
+
+    Raises UserError (one line) when the filesystem refuses (credentials, network, a path through
+    a file) or does not answer in time. Local paths are checked directly.
+    """
+    fs, path = resolve(location)
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            return fs, path, fs.get_file_info(path)
+        except OSError as exc:
+            raise UserError(f"{location}: {exc.strerror or exc}") from None
+    outcome: list = []
+    probe = threading.Thread(
+        target=lambda: outcome.append(_try(fs.get_file_info, path)), daemon=True
+    )
+    probe.start()
+    probe.join(timeout_s)
+    if not outcome:
+        raise UserError(
+            f"{location}: the storage did not answer within {timeout_s:.0f} s "
+            "(network, endpoint or credentials?)"
+        )
+    value = outcome[0]
+    if isinstance(value, Exception):
+        detail = " ".join(str(value).split())
+        raise UserError(f"{location}: cannot reach the storage ({detail})")
+    return fs, path, value
+
+
+def _try(call, *args):
+    try:
+        return call(*args)
+    except Exception as exc:  # handed to the caller, which says it in one line
+        return exc
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -87,17 +142,23 @@ def study_uri(storage_root: str, name: str) -> str:
 
 
 def read_text(fs: pafs.FileSystem, path: str) -> str | None:
-    """The file's text, or None when it does not exist."""
+    """The file's text, or None when it does not exist; UserError when it is not UTF-8."""
     try:
         with fs.open_input_stream(path) as f:
-            return f.readall().decode("utf-8")
+            data = f.readall()
     except FileNotFoundError:
         return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); damaged?") from None
 
 
 def read_meta(fs: pafs.FileSystem, study_path: str, study_dir: str) -> StudyMeta:
     """Read ``study.json`` (required) and ``spec.yaml``; raises UserError naming what is wrong."""
     info = fs.get_file_info(study_path)
+    if info.type == pafs.FileType.File:
+        raise UserError(f"study directory {study_dir!r}: is a file, not a study directory")
     if info.type != pafs.FileType.Directory:
         raise UserError(f"study directory {study_dir!r}: not found")
     raw = read_text(fs, posixpath.join(study_path, META_FILE))

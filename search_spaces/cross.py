@@ -134,7 +134,8 @@ def all_swept(spec: Any) -> list[tuple[str, Any]]:
 def check_search(spec: Any, problems: Problems) -> None:
     """Which sweeps each algorithm accepts (see search_spaces.sweeps for the convention).
 
-    grid: lists only, num_samples 1. random: anything. optuna: sweeps only under ``pruning``
+    grid: lists only, num_samples 1. random: anything, but num_samples > 1 needs a
+    distribution to draw from. optuna: sweeps only under ``pruning``
     (so one set of baselines matches every trial), no list fields, no grids of sections.
     """
     search = spec.search
@@ -151,6 +152,14 @@ def check_search(spec: Any, problems: Problems) -> None:
             problems.add(
                 "search.num_samples",
                 f"grid search takes no num_samples (the grids and seeds set the trials), got {search.num_samples}",
+            )
+    if search.algorithm == "random" and search.num_samples != 1 and not problems.lines:
+        if not any(isinstance(value, Dist) for _, value in swept):
+            problems.add(
+                "search.num_samples",
+                "random search draws its num_samples from distributions and the spec has none "
+                f"(the same trials would repeat), got {search.num_samples}; give a distribution "
+                "or use search.algorithm grid",
             )
     if search.algorithm != "optuna":
         return
@@ -170,3 +179,59 @@ def check_search(spec: Any, problems: Problems) -> None:
 
 def _under_pruning(where: str) -> bool:
     return where == "pruning" or where.startswith(("pruning.", "pruning["))
+
+
+# --- scale ----------------------------------------------------------------------------------------
+
+MAX_TRIALS = 200_000  # per study: its plan is held in memory and its tables in one process
+
+
+def _points_of(node: Any) -> int:
+    """How many grid points a section has (a distribution counts once; it is drawn per sample)."""
+    n = 1
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if is_section_grid(value):
+            n *= sum(_points_of(item) for item in value.values)
+        elif is_section(value):
+            n *= _points_of(value)
+        elif isinstance(value, Grid):
+            n *= len(value.values)
+    return n
+
+
+def searched_trials(spec: Any) -> int:
+    """The pruned-or-not trials the spec's search runs (baselines not counted), computed without
+    expanding: grid points x draws x seeds (optuna: samples x seeds)."""
+    seeds = len(spec.seeds)
+    if spec.search.algorithm == "optuna":
+        return spec.search.num_samples * seeds
+    n = 1
+    for name in SECTIONS:
+        section = getattr(spec, name)
+        if is_section_grid(section):
+            n *= sum(_points_of(item) for item in section.values)
+        else:
+            n *= _points_of(section)
+    has_dist = any(isinstance(v, Dist) for _, v in all_swept(spec))
+    draws = spec.search.num_samples if spec.search.algorithm == "random" and has_dist else 1
+    return n * draws * seeds
+
+
+def check_scale(spec: Any, problems: Problems) -> None:
+    """Refuse a study beyond :data:`MAX_TRIALS` before it is expanded (naming what multiplies)."""
+    if problems.lines:
+        return  # counts of an invalid spec mean nothing
+    n = searched_trials(spec)
+    if n <= MAX_TRIALS:
+        return
+    factors = [f"seeds {len(spec.seeds)}"] + [
+        f"{where} {len(v.values)}" for where, v in all_swept(spec) if isinstance(v, Grid)
+    ]
+    if spec.search.algorithm != "grid":
+        factors.append(f"search.num_samples {spec.search.num_samples}")
+    problems.add(
+        "seeds",
+        f"the spec expands to {n:,} trials ({' x '.join(factors)}), more than the {MAX_TRIALS:,} "
+        "a study may hold; split it into several studies",
+    )

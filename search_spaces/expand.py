@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.cross import SECTIONS, all_swept, is_section, is_section_grid
+from search_spaces.cross import SECTION_TYPES, SECTIONS, all_swept, is_section, is_section_grid
 from search_spaces.model_check import model_facts
 from search_spaces.spec import ResourcesSpec, StudySpec
 from search_spaces.sweeps import Dist, DistKind, Grid, plain, sample
 from trainables.config import TrialConfig, baseline_of
+from trainables.fields import Problems, parse_mapping
 from trainables.identity import baseline_key, trial_key
 
 __all__ = ["OptunaPlan", "StudyPlan", "expand"]
@@ -107,10 +108,11 @@ def expand(spec: StudySpec) -> StudyPlan:
         if dists:
             rng = np.random.default_rng(spec.search.seed)
             draws = [{w: sample(d, rng) for w, d in dists} for _ in range(spec.search.num_samples)]
+        build = _Builder(spec)
         searched = [
-            _config(spec, point, draw, seed)
+            build.config(point, i, draw, seed)
             for point in points
-            for draw in draws
+            for i, draw in enumerate(draws)
             for seed in spec.seeds
         ]
     baselines = _baselines(searched, spec.seeds) if spec.baselines else []
@@ -200,6 +202,50 @@ def _config(spec: StudySpec, point: dict[str, Any], draw: dict[str, Any], seed: 
         _, default, _ = model_facts(model["name"], model["width"], dataset["name"])
         pruning["layers"] = [plain(layer) for layer in default]
     return TrialConfig.from_dict(data)
+
+
+class _Builder:
+    """Builds many trial configs fast: each distinct section value is parsed (type-checked) once
+    and shared by every trial that has it; only the seed differs between a point's trials. The
+    result equals ``_config`` (a test pins this)."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self._spec = spec
+        self._sections: dict[tuple[str, int, int], Any] = {}
+        self._layers: dict[tuple[int, str, float, str], Any] = {}
+
+    def config(
+        self, point: dict[str, Any], draw_index: int, draw: dict[str, Any], seed: int
+    ) -> TrialConfig:
+        """The trial at a grid point (whose section dicts the points share), draw and seed."""
+        parsed = {name: self._section(name, point[name], draw_index, draw) for name in SECTIONS}
+        pruning = parsed["pruning"]
+        if pruning.method == "schedule" and not pruning.layers:
+            parsed["pruning"] = self._with_default_layers(
+                pruning, parsed["model"], parsed["dataset"]
+            )
+        return TrialConfig(
+            **parsed,
+            seed=seed,
+            generalization=self._spec.generalization,
+            per_example_loss=self._spec.per_example_loss,
+        )
+
+    def _section(self, name: str, value: dict[str, Any], draw_index: int, draw: dict) -> Any:
+        key = (name, id(value), draw_index)  # the points (and so `value`) outlive the builder
+        if key not in self._sections:
+            problems = Problems()
+            section = parse_mapping(SECTION_TYPES[name], _fill(value, draw), name, problems)
+            problems.raise_if_any(ValueError)
+            self._sections[key] = section
+        return self._sections[key]
+
+    def _with_default_layers(self, pruning: Any, model: Any, dataset: Any) -> Any:
+        key = (id(pruning), model.name, model.width, dataset.name)
+        if key not in self._layers:
+            _, default, _ = model_facts(model.name, model.width, dataset.name)
+            self._layers[key] = dataclasses.replace(pruning, layers=tuple(default))
+        return self._layers[key]
 
 
 def _fill(data: Any, draw: dict[str, Any]) -> Any:

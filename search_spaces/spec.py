@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,7 @@ METRICS: tuple[str, ...] = tuple(
     if f.type in ("float64", "int64") and name not in ("epoch", "imp_round", "num_events")
 )
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+DEFAULT_STORAGE = "./studies"  # where a study goes when neither the spec nor --storage says
 
 
 def _name_rule(v: str) -> str | None:
@@ -149,7 +151,7 @@ class StudySpec:
     checkpoint_frequency: int = param(1, "epochs between trial checkpoints", at_least(1))
     retries: int = param(2, "retries of a failed trial, from its last checkpoint", at_least(0))
     storage: str = param(
-        "./studies", "where studies live: a path or a URI (s3://, gs://)", _non_empty
+        DEFAULT_STORAGE, "where studies live: a path or a URI (s3://, gs://)", _non_empty
     )
 
     @property
@@ -204,25 +206,54 @@ def _drop_defaults(section_value: Any) -> Any:
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_spec(source: str, *, name: str | None = None, storage: str | None = None) -> StudySpec:
-    """Load a spec from a YAML file path or a preset name; apply overrides; validate everything.
+def load_spec(
+    source: str,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    note: Callable[[str], None] | None = None,
+) -> StudySpec:
+    """Load a spec from a YAML file path or a preset name; apply `overrides` (``KEY=VALUE``,
+    :mod:`search_spaces.overrides`), then `name` and `storage`; validate everything.
 
-    Raises UserError listing every problem, one ``field.path: rule, got value`` per line.
+    Raises UserError listing every problem, one ``field.path: rule, got value`` per line. When a
+    file and a preset share the name, the file is used and `note` is told so.
     """
     from search_spaces.presets import PRESETS, preset_text
 
-    path = Path(source)
+    path = Path(source).expanduser()
     if path.is_file():
-        text, label, stem = path.read_text(), str(path), path.stem
+        if source in PRESETS and note is not None:
+            note(f"using the file {path}, not the preset {source} (a file of that name is here)")
+        text, label, stem = _read_spec_file(path), str(path), path.stem
     elif source in PRESETS:
         text, label, stem = preset_text(source), f"preset {source}", source
+    elif path.exists():
+        raise UserError(f"{source}: is not a file (a spec is a YAML file or a preset name)")
     elif path.suffix in (".yaml", ".yml") or "/" in source:
         raise UserError(f"{source}: no such spec file")
     else:
         raise UserError(
             f"unknown preset {source!r}; choose one of: {', '.join(PRESETS)} (or give a YAML file path)"
         )
-    return spec_from_yaml(text, label, default_name=stem, name=name, storage=storage)
+    return spec_from_yaml(
+        text, label, default_name=stem, name=name, storage=storage, overrides=overrides
+    )
+
+
+def _read_spec_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+            "save the spec as UTF-8"
+        ) from None
 
 
 def spec_from_yaml(
@@ -232,12 +263,18 @@ def spec_from_yaml(
     default_name: str | None = None,
     name: str | None = None,
     storage: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> StudySpec:
     """Parse and validate YAML text (``source`` names it in syntax errors)."""
+    from search_spaces.overrides import apply_overrides, key_tree, parse_overrides
+
     data = load_yaml(text, source)
     if not isinstance(data, dict):
         got = "an empty document" if data is None else kind_of(data)
         raise UserError(f"{source}: must be a mapping of spec fields, got {got}")
+    if overrides:
+        valid = key_tree(StudySpec)
+        data = apply_overrides(data, parse_overrides(list(overrides), valid), valid)
     if default_name is not None:
         data.setdefault("name", default_name)
     if name is not None:
@@ -260,6 +297,7 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     spec = StudySpec(**{"name": INVALID, **kwargs})
     cross.check_cross(spec, problems)
     cross.check_search(spec, problems)
+    cross.check_scale(spec, problems)
     model_check.check_models(spec, problems)
     problems.raise_if_any()
     return spec

@@ -22,7 +22,9 @@ from trainables.fields import (
     INVALID,
     Problems,
     above,
+    all_of,
     at_least,
+    at_most,
     check_rules,
     fraction,
     increasing,
@@ -47,6 +49,7 @@ ImpControl = Literal["none", "extended_dense", "sparse_from_start"]
 Optimizer = Literal["adam", "sgd"]
 Split = Literal["test", "train"]
 HessianAlgorithm = Literal["official", "projected"]
+MAX_EPOCHS = 100_000  # an upper bound that plans and tables can hold; far above any paper's 325
 GeneralizationMeasure = Literal["best_after_last_event", "final", "val_selected"]
 
 
@@ -82,7 +85,11 @@ class TrainConfig:
     gamma: float = param(0.1, "MultiStepLR factor", above(0))
     batch_size: int = param(128, "training batch size", at_least(1))
     eval_batch_size: int = param(1000, "evaluation batch size", at_least(1))
-    epochs: int = param(20, "training epochs (IMP: epochs per round)", at_least(1))
+    epochs: int = param(
+        20,
+        "training epochs (IMP: epochs per round)",
+        all_of(at_least(1), at_most(MAX_EPOCHS, "one record per epoch")),
+    )
     bf16: bool = param(False, "CUDA only: bf16 autocast")
     channels_last: bool = param(False, "CUDA only, 2-d image models: channels-last memory")
 
@@ -255,6 +262,47 @@ _NEEDS = (
     ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
 )
 
+
+def _idle(owner: str, active: tuple[str, ...], default: Any) -> Callable[..., list]:
+    """A field that does nothing unless `owner` is one of `active` must keep its default."""
+
+    def check(owner_value: Any, value: Any) -> list[tuple[str, str]]:
+        if owner_value in active or value == default:
+            return []
+        if owner == "pruning.method" and owner_value == "none":
+            why = "an unpruned trial prunes nothing; baselines: true adds unpruned trials"
+        else:
+            why = f"it is used only when {owner} is {' or '.join(active)}"
+        return [("", f"does nothing with {owner} {_word(owner_value)} ({why}); remove it")]
+
+    return check
+
+
+# IMP ranks weights by magnitude over its layers at the end of each round (trainables.methods).
+SCHEDULE_ONLY = ("score", "target", "scope", "period")
+
+
+def _idle_rules() -> tuple[CrossRule, ...]:
+    """Settings that would change the spec hash without changing what runs are refused (the
+    hash must reflect only science that runs): imp settings unless method imp, perturbation
+    settings unless a perturbation mode, any pruning setting of an unpruned trial."""
+    rules = []
+    for f in dataclasses.fields(ImpConfig):
+        check = _idle("pruning.method", ("imp",), f.default)
+        rules.append(CrossRule(("pruning.method", f"pruning.imp.{f.name}"), check, at=1))
+    for f in dataclasses.fields(PerturbationConfig):
+        if f.name != "mode":
+            check = _idle("pruning.perturbation.mode", ("zeroing", "gaussian"), f.default)
+            path = f"pruning.perturbation.{f.name}"
+            rules.append(CrossRule(("pruning.perturbation.mode", path), check, at=1))
+    for f in dataclasses.fields(PruningConfig):
+        if f.name not in ("method", "imp", "perturbation"):
+            used_by = ("schedule",) if f.name in SCHEDULE_ONLY else ("schedule", "imp")
+            check = _idle("pruning.method", used_by, f.default)
+            rules.append(CrossRule(("pruning.method", f"pruning.{f.name}"), check, at=1))
+    return tuple(rules)
+
+
 CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("train.milestones", "train.epochs"), _below_epochs),
     CrossRule(("flatness.epochs", "train.epochs"), _below_epochs),
@@ -263,6 +311,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     *(CrossRule((path, other), _needs(v, other, wanted)) for path, v, other, wanted in _NEEDS),
     CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
     CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
+    *_idle_rules(),
 )
 
 

@@ -197,6 +197,9 @@ def plain(value: Any) -> Any:
 # --- the one type check ---------------------------------------------------------------------------
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def coerce(tp: Any, value: Any, path: str, problems: Problems) -> Any:
     """Check one single value against a field type; INVALID after a recorded problem.
 
@@ -231,6 +234,9 @@ def coerce(tp: Any, value: Any, path: str, problems: Problems) -> Any:
     )
     if not ok:
         problems.add(path, f"must be {expected[tp]}, got {kind_of(value)}")
+        return INVALID
+    if tp is int and not INT64_MIN <= value <= INT64_MAX:
+        problems.add(path, f"must fit in 64 bits (tables store int64), got {show(value)}")
         return INVALID
     if tp is float:
         if not math.isfinite(value):

@@ -14,6 +14,7 @@ does, so a field added later with a default never renames old trials (golden ids
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -37,12 +38,28 @@ def canonical_dict(obj: Any) -> dict[str, Any]:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            sub = canonical_dict(value)
+            sub = _canonical_section(value) if _hashable(value) else canonical_dict(value)
             if sub:
                 out[f.name] = sub
         elif f.default is dataclasses.MISSING or value != f.default:
             out[f.name] = _plain(value)
     return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical_section(section: Any) -> dict[str, Any]:
+    """canonical_dict of a (frozen, hashable) config section, memoised: the trials of a study
+    share few distinct sections, and expanding 100,000 trials computes their keys. The dict is
+    shared between callers: read it, never change it."""
+    return canonical_dict(section)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -59,32 +76,74 @@ def _seeded_key(without_seed: Mapping[str, Any], seed: int) -> str:
 
 
 def _without(cfg: TrialConfig, *keys: str) -> dict[str, Any]:
-    d = canonical_dict(cfg)
+    d = dict(canonical_dict(cfg))
     for key in keys:
         d.pop(key, None)
     return d
 
 
+# --- keys of many configs -------------------------------------------------------------------------
+# Expanding a large study computes three keys for each of up to 100,000 configs that share few
+# distinct section objects and differ mostly by seed. The canonical JSON of a dict with sorted keys
+# is ``{"k1":v1,"k2":v2}``: the JSON text of each top-level value (without the seed) is made once
+# per distinct set of section objects, and each key hashes the joined pieces; the text, and so the
+# key, equals ``content_hash`` of the whole dict (tests pin the golden keys).
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(pieces: Mapping[str, str]) -> str:
+    text = "{" + ",".join(f'"{k}":{pieces[k]}' for k in sorted(pieces)) + "}"  # names: [a-z_]
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_PIECES: dict[tuple, tuple[tuple, dict[str, str], str, str]] = {}
+_MAX_PIECES = 50_000
+_UNSEEDED = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name != "seed")
+
+
+def _pieces(cfg: TrialConfig) -> tuple[dict[str, str], str, str]:
+    """(JSON text per top-level field without the seed, config key, baseline key), memoised by
+    the identity of the config's section objects (held by the memo, so ids stay unique)."""
+    objects = tuple(getattr(cfg, name) for name in _UNSEEDED)
+    memo_key = tuple(map(id, objects))
+    hit = _PIECES.get(memo_key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
+        return hit[1], hit[2], hit[3]
+    pieces = {k: _json(v) for k, v in _without(cfg, "seed").items()}
+    base = {k: v for k, v in pieces.items() if k != "pruning"}
+    if len(_PIECES) >= _MAX_PIECES:
+        _PIECES.clear()
+    _PIECES[memo_key] = (objects, pieces, _digest(pieces), _digest(base))
+    return pieces, _PIECES[memo_key][2], _PIECES[memo_key][3]
+
+
 def trial_key(cfg: TrialConfig) -> str:
     """12 hex chars naming the trial (module docstring)."""
-    return _seeded_key(_without(cfg, "seed"), cfg.seed)
+    pieces, _, _ = _pieces(cfg)
+    if cfg.seed == _DEFAULT_SEED:
+        return _digest(pieces)
+    return _digest({**pieces, "seed": _json(cfg.seed)})
 
 
 def config_key(cfg: TrialConfig) -> str:
     """12 hex chars naming the configuration without its seed."""
-    return content_hash(_without(cfg, "seed"))[:12]
+    return _pieces(cfg)[1]
 
 
 def baseline_key(cfg: TrialConfig) -> str:
     """12 hex chars shared by a trial and its matched baselines."""
-    return content_hash(_without(cfg, "seed", "pruning"))[:12]
+    return _pieces(cfg)[2]
 
 
 @dataclass(frozen=True)
 class Identity:
-    """A resolved trial's config and its three keys."""
+    """A resolved trial's config (also as plain data) and its three keys."""
 
     cfg: TrialConfig
+    plain: dict[str, Any]  # cfg.to_dict()
     trial_key: str
     config_key: str
     baseline_key: str
@@ -101,7 +160,7 @@ class KeyCache:
     (10,000 trials share few configs; only the seed differs between them)."""
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[TrialConfig, dict[str, Any], str, str]] = {}
+        self._memo: dict[str, tuple[TrialConfig, dict, dict, str, str]] = {}
 
     def resolve(self, tune_config: Mapping[str, Any]) -> Identity:
         trial = dict(tune_config["trial"])
@@ -120,7 +179,8 @@ class KeyCache:
         if memo_key not in self._memo:
             cfg = TrialConfig.from_dict(trial | {"seed": seed})
             without_seed = _without(cfg, "seed")
-            self._memo[memo_key] = (cfg, without_seed, config_key(cfg), baseline_key(cfg))
-        cfg, without_seed, ckey, bkey = self._memo[memo_key]
+            plain = cfg.to_dict()
+            self._memo[memo_key] = (cfg, plain, without_seed, config_key(cfg), baseline_key(cfg))
+        cfg, plain, without_seed, ckey, bkey = self._memo[memo_key]
         cfg = dataclasses.replace(cfg, seed=seed)
-        return Identity(cfg, _seeded_key(without_seed, seed), ckey, bkey)
+        return Identity(cfg, plain | {"seed": seed}, _seeded_key(without_seed, seed), ckey, bkey)

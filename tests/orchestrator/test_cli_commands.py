@@ -10,7 +10,7 @@ import pytest
 from orch_helpers import REPO, cli_env, tiny_spec
 
 from orchestrator.cli import main
-from orchestrator.study import open_for_run
+from orchestrator.study import locate, open_for_run
 from search_spaces.expand import expand
 from search_spaces.presets import list_presets, preset_description, preset_text
 from search_spaces.spec import load_spec, spec_from_yaml
@@ -83,8 +83,8 @@ def _create(tmp_path, name="ident", **overrides):
         tmp_path / f"{name}.yaml", name, tmp_path / "data", tmp_path / "studies", **overrides
     )
     spec = load_spec(str(spec_file))
-    study, resumed = open_for_run(spec, expand(spec))
-    return spec_file, spec, study, resumed
+    target = locate(spec)
+    return spec_file, spec, open_for_run(target, spec, expand(spec)), target.exists
 
 
 def test_new_study_records_its_spec_and_hash(tmp_path):
@@ -97,8 +97,9 @@ def test_new_study_records_its_spec_and_hash(tmp_path):
     assert meta["name"] == "ident" and meta["spec_hash"] == spec.hash
     assert meta["experiments"] == ["trials"] and meta["created"] and meta["prunetune_version"]
     # The same spec again: the same study, resumed, nothing rewritten.
-    again, resumed = open_for_run(spec, expand(spec))
-    assert resumed and again.path == study.path
+    target = locate(spec)
+    again = open_for_run(target, spec, expand(spec))
+    assert target.exists and again.path == study.path
     assert json.loads((tmp_path / "studies" / "ident" / "study.json").read_text()) == meta
 
 
@@ -167,7 +168,7 @@ def test_status_of_a_study_that_never_ran(tmp_path, capsys):
     _, spec, study, _ = _create(tmp_path)
     assert main(["status", study.uri]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"study {study.uri} (spec {spec.hash})"
+    assert out[0] == f"study {study.uri} (spec {spec.hash}): not started"
     assert (
         out[1]
         == "trials: 0/6 finished: 0 ok, 0 diverged; 0 running, 0 error, 6 pending (not started)"
@@ -201,8 +202,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     spec_file = tiny_spec(tmp_path / "d.yaml", "dry", tmp_path / "data", tmp_path / "studies")
     assert main(["run", str(spec_file), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "study dry: plan (dry run; nothing written)"
-    assert "  trials: pruned 4, baselines 2, optuna 0, total 6" in out
-    assert "  epochs: 18" in out
-    assert any(line.startswith("  estimate: gpu hours ") for line in out)
+    spec = load_spec(str(spec_file))
+    where = tmp_path / "studies" / "dry"
+    assert (
+        out[0]
+        == f"study {where} (spec {spec.hash}): would start a new study; dry run, nothing written"
+    )
+    assert "  trials: 6 (4 pruned, 2 baselines), 18 epochs" in out
+    assert any(line.startswith("  compute: ") for line in out)
+    assert any(line.startswith("  wall time on this machine (") for line in out)
+    assert "  detectable at trial level, all: n = 4, |r| >= 0.99" in out  # tanh(2.80 / 1)
     assert not (tmp_path / "studies").exists()

@@ -21,13 +21,9 @@ name: o
 model: {name: mlp}
 train: {epochs: 12}
 pruning:
-  method: schedule
+  method: imp
   granularity: weight
-  score: magnitude
-  target: [smallest, largest]
-  period: {int: [1, 3]}
-  imp: {fraction: {uniform: [0.1, 0.3]}}
-  layers: [{name: fc1, final_fraction: 0.5, start_epoch: 2, end_epoch: 8}]
+  imp: {rounds: {int: [1, 3]}, fraction: {uniform: [0.1, 0.3]}, rewind: [lr, weight]}
 seeds: 3
 search: {algorithm: optuna, num_samples: 8, metric: test_acc, mode: max, seed: 5}
 """

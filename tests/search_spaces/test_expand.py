@@ -144,9 +144,9 @@ def test_optuna_plan() -> None:
     opt = plan.optuna
     assert opt is not None
     assert opt.distributions == (
-        ("pruning.target", "choice", ("smallest", "largest")),
-        ("pruning.period", "int", (1, 3)),
+        ("pruning.imp.rounds", "int", (1, 3)),
         ("pruning.imp.fraction", "uniform", (0.1, 0.3)),
+        ("pruning.imp.rewind", "choice", ("lr", "weight")),
     )
     assert (opt.num_samples, opt.seeds, opt.metric, opt.mode, opt.seed) == (
         8,
@@ -157,10 +157,10 @@ def test_optuna_plan() -> None:
     )
     assert opt.num_trials == 24
     base = TrialConfig.from_dict(opt.base)
-    assert (base.pruning.target, base.pruning.period, base.pruning.imp.fraction) == (
-        "smallest",
+    assert (base.pruning.imp.rounds, base.pruning.imp.fraction, base.pruning.imp.rewind) == (
         1,
         0.1,
+        "lr",
     )
     # only the baselines are fixed trials, and they match every Optuna trial
     assert [t.seed for t in plan.trials] == [0, 1, 2] and all(t.is_baseline for t in plan.trials)

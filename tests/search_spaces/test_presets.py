@@ -183,7 +183,8 @@ def test_jin_matches_openlth_recipe() -> None:
         "resnet20",
     )
     assert spec.dataset.label_noise_fraction == Grid((0.0, 0.1, 0.2, 0.4))
-    assert (p.method, p.granularity, p.score, p.scope) == ("imp", "weight", "magnitude", "global")
+    # IMP always ranks |w| globally (OpenLTH sparse_global); score and scope are schedule settings.
+    assert (p.method, p.granularity, p.score, p.scope) == ("imp", "weight", "l2", "layer")
     assert (p.imp.rounds, p.imp.fraction, p.imp.rewind) == (16, 0.2, "lr")
     assert p.imp.control == Grid(("none", "extended_dense"))
     assert round(0.8**p.imp.rounds, 4) == 0.0281  # papers.md 2.2: density after 16 rounds

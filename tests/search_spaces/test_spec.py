@@ -45,9 +45,10 @@ search: {algorithm: random, num_samples: 3}
 train:
   lr: {loguniform: [1.0e-4, 1.0e-2]}
   batch_size: [64]                     # a one-item grid is its single value
-  epochs: {int: [10, 20]}
+  epochs: {int: [20, 30]}
   milestones: [[2, 4], [3]]            # a grid over a list field
 pruning:
+  method: schedule
   target: [smallest, random]
   score: {choice: [l1, l2]}
 flatness: {epochs: [1, 5]}             # a single list value
@@ -55,7 +56,7 @@ flatness: {epochs: [1, 5]}             # a single list value
     )
     assert spec.train.lr == Dist("loguniform", (1e-4, 1e-2))
     assert spec.train.batch_size == 64
-    assert spec.train.epochs == Dist("int", (10, 20))
+    assert spec.train.epochs == Dist("int", (20, 30))
     assert spec.train.milestones == Grid(((2, 4), (3,)))
     assert spec.pruning.target == Grid(("smallest", "random"))
     assert spec.pruning.score == Dist("choice", ("l1", "l2"))

@@ -226,7 +226,7 @@ BAD_SPECS = [
     ),
     (
         "magnitude filter",
-        "name: t\npruning: {granularity: filter, score: magnitude}\n",
+        "name: t\npruning: {method: schedule, granularity: filter, score: magnitude}\n",
         "pruning.score: magnitude needs pruning.granularity weight, got filter",
     ),
     (
@@ -236,7 +236,7 @@ BAD_SPECS = [
     ),
     (
         "imp rounds",
-        "name: t\npruning: {method: imp, granularity: weight, score: magnitude}\n",
+        "name: t\npruning: {method: imp, granularity: weight}\n",
         "pruning.imp.rounds: must be >= 1 when pruning.method is imp, got 0",
     ),
     (

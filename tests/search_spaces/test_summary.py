@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from spec_examples import OPTUNA
 
+from search_spaces import summary
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec, spec_from_yaml
 from search_spaces.summary import plan_summary, trial_seconds
@@ -21,8 +22,30 @@ def test_quickstart_summary() -> None:
     assert summary["resources_per_trial"] == {"cpu": 1.0, "gpu": 0.0}
     cpu_hours = 1800 * MODELS["mlp"].cpu_epoch_s / 3600
     assert summary["estimate"]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-3)
-    assert summary["estimate"]["wall_hours"] == pytest.approx(cpu_hours / 2, abs=1e-3)
-    assert summary["estimate"]["wall_hours"] * 3600 < 300  # the 5-minute budget on 2 cores
+
+
+def test_wall_estimate_places_trials_on_free_slots_and_adds_overheads() -> None:
+    plan = expand(load_spec("quickstart"))
+    per_trial = 60 * MODELS["mlp"].cpu_epoch_s  # 4,000 training examples: the reference size
+    # 30 equal trials on 2 slots: 15 rounds, each trial plus its overhead.
+    makespan = 15 * (per_trial + summary.TRIAL_OVERHEAD_S)
+    export = summary.EXPORT_S + 30 * summary.EXPORT_PER_TRIAL_S
+    wall = summary.wall_estimate(plan, 2)
+    assert wall == {
+        "device": "cpu",
+        "concurrency": 2,
+        "seconds": pytest.approx(summary.RAY_START_S + makespan + export, abs=0.1),
+    }
+    assert wall["seconds"] < 300  # the 5-minute budget on 2 cores
+    assert summary.wall_estimate(plan, 1)["seconds"] > 1.9 * makespan
+
+
+def test_fractional_gpu_trials_share_their_gpu() -> None:
+    spec = load_spec("bartoldson2020-flatness", overrides=["resources.gpu=0.5"])
+    half = summary.wall_estimate(expand(spec), 2)["seconds"]
+    spec = load_spec("bartoldson2020-flatness", overrides=["resources.gpu=1"])
+    whole = summary.wall_estimate(expand(spec), 1)["seconds"]
+    assert half == pytest.approx(whole, rel=0.01)  # two half-GPU trials = one GPU's worth
 
 
 def test_imp_epochs_count_every_round() -> None:
@@ -44,7 +67,7 @@ def test_flatness_adds_hvp_cost() -> None:
 def test_optuna_trials_are_counted() -> None:
     summary = plan_summary(expand(spec_from_yaml(OPTUNA)))
     assert summary["trials"] == {"pruned": 0, "baselines": 3, "optuna": 24, "total": 27}
-    assert summary["epochs"] == 27 * 12
+    assert summary["epochs"] == 3 * 12 + 24 * 12 * 2  # Optuna's base: IMP with 1 round
 
 
 def test_imp_epochs_per_variant() -> None:

@@ -25,20 +25,20 @@ def test_optuna_search_accepts_the_nested_space() -> None:
     assert searcher.set_search_properties(plan.metric, plan.mode, space)
     dists = {name: repr(d) for name, d in searcher._space.items()}
     assert set(dists) == {
-        "trial/pruning/target",
-        "trial/pruning/period",
+        "trial/pruning/imp/rewind",
+        "trial/pruning/imp/rounds",
         "trial/pruning/imp/fraction",
     }
-    assert "IntDistribution(high=3, log=False, low=1, step=1)" == dists["trial/pruning/period"]
+    assert "IntDistribution(high=3, log=False, low=1, step=1)" == dists["trial/pruning/imp/rounds"]
     seen = set()
     for i in range(14):  # past TPE's 10 startup trials
         suggestion = searcher.suggest(f"t{i}")
         config = merge_dicts(copy.deepcopy(space), suggestion)  # what Tune's SearchGenerator does
         trial = TrialConfig.from_dict(config["trial"])
-        assert trial.pruning.target in ("smallest", "largest")
-        assert 1 <= trial.pruning.period <= 3 and 0.1 <= trial.pruning.imp.fraction <= 0.3
+        assert trial.pruning.imp.rewind in ("lr", "weight")
+        assert 1 <= trial.pruning.imp.rounds <= 3 and 0.1 <= trial.pruning.imp.fraction <= 0.3
         assert trial.train == TrialConfig.from_dict(plan.base).train  # constants survive the merge
-        seen.add(trial.pruning.period)
+        seen.add(trial.pruning.imp.rounds)
         searcher.on_trial_complete(f"t{i}", {"test_acc": 0.5 + 0.01 * i, "training_iteration": 1})
     assert len(seen) > 1
 

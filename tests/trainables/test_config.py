@@ -85,7 +85,8 @@ def test_validate_reports_field_and_cross_rules_at_once():
     cfg = TrialConfig.from_dict(
         {
             "train": {"epochs": 5, "milestones": [3, 7], "lr": -1.0},
-            "pruning": {"method": "imp", "scope": "global"},
+            "pruning": {"method": "schedule", "scope": "global"},
+            "flatness": {"epochs": [9]},
         }
     )
     with pytest.raises(UserError) as err:
@@ -93,6 +94,6 @@ def test_validate_reports_field_and_cross_rules_at_once():
     assert str(err.value).splitlines() == [
         "train.lr: must be > 0, got -1.0",
         "train.milestones[1]: must be < train.epochs (5), got 7",
+        "flatness.epochs[0]: must be < train.epochs (5), got 9",
         "pruning.scope: global needs pruning.granularity weight, got filter",
-        "pruning.imp.rounds: must be >= 1 when pruning.method is imp, got 0",
     ]

@@ -125,7 +125,7 @@ def test_non_finite_loss_ends_the_trial_as_diverged(data_dir):
     cfg = _cfg(
         data_dir,
         model={"name": "mlp", "width": 8},
-        pruning={"method": "none", "layers": []},
+        pruning={"method": "none", "layers": [], "period": 1},
         train={"optimizer": "sgd", "lr": 1e12, "momentum": 0.9, "epochs": 5},
     )
     records = list(TrialRunner(cfg, device="cpu").run())
@@ -137,7 +137,7 @@ def test_non_finite_loss_ends_the_trial_as_diverged(data_dir):
 def test_baseline_has_no_events_and_split_and_noise_metrics(data_dir):
     cfg = _cfg(
         data_dir,
-        pruning={"method": "none", "layers": []},
+        pruning={"method": "none", "layers": [], "period": 1},
         dataset={"validation_fraction": 0.2, "label_noise_fraction": 0.3},
         train={"epochs": 2, "optimizer": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 5e-4},
     )

@@ -1,0 +1,152 @@
+"""`prunetune run SPEC --dry-run`: what running the spec would do, with nothing started or written.
+
+The plan states: the study directory and spec hash; whether the run would start a new study,
+resume one, or be refused (storage unusable, another spec hash there, a driver running it, trials
+that fit no node); the trials, epochs and resources; the compute and wall time on the cluster it
+would use (``--address``: that cluster's nodes, read by joining it; else this machine, as the local
+Ray would see it); and per fit level the smallest correlation the planned pruned trials can
+detect (two-sided test, alpha 0.05, power 0.8; ``results.stats.min_detectable_r``), so one sees
+before spending the compute whether the study can answer its question.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from search_spaces.expand import StudyPlan
+from search_spaces.spec import StudySpec
+from trainables.errors import UserError
+
+
+def plan_report(spec: StudySpec, plan: StudyPlan, address: str | None) -> dict[str, Any]:
+    """The dry-run plan as plain JSON data (see the module docstring)."""
+    from orchestrator.study import study_uri
+    from search_spaces.summary import plan_summary, wall_estimate
+
+    summary = plan_summary(plan)
+    nodes, where = _nodes(address)
+    action, reason = _action(spec, plan, nodes)
+    res = plan.resources
+    from orchestrator.runtime import slots
+
+    wall = None
+    fit = slots(nodes, res.cpu, res.gpu)
+    if fit > 0:
+        wall = wall_estimate(plan, min(fit, plan.max_concurrent_trials or fit))
+        wall["cluster"] = where
+    return {
+        "study": study_uri(spec.storage, spec.name),
+        "spec_hash": spec.hash,
+        "action": action,  # start | resume | refused
+        "reason": reason,
+        **summary,
+        "wall": wall,
+        "detectable_r": detectable_r(plan),
+    }
+
+
+def _nodes(address: str | None) -> tuple[list[dict[str, float]], str]:
+    from orchestrator import runtime
+
+    if address is None:
+        nodes = runtime.local_nodes()
+        return nodes, f"this machine ({nodes[0]['CPU']:g} CPU, {nodes[0]['GPU']:g} GPU)"
+    runtime.check_address(address)
+    with runtime.ray_session(address):
+        nodes = runtime.alive_nodes()
+    return nodes, f"{address} ({len(nodes)} nodes)"
+
+
+def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | None]:
+    from orchestrator.lock import driver_of
+    from orchestrator.runtime import capacity_refusal
+    from orchestrator.study import locate
+
+    try:
+        target = locate(spec)
+    except UserError as exc:
+        return "refused", str(exc)
+    refusal = capacity_refusal(nodes, plan.resources.cpu, plan.resources.gpu)
+    if refusal:
+        return "refused", refusal
+    if target.exists:
+        driver = driver_of(target.fs, target.path)
+        if driver is not None:
+            return "refused", f"a driver runs this study now ({driver.describe()})"
+        return "resume", None
+    return "start", None
+
+
+def detectable_r(plan: StudyPlan) -> list[dict[str, Any]]:
+    """Per fit level (and per pruning target at trial level): the points a fit will have and
+    the smallest |r| it detects. Optuna trials count at trial level (their configs are unknown
+    ahead)."""
+    from results.stats import min_detectable_r
+    from trainables.identity import config_key
+
+    pruned = plan.pruned
+    optuna = plan.optuna.num_trials if plan.optuna else 0
+    rows = [
+        ("trial", "all", len(pruned) + optuna),
+        ("config", "all", len({config_key(t) for t in pruned})),
+    ]
+    targets = Counter(t.pruning.target for t in pruned)
+    if len(targets) > 1:
+        rows += [("trial", f"target={k}", n) for k, n in sorted(targets.items())]
+    out = []
+    for level, group, n in rows:
+        r = min_detectable_r(n)
+        out.append(
+            {"level": level, "group": group, "n": n, "min_r": None if r != r else round(r, 3)}
+        )
+    return out
+
+
+def print_plan(spec: StudySpec, plan: StudyPlan, address: str | None, as_json: bool) -> None:
+    report = plan_report(spec, plan, address)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for line in plan_lines(report):
+        print(line)
+
+
+def plan_lines(p: dict[str, Any]) -> list[str]:
+    t, est, res = p["trials"], p["estimate"], p["resources_per_trial"]
+    what = {"start": "would start a new study", "resume": "would resume the existing study"}
+    action = what.get(p["action"]) or f"would be refused: {p['reason']}"
+    lines = [
+        f"study {p['study']} (spec {p['spec_hash']}): {action}; dry run, nothing written",
+        f"  trials: {t['total']} ({t['pruned']} pruned, {t['baselines']} baselines"
+        + (f", {t['optuna']} Optuna" if t["optuna"] else "")
+        + f"), {p['epochs']} epochs",
+        f"  per trial: {res['cpu']:g} CPU, {res['gpu']:g} GPU",
+        f"  compute: {_hours(est['gpu_hours'])} GPU-hours (one A100 per trial), "
+        f"{_hours(est['cpu_hours'])} CPU-thread-hours",
+    ]
+    w = p["wall"]
+    if w is not None:
+        lines.append(
+            f"  wall time on {w['cluster']}: {_duration(w['seconds'])} with {w['concurrency']} "
+            f"trials at once ({w['device']} estimate + Ray start, per-trial and export overheads)"
+        )
+    for r in p["detectable_r"]:
+        min_r = "undefined (n <= 3)" if r["min_r"] is None else f"|r| >= {r['min_r']:.2f}"
+        lines.append(f"  detectable at {r['level']} level, {r['group']}: n = {r['n']}, {min_r}")
+    return lines
+
+
+def _hours(h: float | None) -> str:
+    return "unknown" if h is None else f"{h:.3g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (no estimate for this model on this device)"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
