@@ -143,6 +143,10 @@ def test_noise_matches_fig5_and_d2() -> None:
         ("gaussian", "iter"): {0, 50, 1105},
         ("zeroing", "cumulative"): {89, 630, 1220, 2480},
     }
+    # the noise windows count the official passes, test batches included (docs/reproducing.md)
+    for t in trials:
+        p = t.pruning.perturbation
+        assert (p.eval_passes == "official") == (p.mode != "conv_mask")
 
 
 def test_noise_steps_follow_the_official_conversion() -> None:

@@ -164,15 +164,18 @@ def test_windows_are_per_layer_and_only_the_layers_own_event_ends_one():
 
 
 def test_a_window_cut_by_its_own_event_is_not_restored():
-    # official: the reset makes the next pass save the *current* values as the originals
-    net, opt, pert, x, y = _setup("zeroing", variant="iter", steps=5, restore=True)
+    # official: the reset makes the next pass save the *current* values as the originals, so the
+    # new window restores unit 1 to what it was at the cut, not to its value before event 0
+    net, opt, pert, x, y = _setup("zeroing", variant="cumulative", steps=3, restore=True)
     w1 = net.conv.weight.detach()[1].clone()
     pert.on_event(0, {"conv": _units(1)})
-    _step(net, opt, pert, x, y)
+    _step(net, opt, pert, x, y)  # zeroed, then one update
+    cut = net.conv.weight.detach()[1].clone()
     pert.on_event(1, {"conv": _units(4)})
-    for _ in range(8):
+    for _ in range(3):
         _step(net, opt, pert, x, y)
-    assert not torch.equal(net.conv.weight.detach()[1], w1)  # unit 1 trained on from zero
+    assert pert.open_layers() == []
+    assert torch.equal(net.conv.weight.detach()[1], cut) and not torch.equal(cut, w1)
 
 
 def test_gaussian_noise_has_the_first_alive_unit_std():
