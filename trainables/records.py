@@ -4,7 +4,8 @@ One record per epoch (0-based ``epoch``). :data:`RECORD` defines each key once: 
 Arrow type (as a plain type tag, so this module stays stdlib-only and ``results`` can build its
 Parquet schemas from it without importing torch), its unit and its meaning. The loop fills
 :func:`empty_record`; ``results.schema`` stores every key (``epochs.parquet``, and the per-layer
-lists in ``events.parquet`` and ``layer_events.parquet``); a test ties the two, so a key recorded here always reaches a table.
+lists in ``events.parquet`` / ``layer_events.parquet``); a test ties the two, so a key recorded
+here always reaches a table.
 
 Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
 Keys of features a trial does not use stay null (never zero-filled).

@@ -13,10 +13,11 @@ the masked entries at the event (:meth:`MaskSet.zero_optimizer_state`) and their
 step (:meth:`MaskSet.mask_grads_`), so no stale or fresh update leaks into a pruned entry.
 
 Granularity ``filter``: a mask is bool [out_units] (conv output channels / linear rows); the unit's
-weights, its bias, and the following BN's gamma and beta are masked (with ``weights_only``, only
-the weight rows: the official noise runs' Prune_L reference, ``models.py::_make_conv_prunable``
-with a noise setting, masks the conv weight but neither its bias nor the following BN). Granularity ``weight``: a mask
-is bool shaped like the weight; only the weight is masked; ranking is per layer or global.
+weights, its bias, and the following BN's gamma and beta are masked. With ``weights_only`` only
+the weight rows are: the official noise runs' Prune_L reference (``models.py::_make_conv_prunable``
+with a noise setting masks the conv weight but neither its bias nor the following BN).
+Granularity ``weight``: a mask is bool shaped like the weight; only the weight is masked; ranking
+is per layer or global.
 
 Sparsity is the fraction of prunable weights (the ``.weight`` of every layer in the model's
 ``prunable_layers()``) that are masked; biases and BN parameters are not counted. Masks only shrink.
