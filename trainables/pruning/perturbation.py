@@ -20,8 +20,8 @@ channels or linear rows; the conv bias is never touched):
 
 - ``zeroing``: the units' weights are set to 0 (official ``w[targeted] *= 0``); with ``restore``
   also the following BatchNorm's gamma and beta (official ``_restore`` runs), so the channel
-  outputs exactly 0. Updates made by a training step are wiped by the next pass's zeroing; the
-  update after a window's last pass stays, as officially.
+  outputs exactly 0. Updates made by a training step are wiped by the next pass's zeroing; without
+  ``restore`` the update after a window's last pass stays, as officially.
 - ``gaussian``: one ``N(0, sigma^2)`` draw per weight is added (official
   ``w[targeted] += Normal(0, sigma).sample()``), so noise accumulates over passes. sigma is
   recomputed at each pass as the official code does: the unbiased std (``Tensor.std``) of the
