@@ -58,7 +58,8 @@ class StudyTables:
 
 
 def study_tables(study_dir: str) -> StudyTables:
-    """Read the study's Tune experiments and build the trials / epochs / events tables.
+    """Read the study's Tune experiments and build the trials / epochs / events / layer_events
+    tables.
 
     Raises UserError when `study_dir` is not a study directory or holds no Tune experiment.
     Safe on a running study: it only reads.
@@ -73,7 +74,8 @@ def study_tables(study_dir: str) -> StudyTables:
 
 
 def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSummary:
-    """Write the study's trials / epochs / events / fits Parquet files (:func:`study_tables`).
+    """Write the study's trials / epochs / events / layer_events / fits Parquet files
+    (:func:`study_tables`).
 
     `study_dir` is a local path or a pyarrow filesystem URI. Idempotent: a second export of an
     unchanged study writes byte-identical files.
@@ -122,7 +124,12 @@ def gain_extremes(trials: pa.Table) -> GainExtremes | None:
 
 
 def _as_dict(tables: Tables) -> dict[str, pa.Table]:
-    return {"trials": tables.trials, "epochs": tables.epochs, "events": tables.events}
+    return {
+        "trials": tables.trials,
+        "epochs": tables.epochs,
+        "events": tables.events,
+        "layer_events": tables.layer_events,
+    }
 
 
 def write_tables(

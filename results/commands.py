@@ -14,9 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``aggregate STUDY_DIR`` and ``report STUDY_DIR [-o FILE]``."""
     agg = subparsers.add_parser(
         "aggregate",
-        help="export a study's trials/epochs/events/fits Parquet tables and print a summary",
+        help="export a study's trials/epochs/events/layer_events/fits Parquet tables and print a "
+        "summary",
         description="Read the study's Ray Tune experiments (also while it runs) and write "
-        "trials.parquet, epochs.parquet, events.parquet and fits.parquet into it.",
+        "trials.parquet, epochs.parquet, events.parquet, layer_events.parquet and fits.parquet "
+        "into it.",
     )
     agg.add_argument("study_dir", metavar="STUDY_DIR", help="study directory (path or URI)")
     agg.set_defaults(func=run_aggregate)

@@ -1,4 +1,4 @@
-"""Build the four tables of a study from its Tune trials and their parsed result files.
+"""Build the tables of a study from its Tune trials and their parsed result files.
 
 Rules (DESIGN.md storage contract):
 
@@ -39,11 +39,12 @@ class Tables:
     trials: pa.Table
     epochs: pa.Table
     events: pa.Table
+    layer_events: pa.Table
     n_duplicates: int  # Tune trials dropped because another trial had the same trial_key
 
 
 def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str) -> Tables:
-    """trials / epochs / events tables from Tune trials and their parsed histories.
+    """trials / epochs / events / layer_events tables from Tune trials and their histories.
 
     `history` is :func:`results.history.parse_histories` output whose ``source`` indexes `trials`.
     """
@@ -65,8 +66,9 @@ def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str)
     epochs = _epochs_table(latest, keep, len(trials), rows, spec_hash)
     return Tables(
         trials=trials_table,
-        epochs=epochs.drop_columns(["units_removed"]),
+        epochs=epochs.drop_columns(list(schema.EVENT_ONLY)),
         events=_events_table(epochs, spec_hash),
+        layer_events=layer_events_table(epochs, spec_hash),
         n_duplicates=len(trials) - len(keep),
     )
 
@@ -154,7 +156,8 @@ def _get(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def _epochs_table(
     latest: pa.Table, keep: list[int], n_trials: int, rows: list[dict], spec_hash: str
 ) -> pa.Table:
-    """The kept trials' epochs; ``units_removed`` rides along for the events table."""
+    """The kept trials' epochs; the per-layer lists (``schema.EVENT_ONLY``) ride along for the
+    events and layer_events tables."""
     kept = latest
     if len(keep) < n_trials:
         kept = latest.filter(pc.is_in(latest.column("source"), pa.array(keep, type=pa.int32())))
@@ -166,7 +169,9 @@ def _epochs_table(
     columns = {"trial_id": ids.take(pos), "trial_key": keys.take(pos)}
     columns.update({name: kept.column(name) for name in schema.EPOCHS.names[2:]})
     out = pa.table(columns, schema=schema.with_metadata(schema.EPOCHS, "epochs", spec_hash))
-    return out.append_column("units_removed", kept.column("units_removed"))
+    for name in schema.EVENT_ONLY:
+        out = out.append_column(name, kept.column(name))
+    return out
 
 
 def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
@@ -189,6 +194,36 @@ def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
         "imp_round": ev.column("imp_round"),
     }
     return pa.table(columns, schema=schema.with_metadata(schema.EVENTS, "events", spec_hash))
+
+
+def layer_events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
+    """layer_events: one row per (trial, event epoch, layer), in epochs' order.
+
+    `epochs` holds ``trial_id``, ``trial_key``, ``epoch``, ``units_removed`` and
+    ``windows_closed`` (one row per trial and epoch, ascending). A ``units_removed`` entry makes a
+    row; the ``windows_closed`` entry naming the same (event epoch, layer), reported on a later or
+    the same epoch, fills its window columns and ``closed_epoch``. Window columns stay null for
+    plain pruning and for a window still open (a running trial).
+    """
+    has = pc.or_(
+        pc.is_valid(epochs.column("units_removed")), pc.is_valid(epochs.column("windows_closed"))
+    )
+    names = ["trial_id", "trial_key", "epoch", "units_removed", "windows_closed"]
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in epochs.filter(has).select(names).to_pylist():
+        ids = {"trial_id": r["trial_id"], "trial_key": r["trial_key"]}
+        for u in r["units_removed"] or ():
+            key = (r["trial_key"], r["epoch"], u["layer"])
+            rows[key] = {**ids, "epoch": r["epoch"], "layer": u["layer"], "units": u["units"]}
+        for w in r["windows_closed"] or ():
+            key = (r["trial_key"], w["event_epoch"], w["layer"])
+            row = rows.setdefault(key, {**ids, "epoch": w["event_epoch"], "layer": w["layer"]})
+            row.update({k: w[k] for k in _WINDOW_COLUMNS}, closed_epoch=r["epoch"])
+    target = schema.with_metadata(schema.LAYER_EVENTS, "layer_events", spec_hash)
+    return pa.Table.from_pylist(list(rows.values()), schema=target)
+
+
+_WINDOW_COLUMNS = ("window_steps", "closed_by", "noise_draws_train", "noise_draws_eval")
 
 
 def trial_arrays(trials: pa.Table) -> dict[str, np.ndarray]:

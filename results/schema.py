@@ -1,10 +1,11 @@
 """The Parquet schemas of a study's derived tables, and their file metadata.
 
-Four tables, one file each in the study directory (column meanings: ``results/README.md``):
+Five tables, one file each in the study directory (column meanings: ``results/README.md``):
 
 - ``trials.parquet``: one row per trial (after de-duplication by ``trial_key``);
 - ``epochs.parquet``: one row per (trial, epoch), the latest report of that epoch;
 - ``events.parquet``: one row per (trial, pruning event);
+- ``layer_events.parquet``: one row per (trial, event epoch, layer) the event touched;
 - ``fits.parquet``: one row per (x, y, level, grouping, group) correlation fit.
 
 Nothing here lists a record key by hand: the epoch columns are :data:`trainables.records.RECORD`
@@ -71,8 +72,9 @@ RESULT = pa.schema(
     [pa.field(f.name, arrow_type(f.type)) for f in RECORD]
     + [pa.field(n, t) for n, t in TUNE_STORED]
 )
-# Record keys that go to events.parquet instead of epochs.parquet (per-layer lists).
-EVENT_ONLY = ("units_removed",)
+# Record keys that go to events.parquet / layer_events.parquet instead of epochs.parquet
+# (per-layer lists).
+EVENT_ONLY = ("units_removed", "windows_closed")
 UNITS_BY_LAYER = pa.map_(pa.string(), pa.int64())
 
 _ID_FIELDS = [pa.field("trial_id", pa.string()), pa.field("trial_key", pa.string())]
@@ -90,6 +92,22 @@ EVENTS = pa.schema(
         pa.field("units_removed_by_layer", UNITS_BY_LAYER),
         pa.field("sparsity", pa.float64()),
         pa.field("imp_round", pa.int64()),
+    ]
+)
+
+# One row per (trial, event epoch, layer): the units_removed entries of the event's record, joined
+# with the windows_closed entry (of the epoch the window closed) of a perturbation window.
+LAYER_EVENTS = pa.schema(
+    _ID_FIELDS
+    + [
+        pa.field("epoch", pa.int64()),  # the event's epoch
+        pa.field("layer", pa.string()),
+        pa.field("units", pa.int64()),  # removed (pruning) or targeted (perturbation)
+        pa.field("window_steps", pa.int64()),
+        pa.field("closed_by", pa.string()),  # duration | own_event | trial_end
+        pa.field("closed_epoch", pa.int64()),
+        pa.field("noise_draws_train", pa.int64()),
+        pa.field("noise_draws_eval", pa.int64()),
     ]
 )
 
@@ -208,7 +226,13 @@ CONFIG_FIELDS = config_fields()
 TRIALS = pa.schema(
     [pa.field(n, t) for n, t in TRIAL_FIELDS] + [pa.field(n, t) for n, _, t in CONFIG_FIELDS]
 )
-SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "events": EVENTS, "fits": FITS}
+SCHEMAS: dict[str, pa.Schema] = {
+    "trials": TRIALS,
+    "epochs": EPOCHS,
+    "events": EVENTS,
+    "layer_events": LAYER_EVENTS,
+    "fits": FITS,
+}
 
 
 def prunetune_version() -> str:

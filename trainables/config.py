@@ -42,8 +42,9 @@ Score = Literal["l2", "l1", "ebn", "magnitude"]
 Target = Literal["smallest", "largest", "random"]
 Scope = Literal["layer", "global"]
 Method = Literal["none", "schedule", "imp"]
-PerturbationMode = Literal["none", "zeroing", "gaussian"]
+PerturbationMode = Literal["none", "zeroing", "gaussian", "conv_mask"]
 PerturbationVariant = Literal["iter", "cumulative"]
+EvalPasses = Literal["none", "official"]
 Rewind = Literal["lr", "weight"]
 ImpControl = Literal["none", "extended_dense", "sparse_from_start"]
 Optimizer = Literal["adam", "sgd"]
@@ -98,10 +99,17 @@ class TrainConfig:
 class PerturbationConfig:
     """Re-entry and noise injection (Bartoldson et al. Fig. 5 / D2) instead of removal."""
 
-    mode: PerturbationMode = param("none", "none, zeroing or gaussian")
+    mode: PerturbationMode = param(
+        "none",
+        "none, zeroing or gaussian; conv_mask: prune, masking only the conv weight (Prune_L of "
+        "the official noise runs)",
+    )
     variant: PerturbationVariant = param("iter", "iter: this event's units; cumulative: all so far")
     steps: int = param(0, "training steps the perturbation lasts after each event", at_least(0))
     restore: bool = param(False, "put the saved originals back when the window ends")
+    eval_passes: EvalPasses = param(
+        "none", "official: test-evaluation batches are perturbed passes too, as officially counted"
+    )
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,14 @@ _NEEDS = (
     ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
     ("pruning.perturbation.mode", "zeroing", "pruning.granularity", ("filter",)),
     ("pruning.perturbation.mode", "gaussian", "pruning.granularity", ("filter",)),
+    ("pruning.perturbation.mode", "conv_mask", "pruning.method", ("schedule",)),
+    ("pruning.perturbation.mode", "conv_mask", "pruning.granularity", ("filter",)),
+    (
+        "pruning.perturbation.eval_passes",
+        "official",
+        "pruning.perturbation.mode",
+        ("zeroing", "gaussian"),
+    ),
     ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
 )
 

@@ -32,6 +32,11 @@ class Hooks:
     def after_step(self, runner: TrialRunner) -> None:
         """After each ``optimizer.step()`` and the masks' re-zeroing."""
 
+    def before_eval_batch(self, runner: TrialRunner) -> None:
+        """Before each batch's forward pass of the test-set evaluations around the event (the one
+        giving ``acc_before`` and the one giving ``acc_after`` / ``test_acc``); never on the
+        validation split, the noisy-label accuracies or a probe's own forward passes."""
+
     def before_event(self, runner: TrialRunner, record: dict[str, Any]) -> None:
         """Eval mode, right after ``acc_before`` and before the event (flatness is measured here)."""
 
@@ -60,6 +65,12 @@ class PruningMethod(Hooks):
         unless the method prunes otherwise (IMP is always unstructured)."""
         return cfg.pruning.granularity
 
+    @classmethod
+    def mask_weights_only(cls, cfg: Any) -> bool:
+        """True when a removed unit's mask covers only its layer's weight rows (bias, following
+        BatchNorm and shortcut left alone: the official noise runs' Prune_L reference)."""
+        return False
+
     def level_ends(self) -> dict[int, int] | None:
         """{epoch: level} of the epochs that end a sparsity level (IMP: every round's last epoch,
         the model OpenLTH evaluates per level); None when the method has no levels."""
@@ -72,8 +83,11 @@ class PruningMethod(Hooks):
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         """Act after `epoch`'s training, in eval mode, after ``acc_before``.
 
-        Returns None when the model was not changed; else {layer: units removed or targeted}
-        (the accuracy is then re-measured; it is a pruning event when some count is > 0).
+        Returns None when the model was not changed (the test set is evaluated once); else
+        {layer: units removed or targeted}: the test set is evaluated again (``acc_after``, the
+        epoch's ``test_acc``), and it is a pruning event when some count is > 0. An empty dict
+        asks for that second evaluation without an event (a perturbation window that counts
+        evaluation passes, as the official code evaluated twice every epoch).
         """
         return None
 

@@ -17,9 +17,12 @@ Seams for features added later, so the epoch itself never changes:
 - **extensions** (:data:`trainables.extensions.EXTENSIONS`) add features.
 
 Both are :class:`trainables.hooks.Hooks`: ``begin_epoch`` before training, ``before_step`` /
-``after_step`` around every optimizer step, ``before_event`` in eval mode right after
-``acc_before`` (where the official code measures flatness), ``end_epoch`` after the LR step; all
-default to no-ops.
+``after_step`` around every optimizer step, ``before_eval_batch`` before every batch of the two
+test-set evaluations (``acc_before``, ``acc_after``; no other evaluation), ``before_event`` in eval
+mode right after ``acc_before`` (where the official code measures flatness), ``end_epoch`` after
+the LR step; all default to no-ops. The method's ``event`` returns None (no second evaluation), an
+empty dict (a second test evaluation without an event: the epoch's ``test_acc`` is its accuracy),
+or the units per layer of an event.
 
 All mutable loop state is in ``runner.loop`` (:class:`trainables.state.LoopState`); together with
 the modules' and the method's / extensions' ``state_dict()`` it is the checkpoint
@@ -31,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -92,11 +95,14 @@ class TrialRunner:
         )
         self.loop = LoopState({p: derived_generator(cfg.seed, p) for p in GENERATORS})
         method = method_class(cfg)
-        self.masks = MaskSet(self.model, method.mask_granularity(cfg))
+        self.masks = MaskSet(
+            self.model, method.mask_granularity(cfg), weights_only=method.mask_weights_only(cfg)
+        )
         self.method = method(self)
         built = {name: make(self) for name, make in EXTENSIONS.items()}
         self.extensions: dict[str, Extension] = {n: e for n, e in built.items() if e is not None}
         self._hooks: list[Hooks] = [self.method, *self.extensions.values()]
+        self._eval_hooks = [h for h in self._hooks if overrides(h, "before_eval_batch")]
         self._bf16 = self.device.type == "cuda" and cfg.train.bf16
 
     @classmethod
@@ -136,7 +142,7 @@ class TrialRunner:
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train_loss"], record["train_acc"] = self._train_epoch()
         self.model.eval()
-        test_loss, acc_before = self._evaluate(self.data.x_test, self.data.y_test)
+        test_loss, acc_before = self._evaluate(self.data.x_test, self.data.y_test, test=True)
         if not math.isfinite(record["train_loss"]):
             record["test_loss"], record["test_acc"] = test_loss, acc_before
             record["sparsity"] = self.masks.sparsity
@@ -146,7 +152,7 @@ class TrialRunner:
         changed = self.method.event(self, epoch)
         acc_after = acc_before
         if changed is not None:
-            test_loss, acc_after = self._evaluate(self.data.x_test, self.data.y_test)
+            test_loss, acc_after = self._evaluate(self.data.x_test, self.data.y_test, test=True)
             removed = {layer: n for layer, n in changed.items() if n > 0}
             if removed:
                 self._record_event(record, acc_before, acc_after, removed)
@@ -199,19 +205,29 @@ class TrialRunner:
         return loss_sum.item() / n, correct.item() / n
 
     @torch.no_grad()
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """Eval-mode (mean loss, accuracy) of `x` [N, ...] against `y` [N], in large batches."""
-        hits, loss = self._predict(x, y)
+    def _evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, test: bool = False
+    ) -> tuple[float, float]:
+        """Eval-mode (mean loss, accuracy) of `x` [N, ...] against `y` [N], in batches of
+        ``train.eval_batch_size``. ``test``: one of the two test-set evaluations around the
+        event, whose every batch is preceded by the hooks' ``before_eval_batch``."""
+        hits, loss = self._predict(x, y, self._eval_hooks if test else ())
         loss_sum, n_correct = torch.stack([loss.double(), hits.sum().double()]).tolist()
         return loss_sum / y.numel(), int(n_correct) / y.numel()
 
     @torch.no_grad()
-    def _predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-example correctness bool [N], summed loss scalar) on the device; no host sync."""
+    def _predict(
+        self, x: torch.Tensor, y: torch.Tensor, before_batch: Sequence[Hooks] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-example correctness bool [N], summed loss scalar) on the device; no host sync.
+
+        `before_batch`: hooks whose ``before_eval_batch`` runs before each batch's forward."""
         hits, loss = [], torch.zeros((), device=self.device)
         bs = self.cfg.train.eval_batch_size
         with self._autocast():
             for xb, yb in zip(x.split(bs), y.split(bs), strict=True):
+                for hooks in before_batch:
+                    hooks.before_eval_batch(self)
                 if self._channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 logits = self.model(xb).float()

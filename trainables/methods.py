@@ -4,7 +4,8 @@ Each is a :class:`trainables.hooks.PruningMethod` over the science in :mod:`trai
 
 - ``none``: the unpruned baseline (the base class itself);
 - ``schedule``: per-layer linear schedules (:class:`SchedulePruning`), or, with a perturbation
-  mode, re-entry / noise injection on the scheduled units (:class:`PerturbationPruning`);
+  mode, re-entry / noise injection on the scheduled units (:class:`PerturbationPruning`) or the
+  noise runs' conv-only Prune_L (:class:`ConvMaskPruning`);
 - ``imp``: iterative magnitude pruning with rewinding and its controls (:class:`ImpPruning`).
 
 Every method records the pruning rate and the number of events on every epoch (the derived
@@ -13,13 +14,14 @@ schedule facts the aggregator reads); each checkpoints through its ``state_dict`
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from trainables.augment import derived_generator
 from trainables.errors import UserError
 from trainables.hooks import PruningMethod
 from trainables.pruning.imp import Imp
-from trainables.pruning.perturbation import Perturbation
+from trainables.pruning.perturbation import Perturbation, official_passes_for_steps
 from trainables.pruning.rounds import ImpPlan
 from trainables.pruning.schedule import plan_schedule, schedule_summary
 
@@ -76,25 +78,39 @@ class SchedulePruning(PruningMethod):
 
 
 class PerturbationPruning(SchedulePruning):
-    """Schedule-chosen units perturbed for ``perturbation.steps`` training steps, then re-entry."""
+    """Schedule-chosen units perturbed in per-layer windows, then re-entry
+    (:mod:`trainables.pruning.perturbation` has the rules and the pass sequence).
+
+    With ``eval_passes: official`` every window lasts N + 1 passes, N the official pass count of
+    ``perturbation.steps`` at this run's E = ceil(test examples / eval batch) and B =
+    ceil(training examples / batch); while a window is open, epochs without an event evaluate
+    the test set a second time (``event`` returns ``{}``), as the official code always did.
+    Records ``windows_closed`` on the epochs where windows close (open ones at the last epoch).
+    """
 
     def __init__(self, runner: TrialRunner):
         super().__init__(runner)
         seed = derived_generator(self.cfg.seed, "perturbation").initial_seed()
-        model = runner.model
+        model, cfg = runner.model, self.cfg
+        passes = None
+        if cfg.pruning.perturbation.eval_passes == "official":
+            data = runner.data
+            e = math.ceil(data.y_test.numel() / cfg.train.eval_batch_size)
+            b = math.ceil(data.y_train.numel() / cfg.train.batch_size)
+            passes = official_passes_for_steps(cfg.pruning.perturbation.steps, e, b)
         self.perturbation = Perturbation(
-            self.cfg.pruning.perturbation, model.prunable_layers(), model.following_bn(), seed
+            cfg.pruning.perturbation, model.prunable_layers(), model.following_bn(), seed, passes
         )
 
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
         if not units:
-            return None
+            return {} if self.perturbation.counts_eval_passes() else None
         p = self.cfg.pruning
         chosen = self.perturbation.choose(
             units, score=p.score, target=p.target, generator=runner.loop.generators["targets"]
         )
-        self.perturbation.on_event(chosen)
+        self.perturbation.on_event(epoch, chosen)
         return {name: int(c.sum()) for name, c in chosen.items()}
 
     def before_step(self, runner: TrialRunner) -> None:
@@ -103,11 +119,35 @@ class PerturbationPruning(SchedulePruning):
     def after_step(self, runner: TrialRunner) -> None:
         self.perturbation.after_step()
 
+    def before_eval_batch(self, runner: TrialRunner) -> None:
+        self.perturbation.before_eval_batch()
+
+    def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
+        super().end_epoch(runner, record)
+        if record["epoch"] + 1 >= self.num_epochs():
+            self.perturbation.end_trial()
+        record["windows_closed"] = self.perturbation.take_closed() or None
+
     def state_dict(self) -> dict[str, Any]:
         return {"perturbation": self.perturbation.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.perturbation.load_state_dict(state["perturbation"])
+
+
+class ConvMaskPruning(SchedulePruning):
+    """``perturbation.mode: conv_mask``: the Prune_L reference of the official noise runs (F5_0).
+
+    With a noise setting the official ``models.py::_make_conv_prunable`` keeps the masked conv
+    forward (``weight * mask``, the conv bias unmasked) but neither masks the following
+    BatchNorm nor zeroes the weights, so a removed channel emits its conv bias through BN (about
+    ReLU(beta) once the running statistics settle) instead of exactly 0. Here the masks cover the
+    layers' weight rows only (:meth:`mask_weights_only`); everything else is schedule pruning.
+    """
+
+    @classmethod
+    def mask_weights_only(cls, cfg: Any) -> bool:
+        return True
 
 
 class ImpPruning(PruningMethod):
@@ -182,6 +222,8 @@ def method_class(cfg: Any) -> type[PruningMethod]:
     name = cfg.pruning.method
     if name not in METHODS:
         raise UserError(f"pruning.method: unknown {name!r}; choose one of: {', '.join(METHODS)}")
+    if name == "schedule" and cfg.pruning.perturbation.mode == "conv_mask":
+        return ConvMaskPruning
     if name == "schedule" and cfg.pruning.perturbation.mode != "none":
         return PerturbationPruning
     return METHODS[name]

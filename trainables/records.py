@@ -4,7 +4,8 @@ One record per epoch (0-based ``epoch``). :data:`RECORD` defines each key once: 
 Arrow type (as a plain type tag, so this module stays stdlib-only and ``results`` can build its
 Parquet schemas from it without importing torch), its unit and its meaning. The loop fills
 :func:`empty_record`; ``results.schema`` stores every key (``epochs.parquet``, and the per-layer
-lists in ``events.parquet``); a test ties the two, so a key recorded here always reaches a table.
+lists in ``events.parquet`` / ``layer_events.parquet``); a test ties the two, so a key recorded
+here always reaches a table.
 
 Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
 Keys of features a trial does not use stay null (never zero-filled).
@@ -42,6 +43,19 @@ class RecordField:
 
 # The units one event removed (or targeted) in each layer, in the model's layer order.
 LAYER_UNITS = list_of(struct(layer=STR, units=INT))
+# Perturbation windows that closed during an epoch (trainables.pruning.windows.Window.report):
+# the layer, the epoch of the event that opened it, the training steps it lasted, why it closed
+# (duration | own_event | trial_end) and the passes it perturbed on training / test batches.
+WINDOWS = list_of(
+    struct(
+        layer=STR,
+        event_epoch=INT,
+        window_steps=INT,
+        closed_by=STR,
+        noise_draws_train=INT,
+        noise_draws_eval=INT,
+    )
+)
 
 RECORD: tuple[RecordField, ...] = (
     RecordField("epoch", INT, "epoch", "0-based epoch index (IMP: counted across rounds)", True),
@@ -65,6 +79,7 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("instability", FLOAT, "", "event epochs: (acc_before - acc_after) / acc_before"),
     RecordField("units_removed", LAYER_UNITS, "units", "event epochs: units per layer"),
     RecordField("units_removed_total", INT, "units", "event epochs: units over all layers"),
+    RecordField("windows_closed", WINDOWS, "", "perturbation: windows that closed this epoch"),
     RecordField("pruning_rate", FLOAT, "%", "schedule: % of the most-pruned layer per event"),
     RecordField("num_events", INT, "events", "schedule: the schedule's number of event epochs"),
     RecordField("imp_round", INT, "round", "IMP: the round of this epoch (0 = dense)"),

@@ -13,7 +13,10 @@ from trainables.records import RECORD, RECORD_KEYS
 ID_COLUMNS = {"trial_id", "trial_key"}
 TUNE_COLUMNS = {name for name, _ in schema.TUNE_STORED}
 # Where a record key that is not an epochs column lands instead.
-ELSEWHERE = {"units_removed": ("events", "units_removed_by_layer")}
+ELSEWHERE = {
+    "units_removed": ("events", "units_removed_by_layer"),
+    "windows_closed": ("layer_events", "closed_by"),
+}
 
 
 def test_every_record_key_lands_in_a_table():

@@ -96,7 +96,7 @@ def test_grid_of_sections_is_a_union() -> None:
         for t in plan.pruned
     )
     assert modes == {
-        ("none", "iter", 0): 10,
+        ("conv_mask", "iter", 0): 10,
         **{(m, "iter", s): 10 for m in ("zeroing", "gaussian") for s in (0, 50, 1105)},
         **{("zeroing", "cumulative", s): 10 for s in (89, 630, 1220, 2480)},
     }

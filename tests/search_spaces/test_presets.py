@@ -35,8 +35,9 @@ def test_presets_listed_and_described() -> None:
         assert preset_description(name)
         spec = spec_from_yaml(preset_text(name), name)
         assert spec.name == name
-        if name != "quickstart":
-            assert "papers.md" in preset_text(name)
+        if name != "quickstart":  # a paper preset says where its facts were checked
+            text = preset_text(name)
+            assert "docs/reproducing.md" in text or "papers.md" in text
 
 
 def test_unknown_preset_text() -> None:
@@ -137,11 +138,15 @@ def test_noise_matches_fig5_and_d2() -> None:
         )
     # papers.md 1.2 legend table and 5: training steps 0 / 50 / 1105 (iter), 89 / 630 / 1220 / 2480
     assert steps == {
-        ("none", "iter"): {0},
+        ("conv_mask", "iter"): {0},
         ("zeroing", "iter"): {0, 50, 1105},
         ("gaussian", "iter"): {0, 50, 1105},
         ("zeroing", "cumulative"): {89, 630, 1220, 2480},
     }
+    # the noise windows count the official passes, test batches included (docs/reproducing.md)
+    for t in trials:
+        p = t.pruning.perturbation
+        assert (p.eval_passes == "official") == (p.mode != "conv_mask")
 
 
 def test_noise_steps_follow_the_official_conversion() -> None:

@@ -1,12 +1,13 @@
 """The contract every pruning method must meet (as Optuna's sampler test suite does for samplers).
 
-For each method (none, schedule, re-entry / noise, IMP and its controls), on a real trial:
+For each method (none, schedule, re-entry / noise, conv-only Prune_L, IMP and its controls), on a
+real trial:
 
 - every record holds exactly the keys of ``trainables.records.RECORD``, epochs in order, the
   last one done;
 - masks only shrink, epoch after epoch;
-- a checkpoint taken in the middle of the method's own state (inside a perturbation window,
-  inside an IMP round) restores into a fresh process state and continues bit-identically: the
+- a checkpoint taken in the middle of the method's own state (inside perturbation windows of two
+  layers, inside an IMP round) restores into a fresh process state and continues bit-identically: the
   same records and the same final model.
 """
 
@@ -64,7 +65,7 @@ CASES = {
             },
         },
         2,
-        lambda runner: runner.method.perturbation.active,
+        lambda runner: runner.method.perturbation.open_layers() != [],
     ),
     "perturbation-zeroing-iter": Case(
         {
@@ -73,7 +74,20 @@ CASES = {
             "perturbation": {"mode": "zeroing", "steps": 20},
         },
         2,
-        lambda runner: runner.method.perturbation.active,
+        lambda runner: runner.method.perturbation.open_layers() != [],
+    ),
+    # official passes (E = 1, N = 23): conv2's and conv3's windows of epoch 1 are both open
+    "perturbation-gaussian-official-two-windows": Case(
+        {
+            "method": "schedule",
+            "layers": LAYERS,
+            "perturbation": {"mode": "gaussian", "steps": 20, "eval_passes": "official"},
+        },
+        2,
+        lambda runner: runner.method.perturbation.open_layers() == ["conv2", "conv3"],
+    ),
+    "perturbation-conv-mask": Case(
+        {"method": "schedule", "layers": LAYERS, "perturbation": {"mode": "conv_mask"}}, 2
     ),
     "imp-weight-rewinding": Case(
         {

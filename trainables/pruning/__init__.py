@@ -6,6 +6,8 @@
   random targets.
 - :mod:`trainables.pruning.masks`: :class:`~trainables.pruning.masks.MaskSet`, the stateful holder
   that keeps pruned entries at exactly zero.
+- :mod:`trainables.pruning.perturbation`: re-entry / noise injection on the scheduled units, over
+  the per-layer window bookkeeping of :mod:`trainables.pruning.windows` (no torch).
 
 This package's ``__init__`` imports nothing, so importing the schedule never pulls in torch.
 """

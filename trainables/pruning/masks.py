@@ -13,8 +13,11 @@ the masked entries at the event (:meth:`MaskSet.zero_optimizer_state`) and their
 step (:meth:`MaskSet.mask_grads_`), so no stale or fresh update leaks into a pruned entry.
 
 Granularity ``filter``: a mask is bool [out_units] (conv output channels / linear rows); the unit's
-weights, its bias, and the following BN's gamma and beta are masked. Granularity ``weight``: a mask
-is bool shaped like the weight; only the weight is masked; ranking is per layer or global.
+weights, its bias, and the following BN's gamma and beta are masked. With ``weights_only`` only
+the weight rows are: the official noise runs' Prune_L reference (``models.py::_make_conv_prunable``
+with a noise setting masks the conv weight but neither its bias nor the following BN).
+Granularity ``weight``: a mask is bool shaped like the weight; only the weight is masked; ranking
+is per layer or global.
 
 Sparsity is the fraction of prunable weights (the ``.weight`` of every layer in the model's
 ``prunable_layers()``) that are masked; biases and BN parameters are not counted. Masks only shrink.
@@ -38,10 +41,13 @@ class MaskSet:
         model: a prunetune model (``prunable_layers()``, ``following_bn()``,
             ``channel_mask_buffers()``); parameters must already be on their final device.
         granularity: ``filter`` or ``weight``.
+        weights_only: filter granularity: mask only the layers' weight rows (bias, following BN
+            and residual shortcut untouched).
     """
 
-    def __init__(self, model: nn.Module, granularity: str):
+    def __init__(self, model: nn.Module, granularity: str, weights_only: bool = False):
         self.granularity = granularity
+        self.weights_only = weights_only
         self.layers: dict[str, nn.Module] = dict(
             model.weight_prunable_layers() if granularity == "weight" else model.prunable_layers()
         )
@@ -49,7 +55,9 @@ class MaskSet:
             dict(model.following_bn()) if granularity == "filter" else {}
         )
         self.shortcuts: dict[str, Tensor] = (
-            dict(model.channel_mask_buffers()) if granularity == "filter" else {}
+            dict(model.channel_mask_buffers())
+            if granularity == "filter" and not weights_only
+            else {}
         )
         self.masks: dict[str, Tensor] = {
             name: torch.ones(self._unit_shape(layer), dtype=torch.bool, device=layer.weight.device)
@@ -247,6 +255,8 @@ class MaskSet:
             pruned += n_masked * layer.weight[0].numel()
             unit = mask.to(dtype)
             self._add(layer.weight, unit.view(-1, *([1] * (layer.weight.dim() - 1))))
+            if self.weights_only:
+                continue
             self._add(getattr(layer, "bias", None), unit)
             bn = self.bns.get(name)
             if bn is not None:

@@ -1,53 +1,62 @@
 """Re-entry and noise injection (Bartoldson et al. 2020, Fig. 5 and Fig. D2) instead of removal.
 
-The pruning schedule, score and target choose units exactly as for pruning (each unit is
-targeted at most once: scores rank only still-untargeted units, ``Perturbation.alive``). Instead of
-being removed, the units chosen at an event are perturbed during a *window*: the event's
-post-event evaluation (so ``acc_after`` and the event's instability see the perturbation's initial
-effect, as the official code's first noisy forward pass is the first post-pruning test batch) and
-the next ``steps`` training steps. After the window the units train freely again (re-entry), so
-the parameter count never drops and sparsity stays 0.
+The pruning schedule, score and target choose units exactly as for pruning (each unit is targeted
+at most once: scores rank only still-untargeted units, :meth:`Perturbation.alive`). Instead of
+being removed, the units a layer's event targets are perturbed during that layer's *window*, then
+train freely again (re-entry): the parameter count never drops and sparsity stays 0.
 
-Modes (``PerturbationConfig.mode``), applied to the targeted units' weights (rows of the layer's
-``weight``, i.e. conv output channels or linear rows; the conv bias is never touched):
+Windows are per layer, as the official code's per-layer counter (:mod:`trainables.pruning.windows`
+has the bookkeeping): an event that targets units of a layer (k > 0) opens that layer's window;
+its units are the ones targeted now (``iter``, official ``newly_pruned``) or every unit of *that
+layer* targeted so far (``cumulative``, official ``~mask``). The window ends when its budget of
+passes is spent (``duration``), at that layer's own next event (``own_event``: the new event
+opens a new window; the old one is not restored, as the official counter reset leaves it), or
+with the trial (``trial_end``). Other layers' events never end it, so windows of different layers
+overlap.
 
-- ``zeroing``: the weights are set to exactly 0 at the event, before every training step's forward
-  and after every optimizer step of the window, so updates made inside the window are wiped
-  (official: ``w[targeted] *= 0`` on every forward pass).
-- ``gaussian``: ``N(0, sigma^2)`` noise is added at the event and before every training step of the
-  window, so it accumulates (official: ``w[targeted] += Normal(0, sigma).sample()`` per forward
-  pass). sigma is recomputed at each addition as the official code does: the standard deviation
-  (unbiased, ``Tensor.std``) of the weights of the layer's *first still-untargeted unit*
-  (``w[mask.bool()][0].std()``), not of all untargeted weights. When every unit of a layer has been
-  targeted (final_fraction 1) we fall back to the std of the whole layer's weights.
+A *pass* perturbs every open window's units, in the model's layer order, right before a forward
+pass (official ``models.py::_noisy_conv_forward``; rows of the layer's ``weight``, i.e. conv output
+channels or linear rows; the conv bias is never touched):
 
-Variants: ``iter`` perturbs only the units targeted at this event; ``cumulative`` perturbs every
-unit targeted so far (official ``cumu``: ``~mask``). With ``restore`` the window first saves the
-perturbed units' weights and the following BatchNorm's gamma, beta, running mean and running var;
-``zeroing`` then also zeroes that BN's gamma and beta (so the channel outputs exactly 0, as the
-official ``_restore`` runs), and when the window ends the saved originals are copied back exactly.
-Without ``restore`` the BN is never touched (official: "for iter zeroing, the conv bias and the
-following BN are not touched"). A new event while a window is open first closes that window
-(restoring if configured), then opens its own; in ``iter`` mode the older units are thereby
-released, as the official code's per-event reset of ``batches_since_targeting`` does.
+- ``zeroing``: the units' weights are set to 0 (official ``w[targeted] *= 0``); with ``restore``
+  also the following BatchNorm's gamma and beta (official ``_restore`` runs), so the channel
+  outputs exactly 0. Updates made by a training step are wiped by the next pass's zeroing; without
+  ``restore`` the update after a window's last pass stays, as officially.
+- ``gaussian``: one ``N(0, sigma^2)`` draw per weight is added (official
+  ``w[targeted] += Normal(0, sigma).sample()``), so noise accumulates over passes. sigma is
+  recomputed at each pass as the official code does: the unbiased std (``Tensor.std``) of the
+  layer's *first still-untargeted unit* (``w[mask.bool()][0].std()``); when every unit has been
+  targeted we fall back to the whole layer's weights.
 
-Window timing: it opens at ``on_event`` and ends right after the ``steps``-th training step's
-optimizer update (``steps == 0``: right before the first training step after the event, so only
-the post-event evaluation is perturbed). Residual shortcut masks are never touched.
+With ``restore`` a window saves its units' weights and the following BN's gamma, beta, running
+mean and running var when it opens, and copies them back exactly when its budget is spent (a
+window cut by its own layer's next event or by the trial's end is not restored, as officially).
+Without ``restore`` the BN is never touched. Residual shortcut masks are never touched.
 
-Counting in training steps vs the official forward passes. The official code counted forward
-passes, test-set evaluation batches included (``noise = '<variant>_<x>_<mode>'``, ``x + 1``
-passes): after an event it ran one test evaluation (the post-pruning accuracy), then each epoch
-391 training batches (CIFAR-10 at batch 128) followed by two test evaluations. The paper's legends
-give the number of *training* batches that saw the perturbation, which
-``official_passes_to_training_steps`` reproduces: with 79 test batches per evaluation (test batch
-128), x = 0, 129, 1500 -> 0, 50, 1105 training steps (legends "1", "50", "1105", where "1" counts
-the single evaluation pass); with 40 (test batch 256, the cumulative-restore runs of Fig. D2),
-x = 129, 750, 1500, 3000 -> 89, 630, 1220, 2480. Set ``pruning.perturbation.steps`` to the
-right-hand numbers to reproduce the paper's runs counted in training steps.
+Which passes count (``PerturbationConfig.eval_passes``):
+
+- ``official``: the window's budget is N + 1 passes, N the official pass count whose legend number
+  (:func:`~trainables.pruning.windows.official_passes_to_training_steps`) is ``steps``
+  (:func:`~trainables.pruning.windows.official_passes_for_steps`, with this run's E test batches
+  per evaluation and B training batches per epoch). Passes are every training batch and every
+  batch of the two test-set evaluations of an epoch, in the official order: after an event, the
+  post-event evaluation (E batches); then per epoch B training batches, the pre-event evaluation
+  (E) and the post-event evaluation (E), the latter run on epochs without an event too while a
+  window is open (the official code evaluated twice every epoch). A pass on which the budget runs
+  out perturbs, then (``restore``) restores before its forward, as the official counter does.
+  E.g. at E = 79, B = 391: "Zeroing 1" (steps 0, N = 0) perturbs only the first post-event test
+  batch; "Gaussian 50" (N = 129) draws 130 times (79 test + 51 training batches); "Gaussian 1105"
+  (N = 1500) 1501 times (395 + 1106).
+- ``none``: evaluations are not passes. The window's budget is ``steps + 1``: one pass at the event
+  (the whole post-event evaluation sees it) and one before each of the next ``steps`` training
+  steps; the window ends (restoring if configured) right after the last of those steps' updates,
+  or before the first training step when ``steps`` is 0.
+
+Either way ``acc_after`` and the event's instability see the perturbation's initial effect.
+Closed windows are reported (:meth:`Perturbation.take_closed`) with the passes they perturbed.
 
 Randomness comes from a CPU ``torch.Generator`` seeded at construction; its state is part of
-``state_dict`` so a run resumed in the middle of a window continues bit-for-bit.
+``state_dict`` so a run resumed in the middle of windows continues bit-for-bit.
 """
 
 from __future__ import annotations
@@ -61,33 +70,21 @@ from torch import Tensor, nn
 from trainables.config import PerturbationConfig
 from trainables.errors import UserError
 from trainables.pruning import scores
+from trainables.pruning.windows import (
+    PassKind,
+    Windows,
+    official_passes_for_steps,
+    official_passes_to_training_steps,
+)
 
-__all__ = ["Perturbation", "official_passes_to_training_steps", "first_alive_std"]
+__all__ = [
+    "Perturbation",
+    "first_alive_std",
+    "official_passes_for_steps",
+    "official_passes_to_training_steps",
+]
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
-
-
-def official_passes_to_training_steps(
-    passes: int, eval_batches: int, batches_per_epoch: int = 391
-) -> int:
-    """Training batches perturbed by the official code's ``x = passes`` window (papers.md §5).
-
-    Args:
-        passes: the ``<N>`` of the official noise string (forward passes after the event).
-        eval_batches: test batches per evaluation (79 at test batch 128, 40 at 256 on CIFAR-10).
-        batches_per_epoch: training batches per epoch (391 = CIFAR-10 at batch 128).
-
-    The window first spends one evaluation's batches (the post-event test), then per epoch up to
-    ``batches_per_epoch`` training batches followed by two evaluations, until exhausted.
-    """
-    if min(passes, eval_batches, batches_per_epoch - 1) < 0:
-        raise ValueError("passes and eval_batches must be >= 0, batches_per_epoch >= 1")
-    left = passes - eval_batches
-    steps = 0
-    while left > 0:
-        steps += min(left, batches_per_epoch)
-        left -= batches_per_epoch + 2 * eval_batches
-    return steps
 
 
 def first_alive_std(weight: Tensor, alive: Tensor) -> float:
@@ -101,15 +98,17 @@ def first_alive_std(weight: Tensor, alive: Tensor) -> float:
 
 
 class Perturbation:
-    """Zeroing or Gaussian noise on targeted units for a window of training steps, then re-entry.
+    """Zeroing or Gaussian noise on targeted units during per-layer windows, then re-entry.
 
-    The training loop calls, per event and per training step (``mode != "none"``):
+    Args:
+        cfg: the perturbation section (``mode`` zeroing or gaussian).
+        layers / bns: the prunable layers and the BatchNorm after each, by name, in model order.
+        seed: seeds the Gaussian draws.
+        passes: the official N of every window (``eval_passes: official``), or None (``none``).
 
-    - ``on_event({layer: bool [out] newly targeted})`` after ``acc_before`` and before ``acc_after``;
-    - ``before_step()`` before every training step's forward pass;
-    - ``after_step()`` right after every ``optimizer.step()``.
-
-    ``alive()`` gives the still-untargeted units (what the scorer may choose from).
+    The loop calls ``on_event`` after ``acc_before`` and before ``acc_after``; ``before_step`` /
+    ``after_step`` around every training step; ``before_eval_batch`` before every batch of the
+    two test-set evaluations. ``alive()`` gives the still-untargeted units.
     """
 
     def __init__(
@@ -118,12 +117,14 @@ class Perturbation:
         layers: Mapping[str, nn.Module],
         bns: Mapping[str, nn.Module],
         seed: int,
+        passes: int | None = None,
     ):
         if cfg.mode not in ("zeroing", "gaussian"):
             raise ValueError(
                 f"pruning.perturbation.mode: must be zeroing or gaussian, got {cfg.mode!r}"
             )
         self.cfg = cfg
+        self.passes = passes
         self.layers = dict(layers)
         self.bns = {k: v for k, v in bns.items() if k in self.layers}
         self.generator = torch.Generator().manual_seed(seed)
@@ -131,17 +132,23 @@ class Perturbation:
             name: torch.zeros(m.weight.shape[0], dtype=torch.bool)
             for name, m in self.layers.items()
         }
-        self.window: dict[str, Tensor] = {}  # layer -> bool [out] units perturbed now
-        self.saved: dict[str, dict[str, Tensor]] = {}  # restore: originals of the window's units
-        self.active = False
-        self.steps_left = 0
-        self.events = 0
+        self.windows = Windows(list(self.layers))
+        self.units: dict[str, Tensor] = {}  # layer -> bool [out] (CPU): its window's units
+        self.saved: dict[str, dict[str, Tensor]] = {}  # restore: layer -> originals
 
-    # --- the loop's hooks -------------------------------------------------------------------
+    # --- queries ------------------------------------------------------------------------------
 
     def alive(self) -> dict[str, Tensor]:
         """Layer -> bool [out] (CPU), True for units never targeted."""
         return {name: ~t for name, t in self.targeted.items()}
+
+    def open_layers(self) -> list[str]:
+        """Layers whose window is open, in model order."""
+        return self.windows.layers()
+
+    def counts_eval_passes(self) -> bool:
+        """True while an open window counts test-evaluation passes (``eval_passes: official``)."""
+        return self.passes is not None and bool(self.windows.open)
 
     def choose(
         self, units: Mapping[str, int], *, score: str, target: str, generator: torch.Generator
@@ -162,128 +169,139 @@ class Perturbation:
             chosen[name] = scores.select(values, alive, k, target, generator)
         return chosen
 
-    def on_event(self, newly: Mapping[str, Tensor]) -> None:
-        """Open a window on the units chosen at this event and apply the initial perturbation.
+    # --- the loop's hooks ---------------------------------------------------------------------
 
-        newly: layer -> bool [out] (any device) of units chosen now; must be still alive.
+    def on_event(self, epoch: int, newly: Mapping[str, Tensor]) -> None:
+        """Open a window for each layer with units chosen at this event (epoch `epoch`).
+
+        newly: layer -> bool [out] (any device) of units chosen now; they must be still alive. A
+        layer with no unit chosen keeps its window as it is.
         """
-        if self.active:
-            self._close()
-        for name, chosen in newly.items():
+        for name in newly:
             if name not in self.targeted:
                 raise KeyError(
                     f"unknown perturbed layer {name!r}; known: {', '.join(self.targeted)}"
                 )
+        for name in self.layers:
+            chosen = newly.get(name)
+            if chosen is None or not chosen.any():
+                continue
             chosen = chosen.detach().to("cpu", torch.bool)
             if (chosen & self.targeted[name]).any():
                 raise ValueError(f"layer {name!r}: a unit was targeted twice")
+            if name in self.windows.open:
+                self._close(name, "own_event")
             self.targeted[name] |= chosen
-        source = self.targeted if self.cfg.variant == "cumulative" else newly
-        self.window = {
-            name: units.detach().to("cpu", torch.bool).clone()
-            for name, units in source.items()
-            if units.any()
-        }
-        self.events += 1
-        if not self.window:
-            return
-        self.active = True
-        self.steps_left = self.cfg.steps
-        if self.cfg.restore:
-            self.saved = self._snapshot()
-        self._apply()
+            units = self.targeted[name] if self.cfg.variant == "cumulative" else chosen
+            self._open(name, epoch, units.clone())
 
     def before_step(self) -> None:
-        """Before a training step's forward: perturb (or close a 0-step window)."""
-        if not self.active:
-            return
-        if self.steps_left == 0:
-            self._close()
-            return
-        self._apply()
+        """Before a training step's forward pass."""
+        for name in self.windows.layers():
+            if self.passes is None and self.windows.open[name].budget == 0:
+                self._close(name, "duration")  # a 0-step window ends before training
+            else:
+                self._pass(name, "train")
 
     def after_step(self) -> None:
-        """After ``optimizer.step()``: wipe in-window updates (zeroing); count the step."""
-        if not self.active:
+        """After ``optimizer.step()``: ``none`` windows end right after their last step."""
+        if self.passes is not None:
             return
-        if self.cfg.mode == "zeroing":
-            self._zero()
-        self.steps_left -= 1
-        if self.steps_left == 0:
-            self._close()
+        for name in self.windows.layers():
+            if self.windows.open[name].budget == 0:
+                self._close(name, "duration")
 
-    # --- state ------------------------------------------------------------------------------
+    def before_eval_batch(self) -> None:
+        """Before each batch of the two test-set evaluations (a pass only when ``official``)."""
+        if self.passes is None:
+            return
+        for name in self.windows.layers():
+            self._pass(name, "eval")
+
+    def end_trial(self) -> None:
+        """The trial ended: report every open window as ``trial_end`` (weights left as they are)."""
+        for name in self.windows.layers():
+            self._close(name, "trial_end")
+
+    def take_closed(self) -> list[dict[str, Any]]:
+        """Windows closed since the last call (``trainables.records.WINDOWS`` entries)."""
+        return self.windows.take_closed()
+
+    # --- state --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (CPU tensors and plain values)."""
         return {
             "targeted": {k: v.clone() for k, v in self.targeted.items()},
-            "window": {k: v.clone() for k, v in self.window.items()},
+            "units": {k: v.clone() for k, v in self.units.items()},
             "saved": {k: {n: t.cpu().clone() for n, t in d.items()} for k, d in self.saved.items()},
-            "active": self.active,
-            "steps_left": self.steps_left,
-            "events": self.events,
+            "windows": self.windows.state_dict(),
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.targeted = {k: v.clone().to(torch.bool) for k, v in state["targeted"].items()}
-        self.window = {k: v.clone().to(torch.bool) for k, v in state["window"].items()}
+        self.units = {k: v.clone().to(torch.bool) for k, v in state["units"].items()}
         self.saved = {k: {n: t.clone() for n, t in d.items()} for k, d in state["saved"].items()}
-        self.active = bool(state["active"])
-        self.steps_left = int(state["steps_left"])
-        self.events = int(state["events"])
+        self.windows.load_state_dict(state["windows"])
         self.generator.set_state(state["generator"])
 
-    # --- effects ----------------------------------------------------------------------------
+    # --- windows and effects ------------------------------------------------------------------
 
-    def _rows(self, name: str, tensor: Tensor) -> Tensor:
-        return self.window[name].to(tensor.device)
-
-    @torch.no_grad()
-    def _apply(self) -> None:
-        if self.cfg.mode == "zeroing":
-            self._zero()
+    def _open(self, name: str, epoch: int, units: Tensor) -> None:
+        self.units[name] = units
+        if self.cfg.restore:
+            self.saved[name] = self._snapshot(name)
+        if self.passes is not None:
+            self.windows.start(name, epoch, self.passes + 1)
             return
-        for name, units in self.window.items():
-            w = self.layers[name].weight
-            sigma = first_alive_std(w, ~self.targeted[name].to(w.device))
-            shape = (int(units.sum()), *w.shape[1:])
-            noise = torch.randn(shape, generator=self.generator, dtype=torch.float32) * sigma
-            w[self._rows(name, w)] += noise.to(w.device, w.dtype)
+        self.windows.start(name, epoch, self.cfg.steps + 1)
+        self._pass(name, "eval")  # the one pass the whole post-event evaluation sees
+
+    def _pass(self, name: str, kind: PassKind) -> None:
+        """Perturb layer `name`'s window once; an ``official`` window ends on its last pass."""
+        self._apply(name)
+        if self.windows.open[name].count(kind) and self.passes is not None:
+            self._close(name, "duration")
 
     @torch.no_grad()
-    def _zero(self) -> None:
-        for name in self.window:
-            w = self.layers[name].weight
-            w[self._rows(name, w)] = 0
+    def _close(self, name: str, closed_by: str) -> None:
+        saved = self.saved.pop(name, {})
+        rows = self.units.pop(name)
+        if closed_by == "duration":
+            for key, value in saved.items():
+                t = self._tensor(name, key)
+                t[rows.to(t.device)] = value.to(t.device, t.dtype)
+        self.windows.close(name, closed_by)
+
+    def _tensor(self, name: str, key: str) -> Tensor:
+        if key == "layer_weight":
+            return self.layers[name].weight
+        return getattr(self.bns[name], key[3:])
+
+    @torch.no_grad()
+    def _apply(self, name: str) -> None:
+        w = self.layers[name].weight
+        rows = self.units[name].to(w.device)
+        if self.cfg.mode == "zeroing":
+            w[rows] = 0
             bn = self.bns.get(name)
             if self.cfg.restore and bn is not None and bn.weight is not None:
-                rows = self._rows(name, bn.weight)
-                bn.weight[rows] = 0
-                bn.bias[rows] = 0
+                bn.weight[rows.to(bn.weight.device)] = 0
+                bn.bias[rows.to(bn.bias.device)] = 0
+            return
+        sigma = first_alive_std(w, ~self.targeted[name].to(w.device))
+        shape = (int(rows.sum()), *w.shape[1:])
+        noise = torch.randn(shape, generator=self.generator, dtype=torch.float32) * sigma
+        w[rows] += noise.to(w.device, w.dtype)
 
-    def _snapshot(self) -> dict[str, dict[str, Tensor]]:
-        saved = {}
-        for name in self.window:
-            w = self.layers[name].weight
-            entry = {"layer_weight": w.detach()[self._rows(name, w)].clone()}
-            bn = self.bns.get(name)
-            for key in _BN_KEYS if bn is not None else ():
-                t = getattr(bn, key, None)
-                if t is not None:
-                    entry[f"bn_{key}"] = t.detach()[self._rows(name, t)].clone()
-            saved[name] = entry
-        return saved
-
-    @torch.no_grad()
-    def _close(self) -> None:
-        for name, entry in self.saved.items():
-            for key, value in entry.items():
-                module = self.layers[name] if key == "layer_weight" else self.bns[name]
-                t = getattr(module, "weight" if key == "layer_weight" else key[3:])
-                t[self._rows(name, t)] = value.to(t.device, t.dtype)
-        self.saved = {}
-        self.window = {}
-        self.active = False
-        self.steps_left = 0
+    def _snapshot(self, name: str) -> dict[str, Tensor]:
+        rows = self.units[name]
+        w = self.layers[name].weight
+        entry = {"layer_weight": w.detach()[rows.to(w.device)].clone()}
+        bn = self.bns.get(name)
+        for key in _BN_KEYS if bn is not None else ():
+            t = getattr(bn, key, None)
+            if t is not None:
+                entry[f"bn_{key}"] = t.detach()[rows.to(t.device)].clone()
+        return entry
