@@ -5,6 +5,10 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
 - event instability ``(acc_before - acc_after) / acc_before`` as recorded; ``mean_instability`` is
   its mean over the trial's events, 0 for an unpruned trial by definition, null for a pruned trial
   without events; ``mean_stability = 100 * (1 - mean_instability)``;
+- a scratch trial (``pruning.scratch``: pruned at initialisation, before any training) has
+  instability 0 (stability 100) by definition, as the official ``add_pruning_status_vars`` treats
+  an event at the first epoch as no pruned epoch; its event stays in the records, ``n_events``
+  and ``last_event_epoch`` (0, so its generalization window is every epoch, as the official one);
 - generalization, by the config's measure: ``best_after_last_event`` = the best test accuracy at
   or after the last event epoch (all epochs when there is none), the earliest such epoch on ties;
   ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
@@ -73,7 +77,7 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
     events = cols["is_event"].astype(bool) if n else np.zeros(0, dtype=bool)
     out["n_events"] = int(events.sum())
     out["last_event_epoch"] = int(cols["epoch"][events].max()) if events.any() else None
-    if cfg.is_baseline:
+    if cfg.is_baseline or cfg.pruning.scratch:
         mean_instability: float | None = 0.0
     else:
         inst = cols["instability"][events] if n else np.zeros(0)

@@ -38,7 +38,7 @@ from trainables.fields import (
 from trainables.pruning.schedule import LayerSchedule, layer_list_rule
 
 Granularity = Literal["filter", "weight"]
-Score = Literal["l2", "l1", "ebn", "magnitude"]
+Score = Literal["l2", "l1", "ebn", "ebn_signed", "activations", "magnitude"]
 Target = Literal["smallest", "largest", "random"]
 Scope = Literal["layer", "global"]
 Method = Literal["none", "schedule", "imp"]
@@ -129,12 +129,20 @@ class ImpConfig:
 class PruningConfig:
     method: Method = param("none", "none (unpruned), schedule or imp")
     granularity: Granularity = param("filter", "filter (structured) or weight (unstructured)")
-    score: Score = param("l2", "unit score: l2, l1, ebn (filters) or magnitude (weights)")
+    score: Score = param(
+        "l2",
+        "unit score: l2, l1, ebn, ebn_signed, activations (filters) or magnitude (weights)",
+    )
     target: Target = param("smallest", "which units the score removes: smallest, largest, random")
     scope: Scope = param("layer", "weight granularity: rank per layer or globally")
     period: int = param(1, "epochs between events", at_least(1))
     layers: tuple[LayerSchedule, ...] = param(
         (), "per-layer schedules; empty = the model's paper default", layer_list_rule
+    )
+    scratch: bool = param(
+        False,
+        "prune at initialisation: every layer's fraction at epoch 0 (start = end = 0), which "
+        "trains nothing and takes no LR step",
     )
     perturbation: PerturbationConfig = section(PerturbationConfig, "re-entry / noise injection")
     imp: ImpConfig = section(ImpConfig, "iterative magnitude pruning")
@@ -253,6 +261,22 @@ def _imp_rounds(method: str, rounds: int) -> list[tuple[str, str]]:
     return []
 
 
+def _scratch_layers(scratch: bool, layers: tuple[LayerSchedule, ...]) -> list[tuple[str, str]]:
+    """Scratch pruning removes each layer's whole fraction at epoch 0, before any training (the
+    official cfgs F2_VGG_5 and TF1_3 say so with start = end = 0); the schedule must say it too."""
+    if not scratch:
+        return []
+    if not layers:
+        rule = "must list the layers (start_epoch 0, end_epoch 0) when pruning.scratch is true"
+        return [("", f"{rule}, got []")]
+    return [
+        (f"[{i}].{name}", f"must be 0 when pruning.scratch is true, got {value}")
+        for i, layer in enumerate(layers)
+        for name, value in (("start_epoch", layer.start_epoch), ("end_epoch", layer.end_epoch))
+        if value != 0
+    ]
+
+
 def _val_selected(measure: str, fraction_: float) -> list[tuple[str, str]]:
     if measure == "val_selected" and fraction_ <= 0:
         return [("", f"must be > 0 for generalization val_selected, got {show(fraction_)}")]
@@ -263,6 +287,12 @@ _NEEDS = (
     ("pruning.scope", "global", "pruning.granularity", ("weight",)),
     ("pruning.score", "magnitude", "pruning.granularity", ("weight",)),
     ("pruning.score", "ebn", "pruning.granularity", ("filter",)),
+    ("pruning.score", "ebn_signed", "pruning.granularity", ("filter",)),
+    ("pruning.score", "activations", "pruning.granularity", ("filter",)),
+    # The tracker is checkpointed by schedule pruning; re-entry / noise injection does not carry it.
+    ("pruning.score", "activations", "pruning.perturbation.mode", ("none",)),
+    ("pruning.scratch", True, "pruning.method", ("schedule",)),
+    ("pruning.scratch", True, "pruning.perturbation.mode", ("none",)),
     ("pruning.perturbation.mode", "zeroing", "pruning.method", ("schedule",)),
     ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
     ("pruning.perturbation.mode", "zeroing", "pruning.granularity", ("filter",)),
@@ -323,6 +353,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("train.milestones", "train.epochs"), _below_epochs),
     CrossRule(("flatness.epochs", "train.epochs"), _below_epochs),
     CrossRule(("pruning.layers", "train.epochs"), _layers_end),
+    CrossRule(("pruning.scratch", "pruning.layers"), _scratch_layers, at=1),
     CrossRule(("pruning.imp.rewind", "pruning.imp.rewind_epoch", "train.epochs"), _rewind, at=1),
     *(CrossRule((path, other), _needs(v, other, wanted)) for path, v, other, wanted in _NEEDS),
     CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),

@@ -80,6 +80,12 @@ class PruningMethod(Hooks):
         """Total epochs the trial runs."""
         return self.cfg.train.epochs
 
+    def trains(self, epoch: int) -> bool:
+        """Whether `epoch` trains. False (scratch pruning's epoch 0, as the official
+        ``experiments.py::main``): no training and no LR step that epoch; its evaluations and
+        its event run as usual."""
+        return True
+
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         """Act after `epoch`'s training, in eval mode, after ``acc_before``.
 

@@ -8,7 +8,9 @@ either evaluation):
     -> acc_after on the same set -> (validation / noisy-label accuracies) -> LR step
 
 with no training and no BN recalibration between the two evaluations. Accuracies are fractions in
-[0, 1], losses mean cross-entropy in nats.
+[0, 1], losses mean cross-entropy in nats. An epoch the method does not train
+(``PruningMethod.trains``: scratch pruning's epoch 0) skips the training and the LR step, as the
+official code does; its ``train_loss`` / ``train_acc`` stay null.
 
 Seams for features added later, so the epoch itself never changes:
 
@@ -140,10 +142,12 @@ class TrialRunner:
         for hooks in self._hooks:
             hooks.begin_epoch(self, epoch)
         record["lr"] = self.optimizer.param_groups[0]["lr"]
-        record["train_loss"], record["train_acc"] = self._train_epoch()
+        trains = self.method.trains(epoch)
+        if trains:
+            record["train_loss"], record["train_acc"] = self._train_epoch()
         self.model.eval()
         test_loss, acc_before = self._evaluate(self.data.x_test, self.data.y_test, test=True)
-        if not math.isfinite(record["train_loss"]):
+        if trains and not math.isfinite(record["train_loss"]):
             record["test_loss"], record["test_acc"] = test_loss, acc_before
             record["sparsity"] = self.masks.sparsity
             return self._finish(record, start, "diverged")
@@ -159,7 +163,8 @@ class TrialRunner:
         record["test_loss"], record["test_acc"] = test_loss, acc_after
         record["sparsity"] = self.masks.sparsity
         self._extra_evaluations(record)
-        self.scheduler.step()
+        if trains:  # an untrained epoch takes no LR step: later milestones come one epoch late
+            self.scheduler.step()
         for hooks in self._hooks:
             hooks.end_epoch(self, record)
         done = epoch + 1 >= self.num_epochs

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from trainables.augment import derived_generator
 from trainables.errors import UserError
 from trainables.hooks import PruningMethod
+from trainables.pruning import scores
 from trainables.pruning.imp import Imp
 from trainables.pruning.perturbation import Perturbation, official_passes_for_steps
 from trainables.pruning.rounds import ImpPlan
@@ -37,7 +38,13 @@ class Unpruned(PruningMethod):
 
 
 class SchedulePruning(PruningMethod):
-    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty)."""
+    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty).
+
+    A tracked score (``activations``: ``scores.TRACKED_SCORES``) gets its tracker here, over the
+    scheduled layers, watching every training pass from the first; its state is this method's
+    checkpoint. With ``pruning.scratch`` the schedule's one event is at epoch 0, which the loop
+    does not train (:meth:`trains`).
+    """
 
     def __init__(self, runner: TrialRunner):
         super().__init__(runner)
@@ -51,7 +58,9 @@ class SchedulePruning(PruningMethod):
             self.plan = plan_schedule(layers, runner.masks.n_units, p.period)
         except ValueError as e:
             raise UserError(str(e)) from None
-        runner.masks.check_scoring(p.score, [lp.name for lp in self.plan.layers])
+        names = [lp.name for lp in self.plan.layers]
+        runner.masks.check_scoring(p.score, names)
+        self.tracker = scores.make_tracker(p.score, runner.model, names)
         summary = schedule_summary(layers, p.period)
         self.derived = {
             "pruning_rate": summary["pruning_rate"],
@@ -72,9 +81,20 @@ class SchedulePruning(PruningMethod):
             target=p.target,
             scope=p.scope,
             generator=runner.loop.generators["targets"],
+            tracker=self.tracker,
         )
         runner.masks.zero_optimizer_state(runner.optimizer)
         return removed
+
+    def trains(self, epoch: int) -> bool:
+        return not (self.cfg.pruning.scratch and epoch == 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.tracker is None else {"tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.tracker is not None:
+            self.tracker.load_state_dict(state["tracker"])
 
 
 class PerturbationPruning(SchedulePruning):

@@ -59,8 +59,9 @@ WINDOWS = list_of(
 
 RECORD: tuple[RecordField, ...] = (
     RecordField("epoch", INT, "epoch", "0-based epoch index (IMP: counted across rounds)", True),
-    RecordField("train_loss", FLOAT, "nats", "mean training loss over the epoch's batches", True),
-    RecordField("train_acc", FLOAT, "fraction", "running training-batch accuracy", True),
+    # Null on the one epoch that does not train (scratch pruning's epoch 0).
+    RecordField("train_loss", FLOAT, "nats", "mean training loss over the epoch's batches"),
+    RecordField("train_acc", FLOAT, "fraction", "running training-batch accuracy"),
     RecordField("test_loss", FLOAT, "nats", "test loss after this epoch's event, if any", True),
     RecordField(
         "test_acc", FLOAT, "fraction", "test accuracy after the event (post-pruning)", True

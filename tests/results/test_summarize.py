@@ -10,7 +10,7 @@ from tune_fixture import config
 
 from results import summarize as S
 from results.status import trial_status
-from trainables.config import PruningConfig
+from trainables.config import LayerSchedule, PruningConfig
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,24 @@ def test_pruning_rate_is_the_rate_the_trainable_recorded():
     cols["pruning_rate"][:] = 12.5
     assert S.summarize(cols, defaults, "ok")["pruning_rate"] == 12.5
     assert S.summarize(_cols([0.5]), defaults, "running")["pruning_rate"] is None
+
+
+def test_scratch_trials_are_stable_by_definition_and_keep_their_event():
+    """The official ``figures_and_tables/utils.py::add_pruning_status_vars`` (and ``summarize``):
+    an event at the first epoch (1-based epoch 1: scratch pruning, before any training) makes
+    ``last_pruned_epoch`` 0 and no epoch a pruned epoch, so the run's mean stability is set to
+    100 and its best accuracy is taken over every epoch."""
+    layers = (LayerSchedule("conv1", 0.5, 0, 0),)
+    scratch = dataclasses.replace(
+        config(None, 0),
+        pruning=PruningConfig(method="schedule", scratch=True, layers=layers),
+    )
+    cols = _cols([0.1, 0.9, 0.6, 0.7], events=[0])  # the event's instability is 0.1, recorded
+    out = S.summarize(cols, scratch, "ok")
+    assert (out["mean_instability"], out["mean_stability"]) == (0.0, 100.0)
+    assert (out["n_events"], out["last_event_epoch"]) == (1, 0)
+    assert (out["generalization"], out["generalization_epoch"]) == (0.9, 1)  # every epoch
+    pruned_at_0 = dataclasses.replace(
+        scratch, pruning=dataclasses.replace(scratch.pruning, scratch=False)
+    )
+    assert S.summarize(cols, pruned_at_0, "ok")["mean_instability"] == pytest.approx(0.1)

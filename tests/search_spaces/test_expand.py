@@ -17,11 +17,15 @@ from trainables.identity import baseline_key, trial_key
 # (pruned, baselines, total) per preset; each total = grid x seeds + seeds per non-pruning config.
 COUNTS = {
     "quickstart": (27, 3, 30),  # 3 targets x 3 periods x 3 seeds + 3
-    "bartoldson2020-vgg11": (105, 5, 110),  # 3 targets x 7 periods x 5 seeds + 5
+    "bartoldson2020-vgg11": (110, 5, 115),  # (3 targets x 7 periods + scratch) x 5 seeds + 5
+    "bartoldson2020-resnet18": (30, 10, 40),  # 3 cfgs x 10 seeds + 10
+    "bartoldson2020-resnet18-c1": (30, 10, 40),  # 3 cfgs x 10 seeds + 10
+    "bartoldson2020-ebn": (30, 10, 40),  # 3 cfgs x 10 seeds + 10
+    "bartoldson2020-ebn-resnet18": (30, 10, 40),  # 3 cfgs x 10 seeds + 10
     "bartoldson2020-resnet-sgd": (40, 20, 60),  # 2 models x 2 periods x 10 seeds + 2 x 10
     "bartoldson2020-resnet18-sgd": (20, 10, 30),  # 2 periods x 10 seeds + 10
     "bartoldson2020-noise": (110, 10, 120),  # (1 + 2 x 3 + 4) perturbations x 10 seeds + 10
-    "bartoldson2020-flatness": (40, 10, 50),  # (1 + 3) pruning cfgs x 10 seeds + 10
+    "bartoldson2020-flatness": (50, 10, 60),  # (1 + 3 + scratch) pruning cfgs x 10 seeds + 10
     "jin2022-imp": (24, 12, 36),  # 2 controls x 4 noise levels x 3 seeds + 4 x 3
 }
 

@@ -230,6 +230,26 @@ BAD_SPECS = [
         "pruning.score: magnitude needs pruning.granularity weight, got filter",
     ),
     (
+        "activations on a model without residual blocks",
+        "name: t\ndataset: {name: cifar10}\nmodel: {name: vgg11_bn}\ntrain: {epochs: 300}\npruning: {method: schedule, score: activations}\n",
+        "pruning.score: 'activations' needs a ResNet with residual blocks, got model vgg11_bn",
+    ),
+    (
+        "activations on the stem",
+        "name: t\ndataset: {name: cifar10}\nmodel: {name: resnet20}\npruning: {method: schedule, score: activations, layers: [{name: conv1, final_fraction: 0.5, start_epoch: 1, end_epoch: 2}]}\n",
+        "pruning.layers[0].name: the 'activations' score ranks residual block convs only, got 'conv1'",
+    ),
+    (
+        "activations weight",
+        "name: t\npruning: {granularity: weight, score: activations}\n",
+        "pruning.score: activations needs pruning.granularity filter, got weight",
+    ),
+    (
+        "scratch schedule",
+        "name: t\nmodel: {name: mlp}\npruning: {method: schedule, scratch: true, layers: [{name: fc1, final_fraction: 0.5, start_epoch: 3, end_epoch: 3}]}\n",
+        "pruning.layers[0].start_epoch: must be 0 when pruning.scratch is true, got 3\npruning.layers[0].end_epoch: must be 0 when pruning.scratch is true, got 3",
+    ),
+    (
         "perturbation needs schedule",
         "name: t\npruning: {perturbation: {mode: zeroing, steps: 3}}\n",
         "pruning.perturbation.mode: zeroing needs pruning.method schedule, got none",

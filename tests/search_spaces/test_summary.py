@@ -61,7 +61,7 @@ def test_imp_epochs_count_every_round() -> None:
 def test_flatness_adds_hvp_cost() -> None:
     summary = plan_summary(expand(load_spec("bartoldson2020-flatness")))
     per_trial = 325 + 2 * 100 * 20 * 512 / 50_000
-    assert summary["estimate"]["gpu_hours"] == pytest.approx(50 * per_trial * 0.6 / 3600, abs=1e-3)
+    assert summary["estimate"]["gpu_hours"] == pytest.approx(60 * per_trial * 0.6 / 3600, abs=1e-3)
 
 
 def test_optuna_trials_are_counted() -> None:

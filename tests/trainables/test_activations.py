@@ -236,3 +236,87 @@ def test_names_and_errors():
         ActivationTracker(build_model("mlp", 8, (1, 40), 10))
     with pytest.raises(ValueError, match="do not match"):
         ActivationTracker(_model("resnet20")).load_state_dict(tracker.state_dict())
+
+
+# --- wired into schedule pruning (pruning.score: activations) ---------------------------------
+
+SCORED = ("layer3.1.conv1", "layer4.0.conv2")
+
+
+def _trial(target: str = "smallest"):
+    from trainables.config import TrialConfig
+
+    layers = [
+        {"name": name, "final_fraction": 0.5, "start_epoch": 1, "end_epoch": 2} for name in SCORED
+    ]
+    return TrialConfig.from_dict(
+        {
+            "dataset": {"name": "cifar10"},
+            "model": {"name": "resnet18", "width": 4},
+            "train": {"epochs": 3, "batch_size": 16},
+            "pruning": {
+                "method": "schedule",
+                "score": "activations",
+                "target": target,
+                "layers": layers,
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("target", ["smallest", "largest"])
+def test_schedule_pruning_ranks_filters_by_the_running_means(target):
+    """Each event removes the k alive filters with the smallest (Prune_S) or largest (Prune_L)
+    running means, as the official ``_prune_layer`` ranks ``post_shortcut_running_mean``."""
+    from tiny_images import tiny_cifar10
+
+    from trainables.loop import TrialRunner
+    from trainables.pruning import scores
+
+    with tiny_cifar10():
+        runner = TrialRunner(_trial(target), device="cpu", num_threads=1)
+    tracker = runner.method.tracker
+    assert set(tracker.counters()) == {"layer3.1", "layer4.0"}  # the scheduled blocks only
+    by_norm = {}
+    event = runner.method.event
+
+    def spy(r, epoch):  # what the L2 norm would have chosen at this event, for contrast
+        by_norm[epoch] = {n: scores.l2(r.masks.layers[n].weight) for n in SCORED}
+        return event(r, epoch)
+
+    runner.method.event = spy
+    differs = False
+    for epoch in range(3):
+        alive = {n: runner.masks.alive(n).clone() for n in SCORED}
+        record = runner.run_epoch()
+        for name in SCORED:
+            removed = alive[name] & ~runner.masks.alive(name)
+            k = int(removed.sum())
+            assert k == (0 if epoch == 0 else record["units_removed"][SCORED.index(name)]["units"])
+            if not k:
+                continue
+            # eval passes never update the means: they are still the ones the event ranked
+            means, idx = tracker.scores(name), alive[name].nonzero().flatten()
+            order = means[idx].argsort(descending=target == "largest", stable=True)
+            expected = torch.zeros_like(removed)
+            expected[idx[order[:k]]] = True
+            assert torch.equal(removed, expected), (epoch, name)
+            norms = by_norm[epoch][name][idx].argsort(descending=target == "largest", stable=True)
+            differs |= set(idx[norms[:k]].tolist()) != set(idx[order[:k]].tolist())
+    assert differs  # the running means, not the weights, chose the filters
+    assert tracker.counters() == {"layer3.1": 36, "layer4.0": 36}  # 3 epochs x 12 training steps
+
+
+def test_activations_needs_residual_block_convs(data_dir):
+    from trainables.config import TrialConfig
+    from trainables.loop import TrialRunner
+
+    layer = {"name": "conv1", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 0}
+    cfg = TrialConfig.from_dict(
+        {
+            "dataset": {"data_dir": data_dir, "num_samples": 200},
+            "pruning": {"method": "schedule", "score": "activations", "layers": [layer]},
+        }
+    )
+    with pytest.raises(UserError, match="pruning.score: 'activations' needs a ResNet"):
+        TrialRunner(cfg, device="cpu")

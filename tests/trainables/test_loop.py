@@ -163,6 +163,11 @@ def test_default_schedule_and_clear_errors(data_dir):
     ("pruning", "model", "message"),
     [
         ({"score": "ebn"}, {"name": "mlp", "width": 8}, "'ebn' needs a BatchNorm after each layer"),
+        (
+            {"score": "ebn_signed"},
+            {"name": "mlp", "width": 8},
+            "'ebn_signed' needs a BatchNorm after each layer",
+        ),
         ({"score": "magnitude"}, {}, "pruning.score: magnitude needs pruning.granularity weight"),
         ({"scope": "global"}, {}, "pruning.scope: global needs pruning.granularity weight"),
         (

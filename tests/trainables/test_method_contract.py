@@ -1,13 +1,14 @@
 """The contract every pruning method must meet (as Optuna's sampler test suite does for samplers).
 
-For each method (none, schedule, re-entry / noise, conv-only Prune_L, IMP and its controls), on a
-real trial:
+For each method (none, schedule with weight scores, a tracked score and scratch pruning, re-entry /
+noise, conv-only Prune_L, IMP and its controls), on a real trial:
 
 - every record holds exactly the keys of ``trainables.records.RECORD``, epochs in order, the
   last one done;
 - masks only shrink, epoch after epoch;
 - a checkpoint taken in the middle of the method's own state (inside perturbation windows of two
-  layers, inside an IMP round) restores into a fresh process state and continues bit-identically: the
+  layers, inside an IMP round, between two updates of a tracked score, after scratch pruning's
+  untrained epoch) restores into a fresh process state and continues bit-identically: the
   same records and the same final model.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from tiny_images import tiny_cifar10
 
 from trainables.config import TrialConfig
 from trainables.loop import TrialRunner
@@ -36,11 +38,48 @@ class Case:
     pruning: dict
     checkpoint_after: int  # epochs run before the checkpoint
     mid_state: Callable[[TrialRunner], bool] = lambda runner: True  # the checkpoint is "mid"
+    trial: dict | None = None  # sections replacing the default trial's (dataset, model, train)
+
+
+# ResNet-18 (width 4) on 8x8 stand-in CIFAR-10 images: 12 training steps per epoch, so after 2
+# epochs each tracked block has counted 24 passes and updated its means twice (passes 10, 20).
+RESNET = {
+    "dataset": {"name": "cifar10", "label_noise_fraction": 0.1},
+    "model": {"name": "resnet18", "width": 4},
+    "train": {"epochs": 4, "batch_size": 16, "lr": 3e-3, "milestones": [2], "gamma": 0.5},
+}
+RESNET_LAYERS = [
+    {"name": "layer4.0.conv2", "final_fraction": 0.5, "start_epoch": 1, "end_epoch": 3},
+    {"name": "layer4.1.conv1", "final_fraction": 0.75, "start_epoch": 2, "end_epoch": 3},
+]
+
+
+def _between_updates(runner: TrialRunner) -> bool:
+    tracker = runner.method.tracker
+    return all(n % 10 for n in tracker.counters().values()) and all(
+        bool(tracker.scores(n).any()) for n in tracker.layer_names()
+    )
 
 
 CASES = {
     "none": Case({"method": "none"}, 2),
     "schedule-filter-random": Case({"method": "schedule", "target": "random", "layers": LAYERS}, 2),
+    "schedule-activations": Case(
+        {"method": "schedule", "score": "activations", "layers": RESNET_LAYERS},
+        2,
+        _between_updates,
+        RESNET,
+    ),
+    # epoch 0 trains nothing and takes no LR step: the scheduler's lag is in the checkpoint
+    "schedule-scratch": Case(
+        {
+            "method": "schedule",
+            "scratch": True,
+            "layers": [{**layer, "start_epoch": 0, "end_epoch": 0} for layer in LAYERS],
+        },
+        1,
+        lambda runner: runner.scheduler.last_epoch == 0,
+    ),
     "schedule-weight-global": Case(
         {
             "method": "schedule",
@@ -118,12 +157,13 @@ CASES = {
 }
 
 
-def _cfg(data_dir: str, pruning: dict) -> TrialConfig:
+def _cfg(data_dir: str, pruning: dict, trial: dict | None = None) -> TrialConfig:
     return TrialConfig.from_dict(
         {
             "dataset": {"data_dir": data_dir, "num_samples": 1000, "label_noise_fraction": 0.1},
             "model": {"name": "cnn1d", "width": 8},
             "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3, "milestones": [2], "gamma": 0.5},
+            **(trial or {}),
             "pruning": pruning,
             "seed": 3,
             "per_example_loss": True,
@@ -139,13 +179,14 @@ def _strip(records: list[dict]) -> list[dict]:
 def case(request, data_dir):
     """(case, config, the uninterrupted run's records, masks after each epoch, final state)."""
     spec = CASES[request.param]
-    cfg = _cfg(data_dir, spec.pruning)
-    runner = TrialRunner(cfg, device="cpu", num_threads=1)
-    records, masks = [], []
-    while not runner.finished:
-        records.append(runner.run_epoch())
-        masks.append({n: m.clone() for n, m in runner.masks.masks.items()})
-    return spec, cfg, records, masks, runner.model.state_dict()
+    cfg = _cfg(data_dir, spec.pruning, spec.trial)
+    with tiny_cifar10():  # the image trials' data, loaded when a runner is built
+        runner = TrialRunner(cfg, device="cpu", num_threads=1)
+        records, masks = [], []
+        while not runner.finished:
+            records.append(runner.run_epoch())
+            masks.append({n: m.clone() for n, m in runner.masks.masks.items()})
+        yield spec, cfg, records, masks, runner.model.state_dict()
 
 
 def test_records_are_complete_and_in_order(case):

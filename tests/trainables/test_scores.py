@@ -1,4 +1,5 @@
-"""Scores and targets: E[BN] against Monte Carlo, norms against definitions, exact-k targets."""
+"""Scores and targets: E[BN] against Monte Carlo and the official rule, norms against definitions,
+exact-k targets, tracked scores read from their tracker."""
 
 from __future__ import annotations
 
@@ -30,6 +31,73 @@ def test_ebn_uses_abs_gamma():
         scores.ebn(torch.tensor([0.8, -0.8]), beta)[0:1],
         scores.ebn(torch.tensor([0.8, 0.8]), beta)[1:2],
     )
+
+
+# --- reference: bbartoldson/GeneralizationStabilityTradeoff, models.py, _make_bn_prunable, its
+# inner _bn_expectation: w = |weight| (scoring 'EBN') or the signed weight ('EBN_alt', when 'alt'
+# is in the scoring name); alpha = (0 - bias) / w; Z = 1 - Phi(alpha) (torch.distributions
+# Normal(0, 1)); trunc = bias + exp(log_prob(alpha)) / Z * w, set to 0 where Z == 0; expectation
+# = Z * trunc, set to 0 where Z is NaN.
+
+
+def _official_bn_expectation(weight: torch.Tensor, bias: torch.Tensor, alt: bool) -> torch.Tensor:
+    w = weight if alt else weight.abs()
+    alpha = (0 - bias) / w
+    # validate_args=False: the torch of the official code did not check arguments (alpha may be NaN)
+    normal = torch.distributions.normal.Normal(0.0, 1.0, validate_args=False)
+    z = 1 - normal.cdf(alpha)
+    trunc = bias + normal.log_prob(alpha).exp() / z * w
+    trunc[z == 0] = 0
+    expectation = z * trunc
+    expectation[torch.isnan(z)] = 0
+    return expectation
+
+
+GAMMA = torch.tensor([1.0, -2.0, 0.5, -0.1, 3.0, -0.7, 0.0, 0.0, 0.0, 0.1, -0.1, 1e-3, -0.4])
+BETA = torch.tensor([0.0, 0.5, -1.0, 0.3, -4.0, 2.0, 1.5, -1.5, 0.0, -1.0, -1.0, 0.2, -0.05])
+
+
+@pytest.mark.parametrize(("name", "alt"), [("ebn", False), ("ebn_signed", True)])
+def test_bn_scores_follow_the_official_rule(name, alt):
+    gen = torch.Generator().manual_seed(5)
+    gamma = torch.cat([GAMMA, torch.randn(200, generator=gen)])
+    beta = torch.cat([BETA, torch.randn(200, generator=gen)])
+    ours = scores.FILTER_SCORES[name](torch.randn(213, 3), gamma, beta)
+    official = _official_bn_expectation(gamma, beta, alt)
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-7)
+    # the special cases exactly: gamma 0 (beta > 0, < 0, = 0) and Z rounded to 0 (beta/|gamma| = -10)
+    special = [6, 7, 8, 9] + ([] if alt else [10])
+    assert torch.equal(ours[special], official[special])
+    assert ours[6] == 1.5 and not torch.isnan(ours).any()
+
+
+def test_ebn_signed_differs_from_ebn_only_where_gamma_is_negative():
+    same = GAMMA >= 0
+    assert torch.equal(scores.ebn_signed(GAMMA, BETA)[same], scores.ebn(GAMMA, BETA)[same])
+    signed, plain = scores.ebn_signed(GAMMA, BETA)[~same], scores.ebn(GAMMA, BETA)[~same]
+    assert torch.all(signed < plain)
+    assert (scores.ebn_signed(GAMMA, BETA) < 0).any()  # no longer an expectation of a ReLU
+
+
+class _FixedTracker:
+    def __init__(self, values: dict[str, torch.Tensor]):
+        self.values = values
+
+    def scores(self, name: str) -> torch.Tensor:
+        return self.values[name]
+
+
+def test_tracked_scores_are_read_from_the_tracker():
+    assert set(scores.TRACKED_SCORES) == {"activations"}
+    layer = torch.nn.Conv2d(2, 4, 3)
+    tracked = _FixedTracker({"block.conv1": torch.tensor([3.0, 1.0, 2.0, 0.0])})
+    got = scores.unit_scores(
+        "activations", layer, None, "filter", name="block.conv1", tracker=tracked
+    )
+    assert torch.equal(got, tracked.values["block.conv1"])
+    with pytest.raises(ValueError, match="read from a tracker"):
+        scores.unit_scores("activations", layer, None, "filter")
+    assert scores.make_tracker("l2", layer, ["x"]) is None
 
 
 def test_filter_norms_exclude_bias_and_follow_definition():
@@ -78,7 +146,7 @@ def test_random_target_is_uniform_and_seeded():
 def test_registries_list_valid_names_on_miss():
     with pytest.raises(UserError, match="choose one of: smallest, largest, random"):
         scores.get_target("median")
-    with pytest.raises(UserError, match="choose one of: l2, l1, ebn"):
+    with pytest.raises(UserError, match="choose one of: l2, l1, ebn, ebn_signed, activations$"):
         scores.get_filter_score("magnitude")
     with pytest.raises(UserError, match="choose one of: magnitude"):
         scores.get_weight_score("ebn")

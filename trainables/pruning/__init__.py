@@ -2,8 +2,9 @@
 
 - :mod:`trainables.pruning.schedule`: per-layer event epochs and units per event (no torch import,
   so the spec and the aggregator can use it).
-- :mod:`trainables.pruning.scores`: l2 / l1 / E[BN] / magnitude scores and the smallest / largest /
-  random targets.
+- :mod:`trainables.pruning.scores`: l2 / l1 / E[BN] (and its signed variant) / magnitude scores,
+  the tracked ``activations`` score (:mod:`trainables.pruning.activations`), and the smallest /
+  largest / random targets.
 - :mod:`trainables.pruning.masks`: :class:`~trainables.pruning.masks.MaskSet`, the stateful holder
   that keeps pruned entries at exactly zero.
 - :mod:`trainables.pruning.perturbation`: re-entry / noise injection on the scheduled units, over

@@ -114,6 +114,13 @@ class ActivationTracker:
     and the 1x1 shortcut convs have no activation score (the official code never ranks them).
     """
 
+    @staticmethod
+    def scorable(model: nn.Module) -> tuple[str, ...]:
+        """The layers this score can rank in `model`: every residual block's ``conv1`` and
+        ``conv2``, in forward order (empty when `model` has no residual block)."""
+        blocks = [p for p, m in model.named_modules() if isinstance(m, Block)]
+        return tuple(f"{p}.{c}" for p in blocks for c in CONVS)
+
     def __init__(self, model: nn.Module, layers: Iterable[str] | None = None):
         blocks = {p: m for p, m in model.named_modules() if isinstance(m, Block)}
         if not blocks:

@@ -93,12 +93,14 @@ class MaskSet:
         return self.masks[name]
 
     def check_scoring(self, score: str, layers: list[str]) -> None:
-        """UserError now, not at the first event, when E[BN] scores a layer without a BatchNorm
-        after it (the rules relating score, target, scope and granularity are config rules)."""
+        """UserError now, not at the first event, when a BatchNorm score (E[BN]) scores a layer
+        without a BatchNorm after it (the rules relating score, target, scope and granularity are
+        config rules; a tracked score's tracker checks its layers when it is built)."""
         missing = [name for name in layers if name not in self.bns]
-        if self.granularity == "filter" and score == "ebn" and missing:
+        if self.granularity == "filter" and score in scores.BN_SCORES and missing:
             raise UserError(
-                f"pruning.score: 'ebn' needs a BatchNorm after each layer; {missing[0]!r} has none"
+                f"pruning.score: {score!r} needs a BatchNorm after each layer; "
+                f"{missing[0]!r} has none"
             )
 
     # --- choosing and removing -----------------------------------------------------------------
@@ -111,6 +113,7 @@ class MaskSet:
         target: str,
         generator: torch.Generator,
         scope: str = "layer",
+        tracker: scores.ScoreTracker | None = None,
     ) -> dict[str, Tensor]:
         """Choose units to remove without removing them (perturbation methods target this way).
 
@@ -121,6 +124,8 @@ class MaskSet:
             score / target: registry names (``scores.FILTER_SCORES`` / ``WEIGHT_SCORES``,
                 ``scores.TARGETS``).
             generator: CPU generator for ``random`` targets (checkpointed by the caller).
+            tracker: the tracker of a tracked score (``scores.TRACKED_SCORES``; the caller builds
+                it with ``scores.make_tracker`` and checkpoints it); None for the other scores.
 
         Returns:
             {layer: bool tensor shaped like the layer's mask, True = chosen}; chosen units are a
@@ -131,7 +136,7 @@ class MaskSet:
             return self.select_jointly(list(units), sum(units.values()), score, target, generator)
         return {
             name: scores.select(
-                self._scores(name, score).flatten(),
+                self._scores(name, score, tracker).flatten(),
                 self.masks[name].flatten(),
                 k,
                 target,
@@ -161,9 +166,11 @@ class MaskSet:
                     f"choose one of: {', '.join(self.masks)}"
                 )
 
-    def _scores(self, name: str, score: str) -> Tensor:
+    def _scores(self, name: str, score: str, tracker: scores.ScoreTracker | None = None) -> Tensor:
         bn = self.bns.get(name)
-        return scores.unit_scores(score, self.layers[name], bn, self.granularity)
+        return scores.unit_scores(
+            score, self.layers[name], bn, self.granularity, name=name, tracker=tracker
+        )
 
     @torch.no_grad()
     def remove(self, chosen: Mapping[str, Tensor]) -> dict[str, int]:
@@ -191,9 +198,12 @@ class MaskSet:
         target: str,
         generator: torch.Generator,
         scope: str = "layer",
+        tracker: scores.ScoreTracker | None = None,
     ) -> dict[str, int]:
         """:meth:`select` then :meth:`remove`; returns {layer: units removed}."""
-        chosen = self.select(units, score=score, target=target, generator=generator, scope=scope)
+        chosen = self.select(
+            units, score=score, target=target, generator=generator, scope=scope, tracker=tracker
+        )
         return self.remove(chosen)
 
     # --- keeping masked entries at zero --------------------------------------------------------

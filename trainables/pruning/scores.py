@@ -5,8 +5,13 @@ linear row, scored from its weight tensor with the bias excluded):
 
 - ``l2`` / ``l1``: the norm of each unit's weights, ``weight.flatten(1).norm(p)`` -> [out_units].
 - ``ebn``: E[BN], the expected post-BN, post-ReLU activation of each channel assuming the
-  normalised pre-affine activation is N(0, 1): ``beta * Phi(beta/|gamma|) + |gamma| * phi(beta/|gamma|)``
-  (``_make_bn_prunable._bn_expectation``; gamma = 0 gives ``max(beta, 0)``, its limit).
+  normalised pre-affine activation is N(0, 1), from the following BatchNorm's gamma and beta
+  (``_make_bn_prunable._bn_expectation``): ``beta * Phi(beta/|gamma|) + |gamma| * phi(beta/|gamma|)``.
+- ``ebn_signed``: the official ``EBN_alt`` variant (Fig. B2's ResNet-18 runs): the same formula
+  with the signed gamma in place of ``|gamma|``, no longer an expectation where gamma < 0.
+- ``activations``: the running mean of a residual block conv's |pre-ReLU activations|
+  (:mod:`trainables.pruning.activations`). It is a *tracked* score (:data:`TRACKED_SCORES`): read
+  from a tracker that watches the training passes, not from the parameters.
 - ``magnitude``: per weight, ``|w|`` (unstructured pruning; OpenLTH's ``sparse_global``).
 
 Targets pick ``k`` of the still-unpruned units: ``smallest`` (Prune_S), ``largest`` (Prune_L),
@@ -18,22 +23,29 @@ choice is deterministic.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from trainables.errors import UserError
+from trainables.pruning.activations import ActivationTracker
 
 __all__ = [
     "l2",
     "l1",
     "ebn",
+    "ebn_signed",
     "magnitude",
     "select",
     "FILTER_SCORES",
     "WEIGHT_SCORES",
+    "TRACKED_SCORES",
+    "BN_SCORES",
     "TARGETS",
+    "ScoreTracker",
+    "make_tracker",
     "get_filter_score",
     "get_weight_score",
     "get_target",
@@ -56,17 +68,35 @@ def l1(weight: Tensor) -> Tensor:
 def ebn(gamma: Tensor, beta: Tensor) -> Tensor:
     """E[ReLU(gamma * z + beta)], z ~ N(0, 1), per channel. gamma, beta [C] -> [C].
 
-    Closed form ``beta * Phi(beta/|gamma|) + |gamma| * phi(beta/|gamma|)``; where gamma == 0 the
-    activation is the constant ``max(beta, 0)``, which is also the formula's limit.
+    :func:`bn_expectation` with ``|gamma|``: ``beta * Phi(beta/|gamma|) + |gamma| * phi(beta/|gamma|)``;
+    where gamma == 0 the activation is the constant ``max(beta, 0)``, the formula's limit.
     """
-    g = gamma.detach().abs()
-    b = beta.detach()
-    safe_g = torch.where(g > 0, g, torch.ones_like(g))
-    t = b / safe_g
-    cdf = 0.5 * (1.0 + torch.erf(t / math.sqrt(2.0)))
-    pdf = torch.exp(-0.5 * t * t) * _INV_SQRT_2PI
-    value = b * cdf + g * pdf
-    return torch.where(g > 0, value, b.clamp(min=0))
+    return bn_expectation(gamma.detach().abs(), beta.detach())
+
+
+def ebn_signed(gamma: Tensor, beta: Tensor) -> Tensor:
+    """The official ``EBN_alt`` score: :func:`bn_expectation` with the signed gamma. [C] -> [C].
+
+    Equal to :func:`ebn` where gamma >= 0; where gamma < 0 it is
+    ``beta * Phi(-beta/|gamma|) - |gamma| * phi(beta/|gamma|)``, which may be negative.
+    """
+    return bn_expectation(gamma.detach(), beta.detach())
+
+
+def bn_expectation(w: Tensor, b: Tensor) -> Tensor:
+    """The official closed form of ``_make_bn_prunable._bn_expectation`` for a scale `w` and a
+    shift `b` ([C] each) -> [C], in the official order of operations:
+
+    ``alpha = -b / w``, ``Z = 1 - Phi(alpha)``, value ``Z * (b + phi(alpha) / Z * w)``, with the
+    official special cases: 0 where ``Z == 0`` (``alpha`` = +inf, or so large that ``Phi`` rounds
+    to 1), and 0 where ``Z`` is NaN (``w == b == 0``). ``w == 0 < b`` gives ``b``.
+    """
+    alpha = -b / w
+    z = 1.0 - 0.5 * (1.0 + torch.erf(alpha / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI
+    value = z * (b + pdf / z * w)
+    value = torch.where(z == 0, torch.zeros_like(value), value)
+    return torch.where(torch.isnan(z), torch.zeros_like(value), value)
 
 
 def magnitude(weight: Tensor) -> Tensor:
@@ -121,18 +151,24 @@ def _unit_l1(weight: Tensor, gamma: Tensor | None, beta: Tensor | None) -> Tenso
     return l1(weight)
 
 
-def _unit_ebn(weight: Tensor, gamma: Tensor | None, beta: Tensor | None) -> Tensor:
-    if gamma is None or beta is None:
-        raise UserError("pruning.score: 'ebn' needs a BatchNorm after every pruned layer")
-    return ebn(gamma, beta)
+def _bn_score(name: str, fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[..., Tensor]:
+    def score(weight: Tensor, gamma: Tensor | None, beta: Tensor | None) -> Tensor:
+        if gamma is None or beta is None:
+            raise UserError(f"pruning.score: {name!r} needs a BatchNorm after every pruned layer")
+        return fn(gamma, beta)
+
+    return score
 
 
 # Filter granularity: fn(weight [out, ...], gamma [out] | None, beta [out] | None) -> [out].
 FILTER_SCORES: dict[str, Callable[[Tensor, Tensor | None, Tensor | None], Tensor]] = {
     "l2": _unit_l2,
     "l1": _unit_l1,
-    "ebn": _unit_ebn,
+    "ebn": _bn_score("ebn", ebn),
+    "ebn_signed": _bn_score("ebn_signed", ebn_signed),
 }
+# The filter scores read from the following BatchNorm (a layer without one cannot use them).
+BN_SCORES: tuple[str, ...] = ("ebn", "ebn_signed")
 
 # At weight granularity the per-weight L1 and L2 norms both equal |w|: all three rank alike.
 WEIGHT_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
@@ -148,11 +184,55 @@ TARGETS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
 }
 
 
-def unit_scores(score: str, layer: nn.Module, bn: nn.Module | None, granularity: str) -> Tensor:
-    """The scores of a layer's units: ``[out]`` (filter granularity, from the weight and the
-    following BatchNorm's gamma/beta) or the weight's shape (weight granularity)."""
+class ScoreTracker(Protocol):
+    """What a tracked score's tracker offers: ``Tracker(model, layers)`` attaches it to the scored
+    layers of a model, which it watches from then on (the pruning method owns and checkpoints it);
+    ``scorable(model)`` names the layers it can score in a model (the spec checks them)."""
+
+    def __init__(self, model: nn.Module, layers: Iterable[str]) -> None: ...
+
+    @staticmethod
+    def scorable(model: nn.Module) -> tuple[str, ...]: ...
+
+    def scores(self, name: str) -> Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+# The one place that knows which scores come from a tracker rather than from the parameters:
+# score name -> its tracker class. Filter granularity only (a config rule).
+TRACKED_SCORES: dict[str, type[ScoreTracker]] = {
+    "activations": ActivationTracker,
+}
+
+
+def make_tracker(score: str, model: nn.Module, layers: Iterable[str]) -> ScoreTracker | None:
+    """The tracker `score` reads over `layers` of `model` (hooks attached now); None for a score
+    computed from the parameters. UserError when the model or a layer cannot be tracked."""
+    tracker = TRACKED_SCORES.get(score)
+    return None if tracker is None else tracker(model, layers)
+
+
+def unit_scores(
+    score: str,
+    layer: nn.Module,
+    bn: nn.Module | None,
+    granularity: str,
+    *,
+    name: str = "",
+    tracker: ScoreTracker | None = None,
+) -> Tensor:
+    """The scores of a layer's units: ``[out]`` (filter granularity: read from `tracker` under the
+    layer's `name` for a tracked score, else from the weight and the following BatchNorm's
+    gamma/beta) or the weight's shape (weight granularity)."""
     if granularity == "weight":
         return get_weight_score(score)(layer.weight)
+    if score in TRACKED_SCORES:
+        if tracker is None:
+            raise ValueError(f"score {score!r} is read from a tracker, and none was given")
+        return tracker.scores(name)
     gamma, beta = (bn.weight, bn.bias) if bn is not None else (None, None)
     return get_filter_score(score)(layer.weight, gamma, beta)
 
@@ -160,9 +240,8 @@ def unit_scores(score: str, layer: nn.Module, bn: nn.Module | None, granularity:
 def get_filter_score(name: str) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
     """Score for filter granularity: ``fn(weight [out, ...], gamma [out] | None, beta) -> [out]``."""
     if name not in FILTER_SCORES:
-        raise UserError(
-            f"pruning.score: {name!r} is not a filter score; choose one of: {', '.join(FILTER_SCORES)}"
-        )
+        valid = ", ".join([*FILTER_SCORES, *TRACKED_SCORES])
+        raise UserError(f"pruning.score: {name!r} is not a filter score; choose one of: {valid}")
     return FILTER_SCORES[name]
 
 
