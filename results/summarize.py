@@ -12,7 +12,8 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
 - generalization, by the config's measure: ``best_after_last_event`` = the best test accuracy at
   or after the last event epoch (all epochs when there is none), the earliest such epoch on ties;
   ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
-  the best validation accuracy (earliest on ties; null without a validation split);
+  the best validation accuracy (earliest on ties; null without a validation split), chosen for
+  an IMP trial among the epochs that end a sparsity level only (:func:`level_end_rows`);
 - ``gen_gap`` = train accuracy - test accuracy at the generalization epoch;
 - ``pruning_rate``: the rate the trainable recorded (record key ``pruning_rate``: percent of the
   most-pruned layer's units removed per event; 0 unpruned; ``100 * imp.fraction`` for IMP);
@@ -36,7 +37,7 @@ from trainables.records import FLATNESS_KEYS
 INPUT_KEYS = (
     "epoch", "is_event", "status", "instability", "sparsity", "test_acc", "val_acc", "train_acc",
     "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "pruning_rate",
-    *FLATNESS_KEYS,
+    "imp_round", *FLATNESS_KEYS,
 )  # fmt: skip
 
 
@@ -46,16 +47,45 @@ def generalization(
     val_acc: np.ndarray,
     epoch: np.ndarray,
     last_event_epoch: int | None,
+    selectable: np.ndarray | None = None,
 ) -> int | None:
-    """Row index of the generalization epoch (None when undefined). Arrays: (n_epochs,), NaN=null."""
+    """Row index of the generalization epoch (None when undefined). Arrays: (n_epochs,), NaN=null;
+    ``selectable``: bool (n_epochs,), the rows ``val_selected`` may choose (None = all)."""
     if measure == "final":
         return len(test_acc) - 1 if len(test_acc) and np.isfinite(test_acc[-1]) else None
     if measure == "val_selected":
-        return _argmax(val_acc, np.isfinite(test_acc))
+        allowed = np.isfinite(test_acc)
+        return _argmax(val_acc, allowed if selectable is None else allowed & selectable)
     window = np.isfinite(test_acc)
     if last_event_epoch is not None:
         window &= epoch >= last_event_epoch
     return _argmax(test_acc, window)
+
+
+def level_end_rows(imp_round: np.ndarray) -> np.ndarray:
+    """bool (n_epochs,): the rows that end a sparsity level, i.e. the last epoch of every
+    ``imp_round`` (records sorted by epoch; NaN = not an IMP epoch, never a level end).
+
+    This is the method's ``level_ends()`` read back from the records: an IMP level is one round
+    of the plan (``trainables.pruning.rounds.ImpPlan.round_end_epochs``), and OpenLTH evaluates
+    each level's final model; a test ties the two definitions.
+    """
+    following = np.append(imp_round[1:], np.nan)
+    return np.isfinite(imp_round) & (imp_round != following)
+
+
+def selectable_rows(cols: Mapping[str, np.ndarray], cfg: TrialConfig) -> np.ndarray | None:
+    """The rows ``val_selected`` may choose: None (all) unless ``cfg`` is an IMP trial, whose
+    candidates are its level ends (:func:`level_end_rows`); for the ``sparse_from_start``
+    control only the last one, the end of the control phase (the rounds before it replay the
+    matched IMP trial and are not the control's models)."""
+    if cfg.pruning.method != "imp":
+        return None
+    imp_round = cols["imp_round"]
+    ends = level_end_rows(imp_round)
+    if cfg.pruning.imp.control == "sparse_from_start" and ends.any():
+        ends &= imp_round == imp_round[ends].max()
+    return ends
 
 
 def _argmax(values: np.ndarray, allowed: np.ndarray) -> int | None:
@@ -106,6 +136,7 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
             cols["val_acc"],
             cols["epoch"],
             out["last_event_epoch"],
+            selectable_rows(cols, cfg),
         )
         if row is not None:
             out["generalization"] = float(cols["test_acc"][row])

@@ -52,6 +52,15 @@ Split = Literal["test", "train"]
 HessianAlgorithm = Literal["official", "projected"]
 MAX_EPOCHS = 100_000  # an upper bound that plans and tables can hold; far above any paper's 325
 GeneralizationMeasure = Literal["best_after_last_event", "final", "val_selected"]
+Normalization = Literal["paper", "imagenet"]
+TRIAL_SEED = -1  # dataset.label_noise_seed: draw the relabelled subset from the trial's seed
+
+
+def _noise_seed(v: int) -> str | None:
+    """numpy's RandomState takes seeds below 2**32, and OpenLTH's draw also uses seed + 1."""
+    if TRIAL_SEED <= v <= 2**32 - 2:
+        return None
+    return f"must be -1 (the trial's seed) or in [0, {2**32 - 2}], got {v}"
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,18 @@ class DatasetConfig:
     label_noise_fraction: float = param(
         0.0, "fraction of training labels relabelled uniformly at random", fraction(closed=True)
     )
+    label_noise_seed: int = param(
+        TRIAL_SEED,
+        "-1 = the trial's seed; >= 0 = one relabelled subset for every seed (OpenLTH's draw)",
+        _noise_seed,
+    )
     validation_fraction: float = param(
         0.0, "fraction of the training set held out for validation", fraction()
     )
     augment: bool = param(False, "random crop (4-pixel padding) + flip; image datasets only")
+    normalization: Normalization = param(
+        "paper", "image statistics: paper (each dataset's own) or imagenet (OpenLTH's CIFAR-10)"
+    )
     download: bool = param(False, "torchvision datasets: download into data_dir when absent")
 
 
@@ -277,6 +294,14 @@ def _scratch_layers(scratch: bool, layers: tuple[LayerSchedule, ...]) -> list[tu
     ]
 
 
+def _normalization(choice: str, name: str) -> list[tuple[str, str]]:
+    """The dataset's registry entry must hold statistics for the choice (an unknown name is
+    dataset.name's problem, reported by its own rule)."""
+    if name not in datasets.DATASETS or choice in datasets.get(name).normalization:
+        return []
+    return _needs(choice, "dataset.name", datasets.with_normalization(choice))(choice, name)
+
+
 def _val_selected(measure: str, fraction_: float) -> list[tuple[str, str]]:
     if measure == "val_selected" and fraction_ <= 0:
         return [("", f"must be > 0 for generalization val_selected, got {show(fraction_)}")]
@@ -359,6 +384,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
     CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
     *_idle_rules(),
+    CrossRule(("dataset.normalization", "dataset.name"), _normalization),
 )
 
 

@@ -2,9 +2,10 @@
 
 Every dataset fits in memory: :func:`load_data` returns a :class:`DataBundle` of normalised tensors
 that the training loop batches by index (no DataLoader, no worker processes). Everything random
-(the validation split, the label noise) comes from generators derived from the trial seed, never
-from global RNG state, so a bundle is a pure function of ``(cfg, seed)``. Which datasets exist,
-their shapes, files and normalisation statistics: :mod:`trainables.datasets`.
+(the validation split, the label noise) comes from generators seeded by the trial seed (or, for
+the label noise, by ``dataset.label_noise_seed``), never from global RNG state, so a bundle is a
+pure function of ``(cfg, seed)``. Which datasets exist, their shapes, files and normalisation
+statistics: :mod:`trainables.datasets`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from trainables import datasets
 from trainables.augment import derived_generator
-from trainables.config import DatasetConfig, TrialConfig, validate
+from trainables.config import TRIAL_SEED, DatasetConfig, TrialConfig, validate
 from trainables.errors import UserError
 from trainables.fields import count_of
 
@@ -28,8 +29,10 @@ class DataBundle:
     - ``x_train``: float32 ``[N_train, *input_shape]``, normalised.
     - ``y_train``: int64 ``[N_train]``, labels after label noise (what the loop trains on).
     - ``y_train_clean``: int64 ``[N_train]``, the original labels.
-    - ``noisy_mask``: bool ``[N_train]``, True for the ``ceil(N_train * f)`` relabelled examples
-      (including the ~1/C whose drawn label equals the original one).
+    - ``noisy_mask``: bool ``[N_train]``, True for the relabelled examples (including the ~1/C
+      whose drawn label equals the original one): ``ceil(N_train * f)`` of them when the noise
+      follows the trial's seed; with a fixed ``label_noise_seed`` the ones of the
+      ``ceil(N * f)`` drawn over the whole training set that the validation split left in.
     - ``x_val``, ``y_val``: float32 ``[N_val, *input_shape]`` / int64 ``[N_val]`` clean labels,
       held out of the training set; None when ``validation_fraction`` is 0.
     - ``x_test``, ``y_test``: float32 ``[N_test, *input_shape]`` / int64 ``[N_test]``.
@@ -60,19 +63,31 @@ def data_dir(cfg: DatasetConfig):
 def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
     """Load ``cfg.name``, hold out the validation split, then apply label noise; deterministic.
 
-    Order: the validation split (``ceil(N * validation_fraction)`` examples chosen by a seeded
-    permutation) is removed from the training set first; label noise then relabels
-    ``ceil(N_train * label_noise_fraction)`` of the remaining training examples (OpenLTH's
-    ``randomize_labels``: a seeded permutation chooses them, new labels are uniform over all C
-    classes). Validation and test labels stay clean. Fractions count as the decimal the user
-    wrote (``0.07 * 100`` is 7, not 8).
+    The validation split is ``ceil(N * validation_fraction)`` examples chosen by a permutation
+    seeded by the trial seed. Label noise relabels a ``label_noise_fraction`` of the training
+    examples with labels uniform over all C classes (OpenLTH's ``randomize_labels``):
+
+    - ``label_noise_seed`` -1 (default): ``ceil(N_train * f)`` of the examples left after the
+      split, drawn from the trial's seed (:func:`randomize_labels`);
+    - ``label_noise_seed`` s >= 0: OpenLTH's draw with ``transformation_seed`` s over the whole
+      training set in the dataset's order, before the split (:func:`randomize_labels_openlth`),
+      so every trial seed shares the same relabelled examples and labels; the split then holds
+      out some of them, with their clean labels.
+
+    Validation and test labels stay clean. Fractions count as the decimal the user wrote
+    (``0.07 * 100`` is 7, not 8).
     """
     validate(TrialConfig(dataset=cfg), prefix="dataset.")
     device = torch.device(device)
     info = datasets.get(cfg.name)
     raw = info.load(info, data_dir(cfg), cfg.download, cfg.num_samples)
-    x_train, x_test, pixel_zero = _inputs(info, raw.x_train, raw.x_test, device)
+    x_train, x_test, pixel_zero = _inputs(info, cfg.normalization, raw.x_train, raw.x_test, device)
     y_clean = _labels(raw.y_train, device)
+    noise = None  # (labels, mask) when drawn before the split
+    if cfg.label_noise_seed != TRIAL_SEED:
+        noise = randomize_labels_openlth(
+            y_clean, cfg.label_noise_fraction, info.num_classes, cfg.label_noise_seed
+        )
 
     n = y_clean.shape[0]
     n_val = count_of(n, cfg.validation_fraction)
@@ -88,10 +103,13 @@ def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu")
         train_idx = perm[n_val:].sort().values.to(device)
         x_val, y_val = x_train[val_idx], y_clean[val_idx]
         x_train, y_clean = x_train[train_idx], y_clean[train_idx]
+        if noise is not None:
+            noise = (noise[0][train_idx], noise[1][train_idx])
 
-    y_train, noisy_mask = randomize_labels(
-        y_clean, cfg.label_noise_fraction, info.num_classes, derived_generator(seed, "label_noise")
-    )
+    if noise is None:
+        generator = derived_generator(seed, "label_noise")
+        noise = randomize_labels(y_clean, cfg.label_noise_fraction, info.num_classes, generator)
+    y_train, noisy_mask = noise
     return DataBundle(
         x_train=x_train,
         y_train=y_train,
@@ -107,15 +125,20 @@ def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu")
     )
 
 
-def _inputs(info: datasets.DatasetInfo, train, test, device: torch.device):
-    """(x_train, x_test, pixel_zero): float32 tensors; images normalised, channels first."""
+def _inputs(
+    info: datasets.DatasetInfo, normalization: str, train, test, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x_train, x_test, pixel_zero): float32 tensors; images normalised with the statistics of
+    choice ``normalization`` (validated: the entry lists it), channels first."""
+    stats = info.normalization[normalization]
     if not info.is_image:  # MNIST-1D: [N, L] standardised floats -> [N, 1, L]
+        assert stats is None, f"{info.title}: only images are normalised"
         return (
             torch.from_numpy(np.asarray(train)).to(device=device, dtype=torch.float32).unsqueeze(1),
             torch.from_numpy(np.asarray(test)).to(device=device, dtype=torch.float32).unsqueeze(1),
             None,
         )
-    mean_values, std_values = info.normalization["paper"]
+    mean_values, std_values = stats
     mean = torch.tensor(mean_values, device=device).view(-1, 1, 1)
     std = torch.tensor(std_values, device=device).view(-1, 1, 1)
 
@@ -151,4 +174,28 @@ def randomize_labels(
         idx = idx.to(labels.device)
         noisy[idx] = new.to(labels.device)
         mask[idx] = True
+    return noisy, mask
+
+
+def randomize_labels_openlth(
+    labels: torch.Tensor, fraction: float, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenLTH's label noise with ``transformation_seed`` ``seed``, drawn over ``labels [N]``.
+
+    The i-th of ``k = ceil(N * fraction)`` new labels ``RandomState(seed).randint(C, size=k)``
+    goes to the i-th example of ``RandomState(seed + 1).permutation(N)[:k]`` (OpenLTH
+    ``datasets/base.py::Dataset.randomize_labels``, seeded by ``datasets/registry.py::get``).
+    Same returns as :func:`randomize_labels`; k counts the decimal ``fraction``
+    (:func:`~trainables.fields.count_of`), as every count here does.
+    """
+    n = labels.shape[0]
+    k = count_of(n, fraction)
+    new = np.random.RandomState(seed).randint(num_classes, size=k)
+    idx = np.random.RandomState(seed + 1).permutation(n)[:k]
+    noisy = labels.clone()
+    mask = torch.zeros(n, dtype=torch.bool, device=labels.device)
+    if k:
+        at = torch.from_numpy(idx).to(labels.device)
+        noisy[at] = torch.from_numpy(new).to(device=labels.device, dtype=torch.int64)
+        mask[at] = True
     return noisy, mask

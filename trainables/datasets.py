@@ -9,7 +9,8 @@ Normalisation choices (``dataset.normalization``): ``paper`` is each dataset's s
 papers' pipelines use them (CIFAR-10/100: Bartoldson et al.'s official ``utils.py``; MNIST:
 OpenLTH ``datasets/mnist.py``); ``imagenet`` is the ImageNet statistics OpenLTH normalises CIFAR-10
 with (``datasets/cifar10.py``), which Jin et al. inherit. MNIST-1D comes standardised by its
-generator and is never normalised.
+generator: its only choice, ``paper``, leaves it as generated. A choice a dataset's entry does not
+list is refused when the config is validated.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class DatasetInfo:
     num_classes: int
     train_size: int  # training examples before the validation split (MNIST-1D: per 5,000)
     load: Loader
-    normalization: dict[str, Stats]  # choice -> (mean, std) per channel; {} = never normalised
+    normalization: dict[str, Stats | None]  # choice -> (mean, std) per channel; None = as loaded
     folder: str = ""  # torchvision: where it looks, relative to the data directory
     files: tuple[str, ...] = ()  # torchvision: what must be in `folder`
     provide: str = ""  # torchvision: how to provide the files by hand
@@ -175,7 +176,7 @@ _MNIST_FILES = tuple(
 _ARCHIVE = "copy the extracted folder of the python-version archive ({}) there"
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist1d": DatasetInfo("MNIST-1D", (1, 40), 10, 4_000, _load_mnist1d, {}),
+    "mnist1d": DatasetInfo("MNIST-1D", (1, 40), 10, 4_000, _load_mnist1d, {"paper": None}),
     "mnist": DatasetInfo(
         "MNIST",
         (1, 28, 28),
@@ -224,6 +225,11 @@ def get(name: str) -> DatasetInfo:
     except KeyError:
         valid = ", ".join(NAMES)
         raise UserError(f"dataset.name: unknown dataset {name!r}; choose one of: {valid}") from None
+
+
+def with_normalization(choice: str) -> tuple[str, ...]:
+    """The datasets whose entry lists normalisation ``choice`` (``paper``, ``imagenet``)."""
+    return tuple(n for n in NAMES if choice in DATASETS[n].normalization)
 
 
 def train_size(name: str, num_samples: int) -> int:

@@ -10,7 +10,8 @@ from tune_fixture import config
 
 from results import summarize as S
 from results.status import trial_status
-from trainables.config import LayerSchedule, PruningConfig
+from trainables.config import ImpConfig, LayerSchedule, PruningConfig, TrainConfig, TrialConfig
+from trainables.pruning.rounds import ImpPlan
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,7 @@ def _cols(test_acc, events=(), val_acc=None, train_acc=None):
             "train_acc_noisy",
             "train_acc_clean",
             "pruning_rate",
+            "imp_round",
             *S.FLATNESS_KEYS,
         )
     }
@@ -127,3 +129,62 @@ def test_scratch_trials_are_stable_by_definition_and_keep_their_event():
         scratch, pruning=dataclasses.replace(scratch.pruning, scratch=False)
     )
     assert S.summarize(cols, pruned_at_0, "ok")["mean_instability"] == pytest.approx(0.1)
+
+
+def _imp(control="none", rounds=2, epochs=3, **imp) -> TrialConfig:
+    """A val_selected IMP trial config (T = ``epochs`` per round)."""
+    cfg = dataclasses.replace(config(None, 0), generalization="val_selected")
+    return dataclasses.replace(
+        cfg,
+        train=TrainConfig(epochs=epochs),
+        pruning=PruningConfig(
+            method="imp",
+            granularity="weight",
+            imp=ImpConfig(rounds=rounds, control=control, **imp),
+        ),
+    )
+
+
+def _imp_cols(cfg, val_acc, test_acc):
+    plan = ImpPlan.of(cfg)
+    cols = _cols(test_acc, events=plan.prune_epochs, val_acc=val_acc)
+    cols["imp_round"] = np.array([plan.locate(e)[0] for e in range(plan.total_epochs)], float)
+    return cols
+
+
+def test_imp_val_selected_chooses_among_the_models_that_end_a_level():
+    """OpenLTH evaluates each level's final model: the best validation epoch mid-round (epoch 1,
+    val 0.99) is not a candidate; level ends are epochs 2, 5, 8 (val 0.6, 0.8, 0.7)."""
+    cfg = _imp()
+    val = [0.1, 0.99, 0.6, 0.2, 0.3, 0.8, 0.4, 0.5, 0.7]
+    test = [0.1, 0.9, 0.55, 0.2, 0.3, 0.75, 0.4, 0.5, 0.65]
+    out = S.summarize(_imp_cols(cfg, val, test), cfg, "ok")
+    assert (out["generalization"], out["generalization_epoch"]) == (0.75, 5)
+    unpruned = dataclasses.replace(cfg, pruning=PruningConfig())  # no levels: every epoch
+    assert S.summarize(_imp_cols(cfg, val, test), unpruned, "ok")["generalization_epoch"] == 1
+
+
+def test_sparse_from_start_selects_the_end_of_its_control_phase():
+    cfg = _imp(control="sparse_from_start", rounds=1, epochs=2)  # rounds 0, 1; control phase 2
+    val = [0.1, 0.9, 0.2, 0.8, 0.3, 0.4]
+    test = [0.1, 0.85, 0.2, 0.75, 0.3, 0.35]
+    out = S.summarize(_imp_cols(cfg, val, test), cfg, "ok")
+    assert (out["generalization"], out["generalization_epoch"]) == (0.35, 5)
+
+
+@pytest.mark.parametrize(
+    "imp",
+    [
+        {},
+        {"rewind": "weight", "rewind_epoch": 1},
+        {"control": "extended_dense"},
+        {"control": "sparse_from_start"},
+    ],
+)
+def test_level_end_rows_are_the_methods_level_ends(imp):
+    """results reads the level ends back from ``imp_round``; they are exactly the epochs the IMP
+    plan ends its rounds at (what ``ImpPruning.level_ends()`` reports)."""
+    plan = ImpPlan.of(_imp(rounds=3, epochs=4, **imp))
+    imp_round = np.array([plan.locate(e)[0] for e in range(plan.total_epochs)], dtype=float)
+    assert tuple(np.flatnonzero(S.level_end_rows(imp_round))) == plan.round_end_epochs
+    assert not S.level_end_rows(np.full(5, np.nan)).any()  # not an IMP trial: no levels

@@ -241,7 +241,8 @@ BAD_SPECS = [
     ),
     (
         "activations weight",
-        "name: t\npruning: {granularity: weight, score: activations}\n",
+        "name: t\ndataset: {name: cifar10}\nmodel: {name: resnet18}\ntrain: {epochs: 325}\n"
+        "pruning: {method: schedule, granularity: weight, score: activations}\n",
         "pruning.score: activations needs pruning.granularity filter, got weight",
     ),
     (

@@ -52,7 +52,7 @@ def test_imp_epochs_count_every_round() -> None:
     summary = plan_summary(expand(load_spec("jin2022-imp")))
     assert summary["epochs"] == 24 * 160 * 17 + 12 * 160
     gpu = (
-        (24 * 17 + 12) * 160 * MODELS["resnet20"].gpu_epoch_s * 45_000 / 50_000 / 3600
+        (24 * 17 + 12) * 160 * MODELS["openlth_resnet20"].gpu_epoch_s * 45_000 / 50_000 / 3600
     )  # 10% held out
     assert summary["estimate"]["gpu_hours"] == pytest.approx(gpu, abs=1e-3)
     assert summary["estimate"]["cpu_hours"] is None  # no CPU cost model for CIFAR ResNets

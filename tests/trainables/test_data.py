@@ -4,10 +4,8 @@ augmentation."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
-import pickle
 import struct
 
 import mnist1d.data
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cifar_files import accept_written_md5s, pickle_to, write_cifar10
 
 from trainables.augment import augment_batch
 from trainables.config import DatasetConfig
@@ -177,56 +176,11 @@ def test_registry_lists_every_dataset():
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
-def _md5(path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _pickle(path, obj) -> None:
-    path.write_bytes(pickle.dumps(obj, protocol=2))
-
-
-def _write_cifar10(root, per_batch: int, n_test: int, rng) -> dict[str, np.ndarray]:
-    """The python-version layout: 5 training batches, test_batch, batches.meta; rows are
-    [R(1024) G(1024) B(1024)] of 32x32 row-major planes."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    data = rng.integers(0, 256, (5 * per_batch + n_test, 3072), dtype=np.uint8)
-    labels = rng.integers(0, 10, 5 * per_batch + n_test)
-    for i in range(5):
-        s = slice(i * per_batch, (i + 1) * per_batch)
-        batch = {"batch_label": f"training batch {i + 1} of 5", "data": data[s]}
-        _pickle(folder / f"data_batch_{i + 1}", batch | {"labels": labels[s].tolist()})
-    test = {"batch_label": "testing batch 1 of 1", "data": data[5 * per_batch :]}
-    _pickle(folder / "test_batch", test | {"labels": labels[5 * per_batch :].tolist()})
-    names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
-    _pickle(folder / "batches.meta", {"label_names": names, "num_vis": 3072})
-    return {"data": data, "labels": labels}
-
-
-def _accept_written_md5s(monkeypatch, cls, folder) -> None:
-    """torchvision checks each file against the md5 of the official archive's file; point its
-    lists at the md5s of the files the test wrote (the check itself still runs)."""
-    monkeypatch.setattr(cls, "train_list", [[f, _md5(folder / f)] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, _md5(folder / f)] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", cls.meta | {"md5": _md5(folder / cls.meta["filename"])})
-
-
 def test_cifar10_loader_reads_the_python_batches(tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
 
-    raw = _write_cifar10(tmp_path, per_batch=4, n_test=6, rng=np.random.default_rng(0))
-    _accept_written_md5s(monkeypatch, CIFAR10, tmp_path / "cifar-10-batches-py")
+    raw = write_cifar10(tmp_path, per_batch=4, n_test=6, rng=np.random.default_rng(0))
+    accept_written_md5s(monkeypatch, CIFAR10, tmp_path / "cifar-10-batches-py")
     d = load_data(DatasetConfig(name="cifar10", data_dir=str(tmp_path)), seed=0)
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (6, 3, 32, 32)
     assert d.num_classes == 10 and d.input_shape == (3, 32, 32)
@@ -242,9 +196,9 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path, monkeypatch):
 def test_cifar10_corrupted_file_is_one_line_user_error(tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
 
-    _write_cifar10(tmp_path, per_batch=2, n_test=2, rng=np.random.default_rng(1))
+    write_cifar10(tmp_path, per_batch=2, n_test=2, rng=np.random.default_rng(1))
     folder = tmp_path / "cifar-10-batches-py"
-    _accept_written_md5s(monkeypatch, CIFAR10, folder)
+    accept_written_md5s(monkeypatch, CIFAR10, folder)
     (folder / "data_batch_3").write_bytes(b"truncated")
     with pytest.raises(UserError) as err:
         load_data(DatasetConfig(name="cifar10", data_dir=str(tmp_path)), seed=0)
@@ -285,12 +239,14 @@ def test_cifar100_loader_reads_train_test_meta(tmp_path, monkeypatch):
             "fine_labels": fine[s].tolist(),
             "coarse_labels": coarse[s].tolist(),
         }
-        _pickle(folder / fname, entry | {"filenames": [f"{i}.png" for i in range(s.start, s.stop)]})
-    _pickle(
+        pickle_to(
+            folder / fname, entry | {"filenames": [f"{i}.png" for i in range(s.start, s.stop)]}
+        )
+    pickle_to(
         folder / "meta",
         {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []},
     )
-    _accept_written_md5s(monkeypatch, CIFAR100, folder)
+    accept_written_md5s(monkeypatch, CIFAR100, folder)
     d = load_data(DatasetConfig(name="cifar100", data_dir=str(tmp_path)), seed=0)
     assert d.num_classes == 100 and d.x_train.shape == (8, 3, 32, 32)
     assert d.y_train.tolist() == fine[:8].tolist() and d.y_test.tolist() == fine[8:].tolist()

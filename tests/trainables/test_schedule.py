@@ -93,9 +93,10 @@ def test_bad_period_names_the_field():
 def test_linear_rule_properties(n, f, events):
     removed = units_per_event(n, f, events)
     assert len(removed) == events and min(removed) >= 0
-    # The last event reaches exactly N - ceil((1 - f) N): within one unit of f * N.
+    # The last event reaches exactly N - ceil((1 - f) N): within one unit of f * N (float rounding
+    # in (1 - f) N can make it exactly one unit: n 39, f 1/3 keeps ceil(26.000000000000004) = 27).
     assert sum(removed) == n - math.ceil((1 - f) * n)
-    assert f * n - 1 < sum(removed) <= f * n + 1e-9 * n
+    assert f * n - 1 - 1e-9 * n <= sum(removed) <= f * n + 1e-9 * n
     # Linear: per-event removals differ by at most one unit.
     assert max(removed) - min(removed) <= 1
 
