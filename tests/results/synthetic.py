@@ -17,7 +17,7 @@ from results.bootstrap import BootstrapPlan
 from results.export import Tables, build_tables, fits_table
 from results.history import parse_histories
 from results.snapshot import TuneTrial
-from trainables.config import TrialConfig
+from trainables.config import LayerSchedule, TrialConfig
 
 FAST_PLAN = BootstrapPlan(n_resamples=50, min_resamples=20, budget=200_000)
 
@@ -125,3 +125,60 @@ def fits(tables: Tables, plan: BootstrapPlan = FAST_PLAN) -> pa.Table:
 
 def empty_history() -> pa.Table:
     return parse_histories([])
+
+
+# --- studies with the dimensions of the papers' figures ---------------------------------------
+
+TARGETS = ("smallest", "random", "largest")
+PERIODS = (1, 2, 3)  # with tune_fixture.LAYERS (epochs 1-3): events [1, 2, 3], [1, 3], [1]
+SCRATCH_LAYERS = (LayerSchedule("conv1", 0.5, 0, 0), LayerSchedule("conv2", 0.25, 0, 0))
+
+
+def _pruning(cfg: TrialConfig, **changes) -> TrialConfig:
+    return dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **changes))
+
+
+def with_scratch(tables: Tables, scratch_ids: set[str]) -> Tables:
+    """`tables` whose trials table has the config column ``pruning_scratch`` (True for the trials
+    in `scratch_ids`), as a prunetune with a scratch-pruning config field writes it."""
+    trials = tables.trials
+    ids = trials.column("trial_id").to_pylist()
+    column = pa.array([t in scratch_ids for t in ids], type=pa.bool_())
+    names = trials.column_names
+    if "pruning_scratch" in names:
+        trials = trials.set_column(names.index("pruning_scratch"), "pruning_scratch", column)
+    else:
+        trials = trials.append_column("pruning_scratch", column)
+    return dataclasses.replace(tables, trials=trials)
+
+
+def figure_study(seeds: int = 5, models: tuple[str, ...] = ("cnn1d",)) -> Tables:
+    """Bartoldson et al.'s Figs. 2, 3 and 6 at toy scale, per model: unpruned baselines, every
+    target x period of :data:`PERIODS`, and scratch trials (pruned once, at epoch 0, before any
+    training that counts; ``pruning_scratch`` true), `seeds` replicates each, all ok.
+
+    A pruned trial's instability is its seed's drop (``tune_fixture.DROP``), so each (target,
+    period) cell gets seeds of its own, and Prune_L seeds from 4 * `seeds` on: with `seeds` <= 5
+    no two pruned trials share a stability (ties would turn on float rounding).
+    """
+    assert seeds <= 5
+    trials, blobs, scratch = [], [], set()
+
+    def add(cfg: TrialConfig) -> str:
+        trials.append(tune_trial(cfg, f"t{len(trials):06d}"))
+        blobs.append(history(cfg, trials[-1].trial_id))
+        return trials[-1].trial_id
+
+    for model in models:
+        for i in range(seeds):
+            base = config(None, i)
+            base = dataclasses.replace(base, model=dataclasses.replace(base.model, name=model))
+            add(base)
+            for target in TARGETS:
+                for p, period in enumerate(PERIODS):
+                    seed = i + seeds * p + (4 * seeds if target == "largest" else 0)
+                    cfg = dataclasses.replace(base, seed=seed, pruning=config(target, 0).pruning)
+                    add(_pruning(cfg, period=period))
+            cfg = dataclasses.replace(base, pruning=config("smallest", 0).pruning)
+            scratch.add(add(_pruning(cfg, layers=SCRATCH_LAYERS)))
+    return with_scratch(tables(trials, blobs), scratch)
