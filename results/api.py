@@ -146,7 +146,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
     Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
     """
     from results.report import render_report
-    from results.report_data import CURVE_COLUMNS, build_report_data, columns, dynamics_trials
+    from results.report_data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
 
     fs, path = storage.resolve(study_dir)
     meta = storage.read_meta(fs, path, study_dir)
@@ -154,7 +154,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
         export_study(study_dir)
     trials = _read(fs, posixpath.join(path, table_file("trials")))
     fits = _read(fs, posixpath.join(path, table_file("fits")))
-    curves = dynamics_trials(columns(trials))
+    curves = epoch_trials(columns(trials))
     epochs = _read(
         fs,
         posixpath.join(path, table_file("epochs")),
