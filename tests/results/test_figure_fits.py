@@ -35,6 +35,7 @@ import synthetic as S
 from numpy.testing import assert_allclose
 from scipy import stats as st
 
+from results import aggregate
 from results.export import fits_table
 from search_spaces.fits import FitFilter, FitSpec
 
@@ -268,3 +269,75 @@ def test_scratch_trials_count_as_pruned_only_without_the_column(study):
     n_scratch = sum(bool(c["pruning_scratch"]) for c in cfg.values())
     assert n_scratch == 10
     assert without["n"] == with_column["n"] + n_scratch
+
+
+# --- the presets ask for these rules on their own trials --------------------------------------
+
+
+def _plan_columns(name: str) -> tuple[dict[str, np.ndarray], tuple[FitSpec, ...]]:
+    """A preset's expanded trials as trials-table columns (all ok, random outcomes) and its fits."""
+    from results.schema import CONFIG_FIELDS, TRIAL_FIELDS
+    from search_spaces.expand import expand
+    from search_spaces.spec import load_spec
+    from trainables.identity import config_key
+
+    spec = load_spec(name)
+    trials = expand(spec).trials
+    n = len(trials)
+    rng = np.random.default_rng(0)
+    cols = {k: rng.uniform(0.5, 1.0, n) for k, t in TRIAL_FIELDS if str(t) in ("double", "int64")}
+    for column, path, _ in CONFIG_FIELDS:
+        values = []
+        for cfg in trials:
+            value = cfg.to_dict()
+            for key in path:
+                value = value[key]
+            values.append(value)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        cols[column] = np.asarray(values, dtype=float if numeric else object)
+    cols.update(
+        status=np.full(n, "ok", dtype=object),
+        is_baseline=np.array([cfg.is_baseline for cfg in trials]),
+        config_key=np.array([config_key(cfg) for cfg in trials], dtype=object),
+    )
+    return cols, spec.fits
+
+
+def _n(rows, fit: str) -> dict[str, int]:
+    return {r["group"]: r["n"] for r in rows if r["fit"] == fit and r["level"] == "trial"}
+
+
+def test_the_vgg11_preset_fits_figs_2_and_3_on_their_runs():
+    cols, fits = _plan_columns("bartoldson2020-vgg11")
+    rows = aggregate.fits(cols, S.FAST_PLAN, fits)
+    periods = ("4", "20", "40", "60", "100", "200", "300")
+    assert _n(rows, "fig3_per_period") == dict.fromkeys(periods, 15)  # 3 targets x 5 seeds
+    assert _n(rows, "fig2_vgg") == {"all": 15}  # Prune_S 1%, Prune_S 13%, Prune_L 13% x 5
+    (fig2,) = [f for f in fits if f.name == "fig2_vgg"]
+    member = aggregate._passes(cols, fig2.where) & ~cols["is_baseline"]
+    chosen = set(zip(cols["pruning_target"][member], cols["pruning_period"][member], strict=True))
+    assert chosen == {("smallest", 4), ("smallest", 40), ("largest", 40)}
+
+
+def test_the_flatness_preset_fits_fig_6_on_every_run_and_fig_2_without_prune_r():
+    cols, fits = _plan_columns("bartoldson2020-flatness")
+    rows = aggregate.fits(cols, S.FAST_PLAN, fits)
+    n_runs = len(cols["status"])
+    for fit in fits:
+        expected = 30 if fit.name == "fig2_vgg" else n_runs  # Fig. 6 / E3: every run
+        assert _n(rows, fit.name) == {"all": expected}, fit.name
+
+
+def test_the_sgd_presets_fit_fig_4_per_resnet_on_the_pruned_runs():
+    cols, fits = _plan_columns("bartoldson2020-resnet-sgd")
+    rows = aggregate.fits(cols, S.FAST_PLAN, fits)
+    for fit in ("fig4_accuracy", "fig4_gap"):
+        assert _n(rows, fit) == {"resnet20": 20, "resnet56": 20}
+    cols, fits = _plan_columns("bartoldson2020-resnet18-sgd")
+    assert _n(aggregate.fits(cols, S.FAST_PLAN, fits), "fig4_gap") == {"all": 20}
+
+
+def test_the_jin_preset_summarises_gain_against_label_noise_per_control():
+    cols, fits = _plan_columns("jin2022-imp")
+    rows = aggregate.fits(cols, S.FAST_PLAN, fits)
+    assert _n(rows, "gain_vs_label_noise") == {"extended_dense": 12, "none": 12}
