@@ -113,6 +113,7 @@ def fig3_figure(panel: PeriodPanel, name: str) -> go.Figure:
             y=r,
             mode="lines+markers",
             name="Pearson r (95% CI)",
+            line={"color": "#222222"},
             hovertext=hover,
             error_y={"type": "data", "array": high - r, "arrayminus": r - low},
         ),
@@ -121,7 +122,16 @@ def fig3_figure(panel: PeriodPanel, name: str) -> go.Figure:
     )
     tau = [ln.corr.tau for ln in sc.lines]
     fig.add_trace(
-        go.Scatter(x=x, y=tau, mode="lines+markers", name="Kendall τ", hovertext=hover), 1, 2
+        go.Scatter(
+            x=x,
+            y=tau,
+            mode="lines+markers",
+            name="Kendall τ",
+            hovertext=hover,
+            line={"color": "#1f77b4", "dash": "dot"},
+        ),
+        1,
+        2,
     )
     fig.update_xaxes(title_text=label(sc.x), row=1, col=1)
     fig.update_yaxes(title_text="best test accuracy in run", row=1, col=1)
