@@ -6,15 +6,27 @@ strings as object arrays), so the functions run on Parquet data or on hand-made 
 **Gain** = the trial's generalization - the mean generalization of its matched baselines: the
 ``ok`` unpruned trials with the same ``baseline_key`` (same config but pruning and seed). No such
 baseline: gain is null, and fits on gain count the trial under ``no_baseline``. Never guessed.
+An unpruned trial's own gain is its generalization minus the mean of its group (itself included).
 
-**Fits**: one row per (x, y, level, grouping, group) over *pruned* trials (unpruned ones have
-instability 0 by definition). Pairs: mean_instability~gain, mean_stability~generalization,
-mean_instability~gen_gap and mean_instability~each flatness value that any pruned trial has.
-Level ``trial``: one point per trial; ``config``: seeds averaged first (one point per
-``config_key``: mean x and mean y over the config's included trials). Grouping ``all`` pools
-everything; ``target`` / ``model`` / ``dataset`` fit each value separately. A trial is excluded,
-with its reason counted, when it is diverged, error, incomplete (stopped / running / pending),
-lacks a baseline (gain only) or lacks x or y (missing_x / missing_y).
+**Trial kinds** (:func:`trial_kinds`): ``unpruned`` (a baseline), ``scratch`` (pruned before
+training: config column ``pruning_scratch`` true, where the column exists), ``pruned`` (the
+rest). Unpruned and scratch trials have instability 0 / stability 100 by definition (official
+``figures_and_tables/utils.py::summarize`` fills 100 for both): :func:`by_definition`.
+
+**Default fits** (``fit`` = ``default``): one row per (x, y, level, grouping, group) over *pruned*
+trials. Pairs: mean_instability~gain, mean_stability~generalization, mean_instability~gen_gap and
+mean_instability~each flatness value that any pruned trial has. Level ``trial``: one point per
+trial; ``config``: seeds averaged first (one point per ``config_key``: mean x and mean y over the
+config's included trials). Grouping ``all`` pools everything; ``target`` / ``model`` /
+``dataset`` fit each value separately.
+
+**Spec fits** (``search_spaces.fits.FitSpec``, after the defaults, in spec order): the trials of
+the listed kinds that pass every ``where`` filter, one row per (level, value of ``group_by``)
+(``grouping`` = the column, or ``all`` when pooled), for the one (x, y) pair.
+
+A member trial is excluded, with its reason counted, when it is diverged, error, incomplete
+(stopped / running / pending), lacks a baseline (gain only) or lacks x or y (missing_x /
+missing_y).
 
 **Partial correlations** sit in the same row as the raw fit (columns ``partial_*_sparsity`` and
 ``partial_*_train_acc``): x~y controlling for the final sparsity, and for the final training
@@ -24,13 +36,14 @@ row's points that have the covariate (``partial_n_*`` of them), by the residual 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from results import bootstrap, stats
 from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
 from results.status import INCOMPLETE
+from search_spaces.fits import DEFAULT_FIT, FitSpec
 from trainables.records import FLATNESS_KEYS
 
 GROUPINGS: dict[str, str | None] = {
@@ -47,6 +60,7 @@ BASE_PAIRS = (
 )
 CONTROLS = {"sparsity": "final_sparsity", "train_acc": "control_train_acc"}
 REASONS = ("diverged", "error", "incomplete", "no_baseline", "missing_x", "missing_y")
+SCRATCH = "pruning_scratch"  # the config column of scratch pruning (absent in older tables)
 
 
 def matched_gain(
@@ -67,15 +81,34 @@ def matched_gain(
     return generalization - mean, n_base
 
 
+def trial_kinds(trials: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per trial: ``unpruned``, ``scratch`` or ``pruned`` (module docstring), as an object array."""
+    base = np.asarray(trials["is_baseline"], dtype=bool)
+    kind = np.where(base, "unpruned", "pruned").astype(object)
+    if SCRATCH in trials:
+        kind[~base & (np.asarray(trials[SCRATCH]) == True)] = "scratch"  # noqa: E712 (object array)
+    return kind
+
+
+def by_definition(trials: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`trials` with every scratch trial's mean_instability 0 and mean_stability 100."""
+    out = dict(trials)
+    scratch = trial_kinds(trials) == "scratch"
+    if scratch.any():
+        for name, value in (("mean_instability", 0.0), ("mean_stability", 100.0)):
+            out[name] = np.where(scratch, value, trials[name])
+    return out
+
+
 def fit_pairs(trials: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
-    """The (x, y) pairs to fit: the base pairs, then each flatness value some pruned trial has."""
-    pruned = ~trials["is_baseline"]
+    """The default (x, y) pairs: the base pairs, then each flatness value some pruned trial has."""
+    pruned = trial_kinds(trials) == "pruned"
     extra = [("mean_instability", k) for k in FLATNESS_KEYS if np.isfinite(trials[k][pruned]).any()]
     return [*BASE_PAIRS, *extra]
 
 
 def exclusions(trials: Mapping[str, np.ndarray], x: str, y: str) -> np.ndarray:
-    """Per trial, why it is left out of the x~y fits ("" = included). Unpruned trials: "baseline"."""
+    """Per trial, why it cannot be a point of an x~y fit (one of :data:`REASONS`; "" = usable)."""
     status = trials["status"]
     reason = np.full(len(status), "", dtype=object)
     reason[~np.isfinite(trials[y])] = "missing_y"
@@ -85,15 +118,20 @@ def exclusions(trials: Mapping[str, np.ndarray], x: str, y: str) -> np.ndarray:
     reason[np.isin(status, INCOMPLETE)] = "incomplete"
     reason[status == "error"] = "error"
     reason[status == "diverged"] = "diverged"
-    reason[trials["is_baseline"]] = "baseline"
     return reason
 
 
-def fits(trials: Mapping[str, np.ndarray], plan: BootstrapPlan = DEFAULT_PLAN) -> list[dict]:
-    """All fit rows (``results.schema.FITS`` columns), in a deterministic order."""
-    rows: list[dict] = []
+def fits(
+    trials: Mapping[str, np.ndarray],
+    plan: BootstrapPlan = DEFAULT_PLAN,
+    specs: Sequence[FitSpec] = (),
+) -> list[dict]:
+    """All fit rows (``results.schema.FITS`` columns): the defaults, then each spec fit's."""
+    trials = by_definition(trials)
+    kinds = trial_kinds(trials)
     cache: dict[tuple, dict] = {}
-    pruned = ~trials["is_baseline"]
+    rows: list[dict] = []
+    pruned = kinds == "pruned"
     for x, y in fit_pairs(trials):
         reason = exclusions(trials, x, y)
         for level in LEVELS:
@@ -101,15 +139,89 @@ def fits(trials: Mapping[str, np.ndarray], plan: BootstrapPlan = DEFAULT_PLAN) -
                 values = ["all"] if column is None else sorted(set(trials[column][pruned]))
                 for value in values:
                     member = pruned if column is None else pruned & (trials[column] == value)
-                    row = {"x": x, "y": y, "level": level, "grouping": grouping, "group": value}
-                    row.update(_excluded(reason[member]))
-                    used = np.flatnonzero(member & (reason == ""))
-                    key = (x, y, level, used.tobytes())
-                    if key not in cache:
-                        cache[key] = _fit(_points(trials, x, y, level, used), plan)
-                    row.update(cache[key])
-                    rows.append(row)
+                    head = _head(DEFAULT_FIT, ("pruned",), [], column, x, y, level)
+                    head.update(grouping=grouping, group=value)
+                    rows.append(_row(trials, head, member, reason, plan, cache))
+    for spec in specs:
+        rows += _spec_rows(trials, kinds, spec, plan, cache)
     return rows
+
+
+def _spec_rows(trials, kinds, spec: FitSpec, plan: BootstrapPlan, cache: dict) -> list[dict]:
+    member = np.isin(kinds, spec.include) & _passes(trials, spec.where)
+    reason = exclusions(trials, spec.x, spec.y)
+    where = [{f.column: [value_text(v) for v in f.values] for f in c} for c in spec.where]
+    if spec.group_by:
+        labels = np.array([value_text(v) for v in trials[spec.group_by]], dtype=object)
+        groups = _ordered(trials[spec.group_by][member])
+    else:
+        labels, groups = np.full(len(kinds), "all", dtype=object), ["all"]
+    rows = []
+    for level in spec.levels:
+        for value in groups:
+            group_by = spec.group_by or None
+            head = _head(spec.name, spec.include, where, group_by, spec.x, spec.y, level)
+            head.update(grouping=spec.group_by or "all", group=value)
+            rows.append(_row(trials, head, member & (labels == value), reason, plan, cache))
+    return rows
+
+
+def _head(fit, include, where, group_by, x, y, level) -> dict:
+    return {
+        "fit": fit,
+        "include": list(include),
+        "where": where,
+        "group_by": group_by,
+        "x": x,
+        "y": y,
+        "level": level,
+    }
+
+
+def _row(trials, head: dict, member: np.ndarray, reason, plan: BootstrapPlan, cache) -> dict:
+    """One fits row: `head`, the members' exclusion counts, the fit of the usable members."""
+    row = {**head, **_excluded(reason[member])}
+    used = np.flatnonzero(member & (reason == ""))
+    x, y, level = head["x"], head["y"], head["level"]
+    key = (x, y, level, used.tobytes())
+    if key not in cache:
+        cache[key] = _fit(_points(trials, x, y, level, used), plan)
+    row.update(cache[key])
+    return row
+
+
+def _passes(trials: Mapping[str, np.ndarray], where) -> np.ndarray:
+    """Trials that pass a clause of `where` (all trials when it has none): a clause passes when
+    each of its columns holds one of the filter's values (NaN / null never matches)."""
+    n = len(trials["status"])
+    if not where:
+        return np.ones(n, dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    for clause in where:
+        passes = np.ones(n, dtype=bool)
+        for f in clause:
+            allowed = set(f.values)
+            passes &= np.fromiter((v in allowed for v in trials[f.column]), dtype=bool, count=n)
+        keep |= passes
+    return keep
+
+
+def value_text(value: object) -> str:
+    """A column value as fits.parquet's group / where text: true, 40, 0.5, smallest, null."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, np.number)):
+        return f"{float(value):.12g}"
+    return str(value)
+
+
+def _ordered(values: np.ndarray) -> list[str]:
+    """The distinct values' texts, numbers in numeric order (null last), text sorted."""
+    distinct = {value_text(v): v for v in values}
+    numeric = values.dtype.kind == "f"
+    return sorted(distinct, key=lambda t: (t == "null", float(distinct[t]) if numeric else 0, t))
 
 
 def _excluded(reasons: np.ndarray) -> dict:

@@ -25,6 +25,7 @@ from results.history import read_histories
 from results.snapshot import TuneStudy, read_study
 from results.status import INCOMPLETE, STATUSES
 from results.storage import REPORT_FILE, TUNE_DIR, StudyMeta, table_file
+from search_spaces.fits import DEFAULT_FIT, fits_from_spec_text
 from trainables.errors import UserError
 
 
@@ -77,13 +78,15 @@ def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSu
     """Write the study's trials / epochs / events / layer_events / fits Parquet files
     (:func:`study_tables`).
 
-    `study_dir` is a local path or a pyarrow filesystem URI. Idempotent: a second export of an
+    `study_dir` is a local path or a pyarrow filesystem URI. The fits are the defaults plus those
+    of the study's ``spec.yaml`` (``search_spaces.fits``). Idempotent: a second export of an
     unchanged study writes byte-identical files.
     """
     built = study_tables(study_dir)
     fs, path = storage.resolve(study_dir)
     meta, tables = built.meta, built.tables
-    fits = fits_table(tables.trials, meta.spec_hash, plan)
+    specs = fits_from_spec_text(meta.spec_text, f"{study_dir}/{storage.SPEC_FILE}")
+    fits = fits_table(tables.trials, meta.spec_hash, plan, specs)
     files = write_tables(fs, path, {**_as_dict(tables), "fits": fits})
     return _summary(study_dir, meta, built.tune, tables, fits, files)
 
@@ -150,7 +153,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
     Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
     """
     from results.report import render_report
-    from results.report_data import CURVE_COLUMNS, build_report_data, columns, dynamics_trials
+    from results.report_data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
 
     fs, path = storage.resolve(study_dir)
     meta = storage.read_meta(fs, path, study_dir)
@@ -158,7 +161,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
         export_study(study_dir)
     trials = _read(fs, posixpath.join(path, table_file("trials")))
     fits = _read(fs, posixpath.join(path, table_file("fits")))
-    curves = dynamics_trials(columns(trials))
+    curves = epoch_trials(columns(trials))
     epochs = _read(
         fs,
         posixpath.join(path, table_file("epochs")),
@@ -194,7 +197,8 @@ def _summary(study_dir, meta, tune, tables: Tables, fits: pa.Table, files) -> Ex
     ids = trials.column("trial_id").to_pylist()
     pooled = None
     for row in fits.to_pylist():
-        if (row["x"], row["y"], row["level"], row["grouping"]) == (
+        if (row["fit"], row["x"], row["y"], row["level"], row["grouping"]) == (
+            DEFAULT_FIT,
             "mean_instability",
             "gain",
             "trial",

@@ -26,6 +26,7 @@ from results.history import latest_per_epoch
 from results.snapshot import TuneTrial
 from results.status import STATUSES, trial_status
 from results.summarize import INPUT_KEYS, summarize
+from search_spaces.fits import FitSpec
 from trainables.errors import UserError
 from trainables.identity import Identity, KeyCache
 
@@ -227,24 +228,32 @@ _WINDOW_COLUMNS = ("window_steps", "closed_by", "noise_draws_train", "noise_draw
 
 
 def trial_arrays(trials: pa.Table) -> dict[str, np.ndarray]:
-    """The trials-table columns the aggregator reads, as numpy (floats with NaN for null)."""
+    """Every trials-table column as numpy: numbers as float (NaN = null), booleans as bool (null =
+    False), the rest (text, lists) as object arrays. What the aggregator and the report read."""
     out: dict[str, np.ndarray] = {}
-    for name in ("status", "config_key", "pruning_target", "model_name", "dataset_name"):
-        out[name] = np.asarray(trials.column(name).to_pylist(), dtype=object)
-    out["is_baseline"] = np.asarray(trials.column("is_baseline").to_pylist(), dtype=bool)
-    out["n_baselines"] = trials.column("n_baselines").to_numpy()
-    floats = ["mean_instability", "mean_stability", "gain", "generalization", "gen_gap"]
-    for name in floats + ["final_sparsity", "control_train_acc", *schema.FLATNESS_KEYS]:
-        out[name] = trials.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    for name in trials.column_names:
+        col = trials.column(name)
+        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            out[name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        elif pa.types.is_boolean(col.type):
+            out[name] = np.asarray(col.fill_null(False).to_pylist(), dtype=bool)
+        else:
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
     return out
 
 
-def fits_table(trials: pa.Table, spec_hash: str, plan: BootstrapPlan = DEFAULT_PLAN) -> pa.Table:
+def fits_table(
+    trials: pa.Table,
+    spec_hash: str,
+    plan: BootstrapPlan = DEFAULT_PLAN,
+    specs: Sequence[FitSpec] = (),
+) -> pa.Table:
     """fits.parquet: :func:`results.aggregate.fits` over a trials table (NaN stored as null)."""
-    rows = aggregate.fits(trial_arrays(trials), plan)
+    rows = aggregate.fits(trial_arrays(trials), plan, specs)
     for row in rows:
         for key, value in row.items():
             if isinstance(value, float) and not np.isfinite(value):
                 row[key] = None
         row["excluded"] = sorted(row["excluded"].items())
+        row["where"] = [list(clause.items()) for clause in row["where"]]
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(schema.FITS, "fits", spec_hash))

@@ -6,20 +6,18 @@ string that comes from the spec, a config or a trial goes through :func:`html.es
 and inside Plotly titles, legend names and hover text too (Plotly renders a subset of HTML there).
 Above ``WEBGL_THRESHOLD`` points a scatter is drawn with ``Scattergl``.
 
-The headline's two menus are independent: the pair menu replaces the x/y data (and fit lines) of
+The figure panels of the papers (Figs. 2, 3, 5 / D2, 6; Jin et al.'s controls) are drawn by
+``results.panels``. The headline's two menus are independent: the pair menu replaces the x/y data (and fit lines) of
 all traces, the grouping menu only toggles which groups' fit lines are visible.
 """
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.offline import get_plotlyjs
-from plotly.subplots import make_subplots
 
+from results.panels import panel_sections
 from results.report_data import Curve, FitLine, PairView, ReportData
 from results.report_html import (
     config_section,
@@ -29,23 +27,7 @@ from results.report_html import (
     page,
     slope_text,
 )
-from trainables.records import FLATNESS_KEYS
-
-TARGET_COLOURS = {"smallest": "#2ca02c", "largest": "#d62728", "random": "#1f77b4"}
-PALETTE = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down", "star")
-LABELS = {
-    "mean_instability": "mean instability (relative accuracy drop per event)",
-    "mean_stability": "mean stability (%)",
-    "gain": "generalization gain (vs. matched baselines)",
-    "generalization": "generalization (test accuracy)",
-    "gen_gap": "generalization gap (train - test accuracy)",
-    "hessian_topk_sum": "Hessian top-k eigenvalue sum",
-    "grad_noise_trace": "gradient-noise trace Tr(C)",
-    "eps_flatness": "epsilon-flatness",
-}
-_CONFIG = {"displaylogo": False, "responsive": True}
-esc = html.escape
+from results.report_style import LABELS, PALETTE, SYMBOLS, TARGET_COLOURS, div, esc, rgba
 
 
 def _colour(grouping: str, group: str, index: int) -> str:
@@ -54,11 +36,6 @@ def _colour(grouping: str, group: str, index: int) -> str:
     if grouping == "target" and group in TARGET_COLOURS:
         return TARGET_COLOURS[group]
     return PALETTE[index % len(PALETTE)]
-
-
-def _rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _rate_symbols(rate: np.ndarray) -> tuple[list[str], dict[str, str]]:
@@ -84,7 +61,7 @@ def _line_traces(line: FitLine, colour: str, visible: bool, webgl: bool = False)
         x=np.concatenate([line.x, line.x[::-1]]),
         y=np.concatenate([line.high, line.low[::-1]]),
         fill="toself",
-        fillcolor=_rgba(colour, 0.15),
+        fillcolor=rgba(colour, 0.15),
         line={"width": 0},
         hoverinfo="skip",
         showlegend=False,
@@ -286,76 +263,27 @@ def dynamics_figure(curves: tuple[Curve, ...], name: str) -> go.Figure:
     return fig
 
 
-def flatness_figure(data: ReportData) -> go.Figure | None:
-    pairs = [p for p in data.headline.pairs if p.y in FLATNESS_KEYS]
-    if not pairs:
-        return None
-    h = data.headline
-    scatter = go.Scattergl if h.webgl else go.Scatter
-    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[LABELS[p.y] for p in pairs])
-    colours = [TARGET_COLOURS.get(t, PALETTE[0]) for t in h.target]
-    for col, pair in enumerate(pairs, start=1):
-        fig.add_trace(
-            scatter(
-                x=pair.px,
-                y=pair.py,
-                mode="markers",
-                marker={"color": colours, "size": 7},
-                hovertext=[esc(t) for t in h.trial_id],
-                hoverinfo="text+x+y",
-                showlegend=False,
-            ),
-            1,
-            col,
-        )
-        line = pair.line("all", "all")
-        for trace in _line_traces(line, "#222222", True, h.webgl):
-            trace.showlegend = False
-            fig.add_trace(trace, 1, col)
-        fig.update_xaxes(title_text="mean instability", row=1, col=col)
-        fig.layout.annotations[
-            col - 1
-        ].text = f"{LABELS[pair.y]}<br><sub>{fit_text(line.fit)}</sub>"
-    fig.update_layout(
-        template="plotly_white",
-        height=460,
-        title={"text": f"{esc(data.name)}: flatness vs. instability"},
-    )
-    return fig
-
-
-def _div(fig: go.Figure, div_id: str) -> str:
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=_CONFIG)
-
-
 def render_report(data: ReportData) -> str:
     """The whole page as a string (UTF-8 when written)."""
+    panels = panel_sections(data.panels, data.name)
     body = [
         f"<h1>prunetune report: {esc(data.name)}</h1>",
         facts_section(data, summary_only=True),
     ]
+    heading = "<section><h2>Generalization gain vs. instability</h2>"
     if data.headline.trial_id:
-        body.append(
-            "<section><h2>Generalization gain vs. instability</h2>"
-            + _div(headline_figure(data), "headline")
-            + "</section>"
-        )
+        body.append(heading + div(headline_figure(data), "headline") + "</section>")
     else:
-        body.append(
-            "<section><h2>Generalization gain vs. instability</h2><p>No pruned trial has finished yet.</p></section>"
-        )
+        body.append(heading + "<p>No pruned trial has finished yet.</p></section>")
     body.append(fits_section(data))
+    body += [panels[k] for k in ("fig2", "fig3", "noise") if k in panels]
     if data.curves:
         body.append(
             "<section><h2>Training dynamics</h2>"
-            + _div(dynamics_figure(data.curves, data.name), "dynamics")
+            + div(dynamics_figure(data.curves, data.name), "dynamics")
             + "</section>"
         )
     body.append(config_section(data))
-    flat = flatness_figure(data)
-    if flat is not None:
-        body.append(
-            "<section><h2>Flatness vs. instability</h2>" + _div(flat, "flatness") + "</section>"
-        )
+    body += [panels[k] for k in ("flatness", "imp") if k in panels]
     body.append(facts_section(data, summary_only=False))
     return page(esc(data.name), get_plotlyjs(), "\n".join(body))

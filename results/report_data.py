@@ -13,6 +13,12 @@ renderer escapes them all).
   an event epoch contributes two points, (e, acc_before) then (e, acc_after), so drops show.
 - Per-configuration table: ok trials grouped by ``config_key``: n, mean and sd (ddof 1) of gain
   and mean instability, mean generalization; sorted by (baselines first, mean instability).
+- Figure panels (:class:`Panels`), each mirroring a figure of the papers, when the study has its
+  dimensions: ``results.panels_data`` (Bartoldson et al. Figs. 2, 3, 6) and
+  ``results.curves_data`` (Figs. 5 / D2; Jin et al.'s IMP controls).
+
+"Pruned" means pruned during training: scratch trials (``results.aggregate.trial_kinds``) are
+left out of the headline and the exclusion counts, as of the default fits.
 """
 
 from __future__ import annotations
@@ -21,19 +27,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats as st
 
-from results.aggregate import GROUPINGS, exclusions, fit_pairs
-from results.schema import CONFIG_FIELDS
+from results import curves_data, panels_data
+from results.aggregate import GROUPINGS, exclusions, fit_pairs, trial_kinds
+from results.curves_data import ImpPanel, NoiseGroup, curve_trials
+from results.export import trial_arrays as columns
+from results.panels_data import PeriodPanel, Scatter
+from results.report_base import config_label, ols_band, text, varying_fields
 from results.status import INCOMPLETE, STATUSES
 from results.storage import StudyMeta
+from search_spaces.fits import DEFAULT_FIT
 
 WEBGL_THRESHOLD = 2000  # points per trace above which the report switches to WebGL (Scattergl)
 MAX_CURVES = 6
 MAX_CONFIG_ROWS = 500
 MAX_LISTED = 200
-GRID = 25
-CURVE_COLUMNS = ("trial_id", "epoch", "test_acc", "acc_before", "acc_after", "is_event")
+CURVE_COLUMNS = (
+    "trial_id", "epoch", "test_acc", "acc_before", "acc_after", "is_event", "imp_round",
+    "sparsity", "train_acc_noisy", "train_acc_clean",
+)  # fmt: skip
 _NUMBERS = (
     "mean_instability",
     "mean_stability",
@@ -104,6 +116,18 @@ class ConfigRow:
 
 
 @dataclass(frozen=True)
+class Panels:
+    """The figure panels the study has the dimensions for (``results.panels_data`` and
+    ``results.curves_data`` say what each mirrors)."""
+
+    fig2: Scatter | None
+    fig3: PeriodPanel | None
+    fig6: tuple[Scatter, ...]  # two per measured flatness key
+    noise: tuple[NoiseGroup, ...]
+    imp: ImpPanel | None
+
+
+@dataclass(frozen=True)
 class ReportData:
     name: str
     spec_hash: str
@@ -119,95 +143,17 @@ class ReportData:
     config_rows: tuple[ConfigRow, ...]
     n_configs: int
     fit_rows: tuple[dict, ...] = field(default=())
-
-
-def columns(trials: pa.Table) -> dict[str, np.ndarray]:
-    """Trials columns as numpy: numbers as float (NaN = null), the rest as object arrays."""
-    out = {}
-    for name in trials.column_names:
-        col = trials.column(name)
-        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
-            out[name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        elif pa.types.is_boolean(col.type):
-            out[name] = np.asarray(col.fill_null(False).to_pylist(), dtype=bool)
-        else:
-            out[name] = np.asarray(col.to_pylist(), dtype=object)
-    return out
-
-
-def varying_fields(cols: dict[str, np.ndarray]) -> list[str]:
-    """Config columns (seed excluded) whose values differ between trials.
-
-    Pruning fields count only among pruned trials: baselines differ from every pruned trial in
-    them anyway (their labels say "no pruning").
-    """
-    pruned = ~cols["is_baseline"]
-    out = []
-    for name, _, _ in CONFIG_FIELDS:
-        if name == "seed":
-            continue
-        values = cols[name][pruned] if name.startswith("pruning_") else cols[name]
-        if _n_distinct(values) > 1:
-            out.append(name)
-    return out
-
-
-def _n_distinct(values: np.ndarray) -> int:
-    if values.dtype.kind in "fbi":
-        return len(np.unique(values))  # NaNs count as one value
-    try:
-        return len(set(values.tolist()))
-    except TypeError:  # lists / structs
-        return len({_text(v) for v in values})
-
-
-def _text(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def config_label(cols: dict[str, np.ndarray], i: int, fields: list[str]) -> str:
-    """'k=v, ...' of the varying fields; pruning fields of a baseline read 'no pruning'."""
-    parts = []
-    baseline = bool(cols["is_baseline"][i])
-    for name in fields:
-        if baseline and name.startswith("pruning_"):
-            continue
-        parts.append(f"{name}={_text(cols[name][i])}")
-    if baseline:
-        parts.insert(0, "no pruning")
-    return ", ".join(parts) or "all trials share one config"
-
-
-def ols_band(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, ...]:
-    """(grid, fit, low, high) of the OLS line and its mean-response band; empty if undefined."""
-    if len(x) < 3 or np.ptp(x) == 0:
-        return (np.zeros(0),) * 4
-    res = st.linregress(x, y)
-    grid = np.linspace(x.min(), x.max(), GRID)
-    fit = res.intercept + res.slope * grid
-    resid = y - (res.intercept + res.slope * x)
-    s = np.sqrt((resid @ resid) / (len(x) - 2))
-    sxx = ((x - x.mean()) ** 2).sum()
-    half = (
-        st.t.ppf(0.5 + confidence / 2, len(x) - 2)
-        * s
-        * np.sqrt(1 / len(x) + (grid - x.mean()) ** 2 / sxx)
-    )
-    return grid, fit, fit - half, fit + half
+    panels: Panels | None = None
 
 
 def _fit_index(fit_rows: list[dict]) -> dict[tuple, dict]:
-    return {(r["x"], r["y"], r["level"], r["grouping"], r["group"]): r for r in fit_rows}
+    """The default fits rows by (x, y, level, grouping, group)."""
+    keys = ("x", "y", "level", "grouping", "group")
+    return {tuple(r[k] for k in keys): r for r in fit_rows if r["fit"] == DEFAULT_FIT}
 
 
 def _headline(cols, fits_by_key, fields) -> Headline:
-    pruned = ~cols["is_baseline"]
+    pruned = trial_kinds(cols) == "pruned"
     idx = np.flatnonzero(pruned & (cols["status"] == "ok"))
     groups = {
         g: tuple(str(v) for v in cols[c][idx]) if c else ("all",) * len(idx)
@@ -226,7 +172,7 @@ def _headline(cols, fits_by_key, fields) -> Headline:
                 lines.append(FitLine(grouping, value, row, grid, fit, low, high))
         pairs.append(PairView(x, y, px, py, tuple(lines)))
     hover = tuple(
-        tuple((name, _text(cols[name][i])) for name in fields)
+        tuple((name, text(cols[name][i])) for name in fields)
         + tuple((name, f"{cols[name][i]:.6g}") for name in _NUMBERS if np.isfinite(cols[name][i]))
         for i in idx
     )
@@ -354,7 +300,7 @@ def build_report_data(
         if trials.num_rows
         else np.zeros(0, dtype=object)
     )
-    excluded_idx = np.flatnonzero((reason != "") & (reason != "baseline"))
+    excluded_idx = np.flatnonzero((reason != "") & (trial_kinds(cols) == "pruned"))
     incomplete_idx = np.flatnonzero(np.isin(status, INCOMPLETE))
     config_rows, n_configs = _config_rows(cols, fields)
     return ReportData(
@@ -378,4 +324,21 @@ def build_report_data(
         config_rows=tuple(config_rows),
         n_configs=n_configs,
         fit_rows=tuple(fit_rows),
+        panels=_panels(cols, epochs),
     )
+
+
+def _panels(cols: dict[str, np.ndarray], epochs: pa.Table) -> Panels:
+    threshold = WEBGL_THRESHOLD
+    return Panels(
+        fig2=panels_data.fig2(cols, threshold),
+        fig3=panels_data.fig3(cols, threshold),
+        fig6=panels_data.fig6(cols, threshold),
+        noise=curves_data.noise_panel(cols, epochs),
+        imp=curves_data.imp_panel(cols, epochs),
+    )
+
+
+def epoch_trials(cols: dict[str, np.ndarray]) -> list[str]:
+    """Trial ids whose epochs the report reads: the dynamics' and the curve panels'."""
+    return list(dict.fromkeys(dynamics_trials(cols) + curve_trials(cols)))

@@ -9,6 +9,7 @@ import html
 import math
 
 from results.report_data import MAX_CONFIG_ROWS, MAX_LISTED, ReportData
+from search_spaces.fits import DEFAULT_FIT
 
 esc = html.escape
 
@@ -100,18 +101,13 @@ _FIT_HEAD = (
 
 
 def fits_section(data: ReportData) -> str:
-    """Pooled fits (both levels) up front; every row, per group, behind a <details>."""
-    pooled = [r for r in data.fit_rows if r["grouping"] == "all"]
+    """Pooled default fits (both levels) up front; every default row, per group, behind a
+    <details>; then the spec's own fits, each row saying which trials it fitted."""
+    default = [r for r in data.fit_rows if r["fit"] == DEFAULT_FIT]
+    pooled = [r for r in default if r["grouping"] == "all"]
     head = f'<tr><th class="l">y ~ x</th><th class="l">level</th>{_FIT_HEAD}</tr>'
-    rows = "".join(
-        f'<tr><td class="l">{esc(r["y"])} ~ {esc(r["x"])}</td><td class="l">{esc(r["level"])}</td>{_fit_cells(r)}</tr>'
-        for r in pooled
-    )
-    every = "".join(
-        f'<tr><td class="l">{esc(r["y"])} ~ {esc(r["x"])}</td><td class="l">{esc(r["level"])}</td>'
-        f'<td class="l">{esc(r["grouping"])}={esc(str(r["group"]))}</td>{_fit_cells(r)}</tr>'
-        for r in data.fit_rows
-    )
+    rows = "".join(f"<tr>{_pair_cells(r)}{_fit_cells(r)}</tr>" for r in pooled)
+    every = "".join(f"<tr>{_pair_cells(r)}{_group_cell(r)}{_fit_cells(r)}</tr>" for r in default)
     return (
         "<section><h2>Correlation fits (pruned trials)</h2>"
         '<p class="muted">Trial level: one point per trial; config level: seeds averaged first. '
@@ -120,9 +116,42 @@ def fits_section(data: ReportData) -> str:
         "subset under label noise): a gain that only tracks a smaller model or less memorisation "
         "shrinks there.</p>"
         f"<table>{head}{rows}</table>"
-        f"<details><summary>all {len(data.fit_rows)} fits, per group</summary><table>"
+        f"<details><summary>all {len(default)} default fits, per group</summary><table>"
         f'<tr><th class="l">y ~ x</th><th class="l">level</th><th class="l">group</th>{_FIT_HEAD}</tr>'
-        f"{every}</table></details></section>"
+        f"{every}</table></details>{_spec_fits(data.fit_rows)}</section>"
+    )
+
+
+def _pair_cells(r: dict) -> str:
+    return f'<td class="l">{esc(r["y"])} ~ {esc(r["x"])}</td><td class="l">{esc(r["level"])}</td>'
+
+
+def _group_cell(r: dict) -> str:
+    return f'<td class="l">{esc(r["grouping"])}={esc(str(r["group"]))}</td>'
+
+
+def _where_text(where: list) -> str:
+    """'pruning_target in {smallest}, pruning_period in {4, 40} or ...' ('all' when empty)."""
+    clauses = [
+        ", ".join(f"{k} in {{{', '.join(v)}}}" for k, v in clause) or "all" for clause in where
+    ]
+    return " or ".join(clauses) or "all"
+
+
+def _spec_fits(fit_rows: tuple[dict, ...]) -> str:
+    named = [r for r in fit_rows if r["fit"] != DEFAULT_FIT]
+    if not named:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{esc(r["fit"])}</td>{_pair_cells(r)}{_group_cell(r)}'
+        f'<td class="l">{esc(", ".join(r["include"]))}; {esc(_where_text(r["where"]))}</td>'
+        f"{_fit_cells(r)}</tr>"
+        for r in named
+    )
+    return (
+        "<h3>Figure fits (the spec's <code>fits</code>)</h3>"
+        '<table><tr><th class="l">fit</th><th class="l">y ~ x</th><th class="l">level</th>'
+        f'<th class="l">group</th><th class="l">trials</th>{_FIT_HEAD}</tr>{rows}</table>'
     )
 
 

@@ -6,7 +6,7 @@ Five tables, one file each in the study directory (column meanings: ``results/RE
 - ``epochs.parquet``: one row per (trial, epoch), the latest report of that epoch;
 - ``events.parquet``: one row per (trial, pruning event);
 - ``layer_events.parquet``: one row per (trial, event epoch, layer) the event touched;
-- ``fits.parquet``: one row per (x, y, level, grouping, group) correlation fit.
+- ``fits.parquet``: one row per (fit, x, y, level, grouping, group) correlation fit.
 
 Nothing here lists a record key by hand: the epoch columns are :data:`trainables.records.RECORD`
 (each key's type tag mapped by :func:`arrow_type`) plus the Tune keys of :data:`TUNE_STORED`; the
@@ -27,7 +27,7 @@ import pyarrow as pa
 from trainables.config import TrialConfig
 from trainables.records import FLATNESS_KEYS, RECORD, Type
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
@@ -148,10 +148,15 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 
 FITS = pa.schema(
     [
+        pa.field("fit", pa.string()),  # "default", or the name of a spec's fit
+        pa.field("include", pa.list_(pa.string())),  # trial kinds: pruned, unpruned, scratch
+        # the where clauses (a trial passing any one is kept): column -> values, as text
+        pa.field("where", pa.list_(pa.map_(pa.string(), pa.list_(pa.string())))),
+        pa.field("group_by", pa.string()),  # the trials column grouped by; null when pooled
         pa.field("x", pa.string()),
         pa.field("y", pa.string()),
         pa.field("level", pa.string()),  # trial | config
-        pa.field("grouping", pa.string()),  # all | target | model | dataset
+        pa.field("grouping", pa.string()),  # all | target | model | dataset | a group_by column
         pa.field("group", pa.string()),  # "all" or the group's value
         pa.field("n", pa.int64()),
         *[

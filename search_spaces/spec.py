@@ -18,6 +18,7 @@ Layout (every key optional except where noted; unknown keys are errors)::
     checkpoint_frequency: 1       # epochs between trial checkpoints
     retries: 2                    # retries of a failed trial, from its last checkpoint
     storage: ./studies            # a local path or a URI (s3://, gs://)
+    fits: [...]                   # named correlation fits (search_spaces.fits); analysis only
 
 A section of a spec is an instance of its ``trainables.config`` class whose leaves may hold a
 :class:`~search_spaces.sweeps.Grid` or :class:`~search_spaces.sweeps.Dist` instead of a value.
@@ -32,7 +33,8 @@ baselines, generalization, per_example_loss and search, with default-valued fiel
 a field added later with a default keeps every old hash). It excludes ``name`` and ``storage``
 (where the study lives, not what it computes) and the execution settings ``resources``,
 ``max_concurrent_trials``, ``checkpoint_frequency`` and ``retries`` (they change how fast the
-numbers come, not the numbers; Tune freezes its searcher settings when a study starts anyway).
+numbers come, not the numbers; Tune freezes its searcher settings when a study starts anyway),
+and ``fits`` (how the numbers are analysed; a study's fits may grow after it started).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search_spaces import cross, model_check
+from search_spaces.fits import FitSpec, fits_plain, parse_fits
 from search_spaces.sweeps import Dist, Grid, candidates, parse_sweep, plain
 from search_spaces.yaml_io import dump_yaml, load_yaml
 from trainables.config import (
@@ -153,6 +156,7 @@ class StudySpec:
     storage: str = param(
         DEFAULT_STORAGE, "where studies live: a path or a URI (s3://, gs://)", _non_empty
     )
+    fits: tuple[FitSpec, ...] = param((), "named correlation fits, added to the default ones")
 
     @property
     def hash(self) -> str:
@@ -175,7 +179,8 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, defaults included, as plain YAML data (loads back to an equal spec)."""
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {**out, "fits": fits_plain(self.fits)}
 
     def to_yaml(self) -> str:
         """The resolved spec as YAML; its first line is ``# spec-hash: <hash>``."""
@@ -184,6 +189,7 @@ class StudySpec:
 
 NOT_HASHED = frozenset(
     {"name", "storage", "resources", "max_concurrent_trials", "checkpoint_frequency", "retries"}
+    | {"fits"}
 )
 
 
@@ -309,6 +315,8 @@ def _parse_top(key: str, value: Any, problems: Problems) -> Any:
         return _parse_section(cross.SECTION_TYPES[key], value, key, problems)
     if key == "seeds":
         return _parse_seeds(value, problems)
+    if key == "fits":
+        return parse_fits(value, problems)
     if key in ("search", "resources"):
         return _parse_fields(tp, value, key, problems, sweeps=False)
     if key == "max_concurrent_trials" and value is None:
@@ -399,6 +407,7 @@ __all__ = [
     "METRICS",
     "NAME_RE",
     "Dist",
+    "FitSpec",
     "Grid",
     "ResourcesSpec",
     "SearchSpec",

@@ -9,6 +9,7 @@ from scipy import stats as st
 
 from results import aggregate, bootstrap
 from results.bootstrap import BootstrapPlan
+from search_spaces.fits import FitFilter, FitSpec
 
 PLAN = BootstrapPlan(n_resamples=100, min_resamples=50, budget=100_000, random_state=3)
 
@@ -124,8 +125,9 @@ def test_groups_split_by_target_and_pool_as_all():
     assert_allclose(largest["pearson_r"], ref, rtol=1e-12)
     pooled = _row(rows, y="gain", level="trial", grouping="all")
     single_model = _row(rows, y="gain", level="trial", grouping="model")
-    assert {k: v for k, v in pooled.items() if k not in ("grouping", "group")} == {
-        k: v for k, v in single_model.items() if k not in ("grouping", "group")
+    label = ("grouping", "group", "group_by")
+    assert {k: v for k, v in pooled.items() if k not in label} == {
+        k: v for k, v in single_model.items() if k not in label
     }
 
 
@@ -147,3 +149,55 @@ def test_every_non_ok_status_is_a_named_exclusion(status):
     reason = aggregate.exclusions(cols, "mean_instability", "gain")
     assert reason[5] == {"stopped": "incomplete", "pending": "incomplete"}.get(status, status)
     assert (reason[np.arange(len(reason)) != 5] == "").all()
+
+
+STATS = ("n", "pearson_r", "kendall_tau", "spearman_rho", "slope", "excluded", "n_excluded")
+
+
+def test_a_spec_fit_spelled_like_a_default_grouping_gives_its_numbers():
+    cols = _trials()
+    cols["status"][0] = "error"
+    spec = FitSpec(name="by_target", group_by="pruning_target")
+    rows = aggregate.fits(cols, PLAN, [spec])
+    for level in ("trial", "config"):
+        for target in ("largest", "smallest"):
+            default = _row(
+                rows, fit="default", y="gain", level=level, grouping="target", group=target
+            )
+            named = _row(rows, fit="by_target", level=level, group=target)
+            assert {k: named[k] for k in STATS} == {k: default[k] for k in STATS}
+            assert (named["grouping"], named["group_by"]) == ("pruning_target", "pruning_target")
+    assert default["include"] == ["pruned"] and default["where"] == []
+
+
+def test_unpruned_and_scratch_trials_enter_at_instability_zero_when_included():
+    cols = _trials(n_configs=6, seeds=2)
+    cols["is_baseline"][:2] = True  # c0: the unpruned baselines (instability 0 by definition)
+    cols["mean_instability"][:2], cols["mean_stability"][:2] = 0.0, 100.0
+    cols["pruning_scratch"] = np.zeros(12, dtype=bool)
+    cols["pruning_scratch"][2:4] = True  # c1: scratch, recorded instability not 0
+    spec = FitSpec(name="all", include=("pruned", "unpruned", "scratch"), levels=("trial",))
+    only_pruned = FitSpec(name="pruned", levels=("trial",))
+    rows = aggregate.fits(cols, PLAN, [spec, only_pruned])
+    everyone = _row(rows, fit="all")
+    x = np.concatenate([[0.0] * 4, cols["mean_instability"][4:]])
+    ref = st.pearsonr(x, cols["gain"])
+    assert everyone["n"] == 12
+    assert_allclose(everyone["pearson_r"], ref.statistic, rtol=1e-12)
+    assert _row(rows, fit="pruned")["n"] == 8
+    assert _row(rows, fit="default", y="gain", level="trial", grouping="all")["n"] == 8
+
+
+def test_where_clauses_union_and_group_values_order_numerically():
+    cols = _trials(n_configs=6, seeds=2)
+    cols["pruning_period"] = np.repeat([4.0, 40.0, 4.0, 40.0, 300.0, 20.0], 2)
+    clause = (FitFilter("pruning_target", ("smallest",)), FitFilter("pruning_period", (4, 40)))
+    spec = FitSpec(
+        name="w", where=(clause, (FitFilter("pruning_period", (300,)),)), levels=("trial",)
+    )
+    grouped = FitSpec(name="g", group_by="pruning_period", levels=("trial",))
+    rows = aggregate.fits(cols, PLAN, [spec, grouped])
+    smallest = cols["pruning_target"] == "smallest"
+    kept = (smallest & np.isin(cols["pruning_period"], [4, 40])) | (cols["pruning_period"] == 300)
+    assert _row(rows, fit="w")["n"] == kept.sum()
+    assert [r["group"] for r in rows if r["fit"] == "g"] == ["4", "20", "40", "300"]

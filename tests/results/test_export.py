@@ -181,3 +181,31 @@ def test_export_refuses_what_is_not_a_study(tmp_path):
     (tmp_path / "study.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         export_study(str(tmp_path))
+
+
+def test_export_fits_what_the_stored_spec_yaml_asks_for(tmp_path, monkeypatch):
+    """`prunetune aggregate` fits the defaults plus the fits of the study's own spec.yaml."""
+    from results import api
+    from results.snapshot import TuneStudy
+
+    tables = S.tables(*S.study_inputs(n_per_target=3))
+    (tmp_path / "study.json").write_text(json.dumps({"name": "s", "spec_hash": "h"}))
+    spec = "# spec-hash: h\nname: s\nfits:\n  - {name: per_target, group_by: pruning.target}\n"
+    (tmp_path / "spec.yaml").write_text(spec)
+
+    def built(study_dir):
+        meta = storage.read_meta(*storage.resolve(study_dir), study_dir)
+        return api.StudyTables(meta, TuneStudy(("trials",), (), ()), tables)
+
+    monkeypatch.setattr(api, "study_tables", built)
+    export_study(str(tmp_path), S.FAST_PLAN)
+    fits = pq.read_table(tmp_path / "fits.parquet").to_pylist()
+    named = [(r["fit"], r["level"], r["group"]) for r in fits if r["fit"] != "default"]
+    assert named == [
+        ("per_target", level, target)
+        for level in ("trial", "config")
+        for target in ("largest", "random", "smallest")
+    ]
+    (tmp_path / "spec.yaml").write_text("# spec-hash: h\nname: s\n")  # the fit removed
+    export_study(str(tmp_path), S.FAST_PLAN)
+    assert {r["fit"] for r in pq.read_table(tmp_path / "fits.parquet").to_pylist()} == {"default"}

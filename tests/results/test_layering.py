@@ -9,7 +9,8 @@ CHECK = """
 import sys
 import results.aggregate, results.api, results.bootstrap, results.commands, results.export
 import results.history, results.report, results.report_data, results.stats, results.snapshot,\
-    results.status, results.storage, results.summarize, results.schema
+    results.status, results.storage, results.summarize, results.schema, results.panels,\
+    results.panels_data, results.curves_data, results.report_base, results.report_style
 heavy = sorted(m for m in ("ray", "torch", "orchestrator") if m in sys.modules)
 print(",".join(heavy))
 """
@@ -24,7 +25,8 @@ def test_importing_results_pulls_in_neither_ray_nor_torch_nor_the_orchestrator()
 
 def test_the_statistics_import_neither_plotly_nor_ray():
     check = (
-        "import sys; import results.aggregate, results.stats, results.bootstrap, results.summarize;"
+        "import sys; import results.aggregate, results.stats, results.bootstrap, results.summarize,"
+        " results.panels_data, results.curves_data;"
         "print(','.join(m for m in ('plotly', 'ray') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -13,7 +13,7 @@ from plotly.offline import get_plotlyjs
 from scipy import stats as st
 from tune_fixture import config
 
-from results import report, report_data
+from results import panels, report, report_data
 from results.report_data import build_report_data, ols_band
 from results.storage import StudyMeta
 
@@ -117,7 +117,7 @@ def test_all_study_text_is_escaped_including_inside_plotly():
     assert len(shown) == 3  # hover text, dynamics legend, configuration table
     assert all(html[i - 4 : i] == "&gt;" for i in shown)  # always after an escaped <script>
     figures = re.findall(r'Plotly\.newPlot\(\s*"(\w+)"', html)
-    assert figures == ["headline", "dynamics", "flatness"]
+    assert figures == ["headline", "fig2", "fig3", "dynamics", "flatness"]
     assert html.count("<script") == 1 + len(figures)  # plotly.js + one per figure
 
 
@@ -162,7 +162,8 @@ def test_webgl_above_the_threshold(study, monkeypatch):
     data = build_report_data(meta, tables.trials, tables.epochs, fits)
     assert data.headline.webgl
     assert report.headline_figure(data).data[0].type == "scattergl"
-    assert report.flatness_figure(data).data[0].type == "scattergl"
+    assert panels.fig6_figure(data.panels.fig6, "x").data[0].type == "scattergl"
+    assert panels.fig2_figure(data.panels.fig2, "x").data[0].type == "scattergl"
 
 
 @pytest.mark.slow

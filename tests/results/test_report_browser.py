@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 
 import pytest
@@ -29,12 +30,32 @@ FLAGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """The report of a small study (with a trial lacking a baseline, one diverged) in Chromium."""
+@contextlib.contextmanager
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={tempfile.mkdtemp()}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open(driver, path) -> None:
+    driver.get(path.as_uri())
+    driver.execute_script("return document.readyState")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The report of a small study (with a trial lacking a baseline, one diverged) in Chromium."""
     trials, blobs = S.study_inputs(n_per_target=3, seeds=2)
     lonely = config("largest", 0, lr=5e-3)  # pruned, ok, but no matched baseline: no gain
     diverged = config("random", 7)
@@ -48,19 +69,9 @@ def page(tmp_path_factory):
     data = build_report_data(meta, tables.trials, tables.epochs, S.fits(tables))
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(report.render_report(data), encoding="utf-8")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tempfile.mkdtemp()}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.set_page_load_timeout(60)
-        driver.get(path.as_uri())
-        driver.execute_script("return document.readyState")
+    with _chromium() as driver:
+        _open(driver, path)
         yield driver, tables, data, path
-    finally:
-        driver.quit()
 
 
 def _pruned_ok(tables):
@@ -78,7 +89,7 @@ def test_page_loads_without_console_errors_or_script_injection(page):
     ids = driver.execute_script(
         "return [...document.querySelectorAll('.js-plotly-plot')].map(d => d.id)"
     )
-    assert ids == ["headline", "dynamics", "flatness"]
+    assert ids == ["headline", "fig2", "fig3", "dynamics", "flatness"]
 
 
 def test_headline_holds_one_point_per_pruned_ok_trial(page):
@@ -138,3 +149,101 @@ def test_the_same_page_as_written_by_write_report(page):
     _, _, _, path = page
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "&lt;script&gt;alert(&#x27;x&#x27;)" in text
+
+
+# --- the figure panels, each on a study that has its dimensions -------------------------------
+
+PAPER_STUDIES = {
+    "figures": (
+        lambda: S.figure_study(seeds=3),
+        ["headline", "fig2", "fig3", "dynamics", "flatness"],
+    ),
+    "noise": (lambda: S.noise_study(seeds=2), ["headline", "noise", "dynamics", "flatness"]),
+    "imp": (lambda: S.imp_study(seeds=2), ["headline", "dynamics", "imp"]),
+}
+
+
+@pytest.fixture(scope="module")
+def papers(tmp_path_factory):
+    """Each paper study's report, loaded in turn by :func:`_show` in one Chromium."""
+    out = {}
+    for name, (build, _) in PAPER_STUDIES.items():
+        tables = build()
+        meta = StudyMeta(f"{name} <i>study</i>", "abc", f"name: {name}\n", "0.1.0")
+        data = build_report_data(meta, tables.trials, tables.epochs, S.fits(tables))
+        path = tmp_path_factory.mktemp(name) / "report.html"
+        path.write_text(report.render_report(data), encoding="utf-8")
+        out[name] = (data, path)
+    with _chromium() as driver:
+        yield driver, out
+
+
+def _show(papers, name):
+    driver, out = papers
+    driver.get_log("browser")  # drop what an earlier page logged
+    data, path = out[name]
+    _open(driver, path)
+    ids = driver.execute_script(
+        "return [...document.querySelectorAll('.js-plotly-plot')].map(d => d.id)"
+    )
+    assert ids == PAPER_STUDIES[name][1]
+    return driver, data
+
+
+def _drawn(driver, div_id: str) -> list[list]:
+    """Per trace of a figure: its name and how many x values Plotly holds for it as drawn."""
+    return driver.execute_script(
+        f"const gd = document.getElementById('{div_id}');"
+        "return gd._fullData.map(t => [t.name || '', t.x ? t.x.length : 0, t.mode || ''])"
+    )
+
+
+def _no_errors(driver):
+    assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+
+
+def test_fig2_fig3_and_fig6_panels_draw_every_point(papers):
+    driver, data = _show(papers, "figures")
+    p = data.panels
+    fig2 = _drawn(driver, "fig2")
+    markers = [t for t in fig2 if t[2] == "markers"]
+    assert [n for _, n, _ in markers] == [len(s.x) for s in p.fig2.series] == [9, 9, 9, 3]
+    assert sum(1 for t in fig2 if "OLS" in t[0]) == len(p.fig2.lines) == 4
+    assert all("Fig. 2" not in name for name, _, _ in fig2)  # the figure is named in the title
+    title = driver.execute_script("return document.getElementById('fig2').layout.title.text")
+    assert "Fig. 2" in title and "&lt;i&gt;" in title
+    fig3 = _drawn(driver, "fig3")
+    r = [t for t in fig3 if t[0] == "Pearson r (95% CI)"]
+    assert r == [["Pearson r (95% CI)", 3, "lines+markers"]]
+    flat = _drawn(driver, "flatness")
+    per_panel = sum(n for _, n, mode in flat if mode == "markers") / len(p.fig6)
+    assert per_panel == 3 * 11  # every ok trial, unpruned and scratch included
+    drawn = driver.execute_script(
+        "return document.querySelectorAll('#flatness .scatterlayer .trace .point').length"
+    )
+    assert drawn == 4 * 3 * 11
+    _no_errors(driver)
+
+
+def test_noise_panel_draws_each_arm_beside_its_references(papers):
+    driver, data = _show(papers, "noise")
+    lines = [t for t in _drawn(driver, "noise") if "(n=" in t[0]]
+    expected = [c for g in data.panels.noise for c in g.curves]
+    assert len(lines) == len(expected) == 3 * 2 + 2 + 1 + 2  # shared curves repeat per group
+    assert all(n == 6 for _, n, _ in lines)  # one value per epoch
+    titles = driver.execute_script(
+        "return document.getElementById('noise').layout.annotations.map(a => a.text)"
+    )
+    assert titles == [g.title for g in data.panels.noise]
+    _no_errors(driver)
+
+
+def test_imp_panel_draws_error_and_memorisation_per_control(papers):
+    driver, data = _show(papers, "imp")
+    traces = _drawn(driver, "imp")
+    curves = data.panels.imp.curves
+    assert len(traces) == 3 * len(curves)  # test error, noisy and clean accuracy per curve
+    error = traces[::3]
+    assert [n for _, n, _ in error] == [len(c.round) for c in curves]
+    assert sorted(n for _, n, _ in error) == [1, 3, 3]  # sparse-from-start: its last phase
+    _no_errors(driver)

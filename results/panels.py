@@ -1,0 +1,306 @@
+"""Render the figure panels of :class:`results.report_data.Panels` (Plotly; numbers come as given).
+
+One figure per panel, each titled with the figure it mirrors; every label from the study is
+escaped; point traces switch to WebGL with the panel's ``webgl`` flag (lines and bands follow, as
+WebGL draws above SVG).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from results.curves_data import ImpPanel, NoiseGroup
+from results.panels_data import Corr, Line, PeriodPanel, Scatter
+from results.report_data import Panels
+from results.report_html import num, pval
+from results.report_style import PALETTE, div, esc, label, rgba, series_colour
+
+BARTOLDSON = "Bartoldson et al. 2020"
+JIN = "Jin et al. 2022"
+ROLE_STYLE = {"unpruned": ("#222222", "solid"), "reference": ("#7f7f7f", "dash")}
+
+
+def corr_text(c: Corr) -> str:
+    """'n=15 · r=0.52 [0.31, 0.68] p=0.01 · τ=0.40 p=0.03'."""
+    return (
+        f"n={c.n} · r={num(c.r)} [{num(c.r_low)}, {num(c.r_high)}] p={pval(c.r_p)}"
+        f" · τ={num(c.tau)} p={pval(c.tau_p)}"
+    )
+
+
+def _points(sc: Scatter, fig: go.Figure, row: int, col: int, legend: bool) -> None:
+    scatter = go.Scattergl if sc.webgl else go.Scatter
+    for i, s in enumerate(sc.series):
+        fig.add_trace(
+            scatter(
+                x=s.x,
+                y=s.y,
+                mode="markers",
+                name=esc(s.label),
+                legendgroup=esc(s.label),
+                showlegend=legend,
+                marker={"color": series_colour(s.label, i), "size": 8},
+                hovertext=[esc(t) for t in s.trial_id],
+                hoverinfo="text+x+y",
+            ),
+            row,
+            col,
+        )
+
+
+def _line(ln: Line, colour: str, webgl: bool, fig: go.Figure, row: int, col: int) -> None:
+    scatter = go.Scattergl if webgl else go.Scatter
+    band = scatter(
+        x=np.concatenate([ln.x, ln.x[::-1]]),
+        y=np.concatenate([ln.high, ln.low[::-1]]),
+        mode="lines",
+        fill="toself",
+        fillcolor=rgba(colour, 0.12),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    name = f"{esc(ln.label)}: OLS ± 95% CI · {corr_text(ln.corr)}"
+    fit = scatter(x=ln.x, y=ln.y, mode="lines", line={"color": colour, "width": 2}, name=name)
+    fig.add_trace(band, row, col)
+    fig.add_trace(fit, row, col)
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        title={"text": title},
+        template="plotly_white",
+        height=height,
+        legend={"orientation": "h", "y": -0.2, "font": {"size": 11}},
+    )
+    return fig
+
+
+def fig2_figure(sc: Scatter, name: str) -> go.Figure:
+    fig = make_subplots(rows=1, cols=1)
+    _points(sc, fig, 1, 1, True)
+    for i, ln in enumerate(sc.lines):
+        pooled = i == len(sc.lines) - 1
+        _line(ln, "#222222" if pooled else series_colour(ln.label, i), sc.webgl, fig, 1, 1)
+    fig.update_xaxes(title_text=label(sc.x))
+    fig.update_yaxes(title_text="best test accuracy in run")
+    title = f"{esc(name)}: test accuracy vs. mean stability per target ({BARTOLDSON}, Fig. 2)"
+    return _layout(fig, title, 640)
+
+
+def fig3_figure(panel: PeriodPanel, name: str) -> go.Figure:
+    sc = panel.scatter
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.6, 0.4],
+        subplot_titles=("test accuracy vs. mean stability, per period", "correlation per period"),
+    )
+    _points(sc, fig, 1, 1, True)
+    for i, ln in enumerate(sc.lines):
+        _line(ln, PALETTE[i % len(PALETTE)], sc.webgl, fig, 1, 1)
+    by_rate = bool(np.isfinite(panel.rate).all())
+    x = panel.rate if by_rate else panel.period.astype(float)
+    r = np.array([ln.corr.r for ln in sc.lines])
+    low = np.array([ln.corr.r_low for ln in sc.lines])
+    high = np.array([ln.corr.r_high for ln in sc.lines])
+    hover = [f"period {p:g}" for p in panel.period]
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=r,
+            mode="lines+markers",
+            name="Pearson r (95% CI)",
+            line={"color": "#222222"},
+            hovertext=hover,
+            error_y={"type": "data", "array": high - r, "arrayminus": r - low},
+        ),
+        1,
+        2,
+    )
+    tau = [ln.corr.tau for ln in sc.lines]
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=tau,
+            mode="lines+markers",
+            name="Kendall τ",
+            hovertext=hover,
+            line={"color": "#1f77b4", "dash": "dot"},
+        ),
+        1,
+        2,
+    )
+    fig.update_xaxes(title_text=label(sc.x), row=1, col=1)
+    fig.update_yaxes(title_text="best test accuracy in run", row=1, col=1)
+    axis = "iterative pruning rate (%, log scale)" if by_rate else "retrain period (epochs)"
+    fig.update_xaxes(title_text=axis, type="log", row=1, col=2)
+    fig.update_yaxes(title_text="correlation (generalization, stability)", row=1, col=2)
+    title = f"{esc(name)}: generalization vs. stability per retrain period ({BARTOLDSON}, Fig. 3)"
+    return _layout(fig, title, 620)
+
+
+def fig6_figure(scatters: tuple[Scatter, ...], name: str) -> go.Figure:
+    titles = [
+        f"{label(sc.y)} vs. {label(sc.x)}<br><sub>{corr_text(sc.lines[0].corr)}</sub>"
+        for sc in scatters
+    ]
+    rows = (len(scatters) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=titles, vertical_spacing=0.14)
+    for i, sc in enumerate(scatters):
+        row, col = i // 2 + 1, i % 2 + 1
+        _points(sc, fig, row, col, i == 0)
+        _line(sc.lines[0], "#222222", sc.webgl, fig, row, col)
+        fig.update_xaxes(title_text=label(sc.x), row=row, col=col)
+        fig.update_yaxes(title_text=label(sc.y), row=row, col=col)
+    title = f"{esc(name)}: flatness vs. stability and generalization ({BARTOLDSON}, Fig. 6)"
+    return _layout(fig, title, 420 * rows + 120)
+
+
+def noise_figure(groups: tuple[NoiseGroup, ...], name: str) -> go.Figure:
+    fig = make_subplots(
+        rows=1, cols=len(groups), shared_yaxes=True, subplot_titles=[esc(g.title) for g in groups]
+    )
+    shown: set[str] = set()
+    for col, group in enumerate(groups, start=1):
+        arms = 0
+        for curve in group.curves:
+            colour, dash = ROLE_STYLE.get(curve.role, (PALETTE[arms % len(PALETTE)], "solid"))
+            arms += curve.role == "arm"
+            if np.isfinite(curve.sem).any():
+                high, low = curve.mean + curve.sem, curve.mean - curve.sem
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.concatenate([curve.epoch, curve.epoch[::-1]]),
+                        y=np.concatenate([high, low[::-1]]),
+                        mode="lines",
+                        fill="toself",
+                        fillcolor=rgba(colour, 0.12),
+                        line={"width": 0},
+                        hoverinfo="skip",
+                        showlegend=False,
+                    ),
+                    1,
+                    col,
+                )
+            legend = f"{esc(curve.label)} (n={curve.n})"
+            fig.add_trace(
+                go.Scatter(
+                    x=curve.epoch,
+                    y=curve.mean,
+                    mode="lines",
+                    name=legend,
+                    legendgroup=legend,
+                    showlegend=legend not in shown,
+                    line={"color": colour, "dash": dash},
+                ),
+                1,
+                col,
+            )
+            shown.add(legend)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_yaxes(title_text="test accuracy (mean ± s.e.m. over seeds)", row=1, col=1)
+    title = f"{esc(name)}: noise injection vs. its pruning reference ({BARTOLDSON}, Figs. 5, D2)"
+    return _layout(fig, title, 560)
+
+
+def imp_figure(panel: ImpPanel, name: str) -> go.Figure:
+    titles = ["test error vs. sparsity"]
+    if panel.has_noise:
+        titles.append("training accuracy: relabelled (solid) vs. untouched (dotted) examples")
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    for i, c in enumerate(panel.curves):
+        colour = PALETTE[i % len(PALETTE)]
+        dash = "dash" if c.control == "extended_dense" else "solid"
+        legend = f"{esc(c.label)} (n={c.n})"
+        style = {
+            "mode": "lines+markers",
+            "legendgroup": legend,
+            "hovertext": [f"round {r:g}" for r in c.round],
+        }
+        marker = {
+            "color": colour,
+            "symbol": "star" if c.control == "sparse_from_start" else "circle",
+            "size": 9,
+        }
+        fig.add_trace(
+            go.Scatter(
+                x=c.sparsity,
+                y=c.test_error,
+                name=legend,
+                line={"color": colour, "dash": dash},
+                marker=marker,
+                **style,
+            ),
+            1,
+            1,
+        )
+        if panel.has_noise:
+            for y, line_dash in ((c.train_acc_noisy, dash), (c.train_acc_clean, "dot")):
+                fig.add_trace(
+                    go.Scatter(
+                        x=c.sparsity,
+                        y=y,
+                        showlegend=False,
+                        line={"color": colour, "dash": line_dash},
+                        marker=marker,
+                        **style,
+                    ),
+                    1,
+                    2,
+                )
+    for col in range(1, len(titles) + 1):
+        fig.update_xaxes(title_text="sparsity (fraction of prunable weights)", row=1, col=col)
+    fig.update_yaxes(title_text="test error", row=1, col=1)
+    if panel.has_noise:
+        fig.update_yaxes(title_text="training accuracy", row=1, col=2)
+    title = f"{esc(name)}: IMP, extended dense training and sparse-from-start ({JIN})"
+    return _layout(fig, title, 560)
+
+
+def _section(title: str, note: str, fig: go.Figure, div_id: str) -> str:
+    return f'<section><h2>{title}</h2><p class="muted">{note}</p>{div(fig, div_id)}</section>'
+
+
+def panel_sections(panels: Panels | None, name: str) -> dict[str, str]:
+    """HTML section per present panel, keyed by its div id: fig2, fig3, noise, flatness, imp."""
+    if panels is None:
+        return {}
+    out = {}
+    if panels.fig2 is not None:
+        note = "Pruned trials per target, each with its OLS line; unpruned baselines for reference."
+        out["fig2"] = _section(
+            f"Test accuracy vs. stability per target ({BARTOLDSON}, Fig. 2)",
+            note,
+            fig2_figure(panels.fig2, name),
+            "fig2",
+        )
+    if panels.fig3 is not None:
+        note = "One correlation per retrain period (and its iterative pruning rate), pruned trials."
+        out["fig3"] = _section(
+            f"Correlation per retrain period ({BARTOLDSON}, Fig. 3)",
+            note,
+            fig3_figure(panels.fig3, name),
+            "fig3",
+        )
+    if panels.noise:
+        note = "Perturbed units re-enter after their window; the reference prunes the same units."
+        out["noise"] = _section(
+            f"Noise injection ({BARTOLDSON}, Figs. 5 and D2)",
+            note,
+            noise_figure(panels.noise, name),
+            "noise",
+        )
+    if panels.fig6:
+        note = "Every ok trial; unpruned and scratch trials at stability 100 by definition."
+        out["flatness"] = _section(
+            f"Flatness ({BARTOLDSON}, Fig. 6)", note, fig6_figure(panels.fig6, name), "flatness"
+        )
+    if panels.imp is not None:
+        note = "Per round, the round's final model; extended dense training at IMP's sparsity for the same rounds."
+        out["imp"] = _section(
+            f"Pruning vs. its controls ({JIN})", note, imp_figure(panels.imp, name), "imp"
+        )
+    return out
