@@ -16,6 +16,7 @@ stdout carries the command's result with the study directory as its last line (f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="with --dry-run: the plan as one JSON object"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's output")
+    p.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # see leave_job_dir
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="resume an interrupted study")
@@ -62,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(
         args.spec, name=args.name, storage=args.storage, overrides=args.overrides, note=note
     )
+    if args.job:
+        leave_job_dir()
     plan = expand(spec)
     if args.dry_run:
         from orchestrator.dry_run import print_plan
@@ -71,6 +75,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_address(args.address)
     locate(spec)  # refuses a storage or name clash now, before Ray starts
     return execute(lambda: locate(spec), spec, plan, args.address, args.verbose)
+
+
+def leave_job_dir() -> None:
+    """A submitted job's driver (``prunetune submit`` passes ``--job``) starts in the job's
+    runtime_env working directory, which Ray may delete while the job runs (seen with two nodes on
+    one host sharing a session directory); Tune calls ``os.getcwd()`` at the end of ``fit``. Once
+    the spec is read, the driver moves to the system's temporary directory. Imports keep working:
+    ``python -m`` put the working directory on ``sys.path`` as an absolute path."""
+    import tempfile
+
+    os.chdir(tempfile.gettempdir())
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Flow: load and validate the spec here (a bad spec exits 2 and submits nothing); 
 dashboard with the auth token (`orchestrator.cluster.connect`); derive the submission id from the
 study id, ``prunetune-<name>-<spec hash[:12]>``; attach to a live or finished job of that study
 instead of starting a second one; else submit ``prunetune run spec.yaml --storage S --name N
---address auto``; print the job id; with ``--follow`` stream the logs and exit with the job's status.
+--address auto --job`` (``--job``: the driver leaves the job's working directory once it has read
+the spec; ``orchestrator.commands.leave_job_dir``); print the job id; with ``--follow`` stream the logs and exit with the job's status.
 
 What travels: the job's runtime_env ``working_dir`` is a fresh staging directory holding the
 resolved ``spec.yaml`` (exactly what was validated here) and, by default, prunetune's own
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import cluster
+from orchestrator.commands import OVERRIDES_HELP
 from results.storage import SUBMISSION_FILE, is_uri, resolve
 from trainables.errors import UserError
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("spec", metavar="SPEC_OR_PRESET", help="a spec YAML file or a preset name")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     p.add_argument(
         "--address",
         help="the cluster's dashboard URL, e.g. http://127.0.0.1:8265 "
@@ -83,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from search_spaces.spec import load_spec
 
-    spec = load_spec(args.spec, name=args.name, storage=args.storage)
+    spec = load_spec(args.spec, name=args.name, storage=args.storage, overrides=args.overrides)
     require_cluster_storage(spec.storage)
     code_root = None if args.no_ship_code else project_root(args.working_dir)
     address = cluster.resolve_address(args.address)
@@ -163,9 +166,8 @@ def project_root(working_dir: str | None) -> Path:
 def entrypoint(spec_file: str, storage: str, name: str, shipped: bool) -> str:
     """The job's shell command: the prunetune CLI's `run`, driver connected to the cluster."""
     program = ["python", "-m", "orchestrator.cli"] if shipped else ["prunetune"]
-    return shlex.join(
-        [*program, "run", spec_file, "--storage", storage, "--name", name, "--address", "auto"]
-    )
+    options = ["--storage", storage, "--name", name, "--address", "auto", "--job"]
+    return shlex.join([*program, "run", spec_file, *options])
 
 
 def _submit(client: JobSubmissionClient, spec, sid: str, code_root: Path | None) -> str:

@@ -112,13 +112,32 @@ def _rank(row: dict) -> tuple:
 
 
 def _add_gain(rows: list[dict]) -> None:
-    gen = np.array([np.nan if r["generalization"] is None else r["generalization"] for r in rows])
-    gain, n_base = aggregate.matched_gain(
+    """gain and n_baselines of every row (``results.aggregate.matched_gain``).
+
+    An IMP trial measured by ``val_selected`` is compared with its baselines' final test accuracy:
+    Jin et al. compare the sparsity level chosen by validation accuracy with the dense model at the
+    end of its training (OpenLTH evaluates every level's final model, level 0 being the dense
+    one), not with a dense model early-stopped on the validation split.
+    """
+
+    def column(name: str) -> np.ndarray:
+        return np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=float)
+
+    args = (
         np.array([r["baseline_key"] for r in rows], dtype=object),
         np.array([r["is_baseline"] for r in rows], dtype=bool),
         np.array([r["status"] for r in rows], dtype=object),
-        gen,
     )
+    gen = column("generalization")
+    gain, n_base = aggregate.matched_gain(*args, gen)
+    versus_final = np.array(
+        [r["pruning_method"] == "imp" and r["generalization_measure"] == "val_selected" for r in rows]
+    )
+    if versus_final.any():
+        final = column("test_acc_final")
+        base = np.where(args[1], final, gen)  # baselines: their final model; others unchanged
+        gain_final, _ = aggregate.matched_gain(*args, base)
+        gain = np.where(versus_final, gain_final, gain)
     for row, g, n in zip(rows, gain, n_base, strict=True):
         row["gain"] = float(g) if np.isfinite(g) else None
         row["n_baselines"] = int(n)

@@ -104,6 +104,35 @@ def test_relative_storage_is_refused_before_contact(no_ray_env, witness, capsys)
     assert witness.connections == 0
 
 
+def test_overrides_are_validated_before_contact(no_ray_env, witness, capsys) -> None:
+    code = main(["submit", "quickstart", "train.epoch=3", "--address", witness.url,
+                 "--storage", "/mnt/studies"])  # fmt: skip
+    (line,) = error_lines(capsys)
+    assert code == 2 and "unknown key train.epoch; did you mean train.epochs?" in line
+    assert witness.connections == 0
+
+
+def test_job_driver_leaves_the_working_dir_once_the_spec_is_read(tmp_path) -> None:
+    """`run --job` (what a submitted job runs) reads spec.yaml from the job's working directory,
+    then moves away, so that Ray deleting that directory cannot break Tune's os.getcwd()."""
+    import subprocess
+    import sys
+    import tempfile
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "spec.yaml").write_text(f"name: j\nstorage: {tmp_path / 'studies'}\n")
+    script = (
+        "import os\nfrom orchestrator.cli import main\n"
+        "code = main(['run', 'spec.yaml', '--job', '--dry-run'])\n"
+        "print(code, os.getcwd())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=job_dir, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.splitlines()[-1] == f"0 {tempfile.gettempdir()}"
+
+
 def test_unreachable_address_is_one_line_exit_2(no_ray_env, capsys) -> None:
     spec = write_spec(no_ray_env / "ok.yaml", "name: ok\n")
     url = f"http://127.0.0.1:{closed_port()}"
@@ -170,6 +199,7 @@ def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
         "a b",
         "--address",
         "auto",
+        "--job",  # the driver leaves the job's working directory once the spec is read
     ]
     image = shlex.split(submit.entrypoint("spec.yaml", "/mnt/studies", "q", shipped=False))
     assert image[:2] == ["prunetune", "run"]

@@ -201,3 +201,30 @@ def test_where_clauses_union_and_group_values_order_numerically():
     kept = (smallest & np.isin(cols["pruning_period"], [4, 40])) | (cols["pruning_period"] == 300)
     assert _row(rows, fit="w")["n"] == kept.sum()
     assert [r["group"] for r in rows if r["fit"] == "g"] == ["4", "20", "40", "300"]
+
+
+def test_imp_val_selected_gain_is_against_the_dense_models_final_accuracy():
+    """Jin et al.: the sparsity level chosen on validation vs the dense model at the end of its
+    training (OpenLTH's level-0 final model), not an early-stopped dense model. A schedule trial
+    keeps the baselines' own generalization."""
+    from results.export import _add_gain
+
+    def row(method, is_baseline, generalization, final, measure="val_selected"):
+        return {
+            "baseline_key": "b", "is_baseline": is_baseline, "status": "ok",
+            "pruning_method": method, "generalization_measure": measure,
+            "generalization": generalization, "test_acc_final": final,
+        }  # fmt: skip
+
+    rows = [
+        row("none", True, 0.85, 0.80),  # early-stopped on validation: 0.85; at the end: 0.80
+        row("none", True, 0.83, 0.78),
+        row("imp", False, 0.82, 0.70),
+        row("schedule", False, 0.82, 0.70),
+        row("imp", False, 0.82, 0.70, measure="best_after_last_event"),
+    ]
+    _add_gain(rows)
+    assert rows[2]["gain"] == pytest.approx(0.82 - (0.80 + 0.78) / 2)
+    assert rows[3]["gain"] == pytest.approx(0.82 - (0.85 + 0.83) / 2)
+    assert rows[4]["gain"] == pytest.approx(0.82 - (0.85 + 0.83) / 2)
+    assert rows[0]["gain"] == pytest.approx(0.85 - 0.84) and rows[2]["n_baselines"] == 2
