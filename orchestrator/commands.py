@@ -21,7 +21,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.study import Study, Target, locate, open_existing, open_for_run
+from orchestrator.study import (
+    Study,
+    Target,
+    check_not_driven,
+    locate,
+    open_existing,
+    open_for_run,
+)
 from search_spaces.expand import StudyPlan, expand
 
 ADDRESS_HELP = (
@@ -73,8 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_plan(spec, plan, args.address, as_json=args.json)
         return 0
     check_address(args.address)
-    locate(spec)  # refuses a storage or name clash now, before Ray starts
-    return execute(lambda: locate(spec), spec, plan, args.address, args.verbose)
+    locate(spec)  # refuses a storage or name clash, or a running driver, now: before Ray starts
+    relocate = lambda: locate(spec, check_driver=False)  # noqa: E731  (under our own lock)
+    return execute(relocate, spec, plan, args.address, args.verbose)
 
 
 def leave_job_dir() -> None:
@@ -92,6 +100,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.runtime import check_address
 
     study = open_existing(args.study_dir)
+    check_not_driven(study.fs, study.path, study.uri)
     check_address(args.address)
     target = Target(study.uri, study.fs, study.path, True)
     return execute(lambda: target, study.spec, expand(study.spec), args.address, args.verbose)

@@ -165,7 +165,7 @@ def acquire(
     return lock
 
 
-def _refusal(study_uri: str, who: str) -> UserError:
+def refusal(study_uri: str, who: str) -> UserError:
     return UserError(
         f"study {study_uri} is driven by another prunetune process ({who}); wait for it or stop it"
     )
@@ -192,7 +192,7 @@ class _FlockLock(StudyLock):
             other = _read_holder_fd(fd)
             os.close(fd)
             who = other.describe() if other else "holder not recorded yet"
-            raise _refusal(study_uri, who) from None
+            raise refusal(study_uri, who) from None
         except BaseException:
             os.close(fd)
             raise
@@ -251,14 +251,14 @@ class _LeaseLock(StudyLock):
         """Write our lease unless a fresh one of another driver exists; start the heartbeat."""
         current = self._read()
         if current is not None and self._fresh(current):
-            raise _refusal(self.study_uri, self._describe(current))
+            raise refusal(self.study_uri, self._describe(current))
         self._fs.create_dir(self._study_path, recursive=True)
         self._write()
         time.sleep(settle_s)  # lets a contender's concurrent write land before we read back
         after = self._read()
         if after is None or after.token != self.holder.token:
             who = self._describe(after) if after else "its lease vanished while we took ours"
-            raise _refusal(self.study_uri, who)
+            raise refusal(self.study_uri, who)
         self.took_over = current
         self._thread = threading.Thread(
             target=self._beat_loop, name=f"prunetune-lease-{self.holder.pid}", daemon=True

@@ -75,12 +75,13 @@ class Target:
     exists: bool
 
 
-def locate(spec: StudySpec) -> Target:
+def locate(spec: StudySpec, check_driver: bool = True) -> Target:
     """Check where the spec's study goes, writing nothing (UserError, one line, otherwise).
 
     Refuses storage that cannot be reached, a study directory holding a study with another spec
-    hash or something that is not a prunetune study, and (local paths) a place that cannot be
-    created: a path through a file, or a read-only parent.
+    hash or something that is not a prunetune study, a study another driver runs now, and (local
+    paths) a place that cannot be created: a path through a file, or a read-only parent.
+    ``check_driver=False`` skips the running-driver check (for a driver that holds the lock).
     """
     uri = study_uri(spec.storage, spec.name)
     fs, path, info = storage.open_location(uri)
@@ -91,6 +92,8 @@ def locate(spec: StudySpec) -> Target:
                 f"study {uri} exists with spec hash {stored}; this spec hashes to {spec.hash}: "
                 "use another --name or resume it"
             )
+        if check_driver:
+            check_not_driven(fs, path, uri)
         return Target(uri, fs, path, True)
     _check_creatable(fs, path, uri, info)
     return Target(uri, fs, path, False)
@@ -101,6 +104,16 @@ def open_for_run(target: Target, spec: StudySpec, plan: StudyPlan) -> Study:
     if not target.exists:
         _create(target.fs, target.path, spec, plan)
     return Study(target.uri, target.fs, target.path, spec, spec.hash, experiments_of(plan))
+
+
+def check_not_driven(fs: pafs.FileSystem, path: str, uri: str) -> None:
+    """Refuse at once (before Ray starts) a study another driver is running; the driver's lock is
+    still taken later (orchestrator.lock.acquire), which settles a race between two starts."""
+    from orchestrator.lock import driver_of, refusal
+
+    holder = driver_of(fs, path)
+    if holder is not None:
+        raise refusal(uri, holder.describe())
 
 
 def open_existing(study_dir: str) -> Study:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from results import storage
 from results.api import ExportSummary, export_study, write_report
 from results.report_html import num, pval
+from trainables.errors import UserError
 
 MAX_IDS = 10
 
@@ -40,16 +43,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
+    storage.open_location(args.study_dir)  # a storage that does not answer: one line, in time
     summary = export_study(args.study_dir)
     print("\n".join(summary_lines(summary)))
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
+    storage.open_location(args.study_dir)
+    if args.output is not None:
+        check_output(args.output)
     summary = export_study(args.study_dir)
     print("\n".join(summary_lines(summary)))
     print(f"report: {write_report(args.study_dir, args.output)}")
     return 0
+
+
+def check_output(out: str) -> None:
+    """``report -o``: a local target must be a file whose directory exists (checked before the
+    export, so that a typo costs nothing); a URI is checked by the write itself."""
+    if storage.is_uri(out):
+        storage.resolve(out)
+        return
+    path = os.path.abspath(os.path.expanduser(out))
+    if os.path.isdir(path):
+        raise UserError(
+            f"report -o: {out} is a directory; give a file name, e.g. {out}/report.html"
+        )
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise UserError(f"report -o: directory {parent} does not exist; create it first")
 
 
 def summary_lines(s: ExportSummary) -> list[str]:

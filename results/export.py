@@ -131,7 +131,10 @@ def _add_gain(rows: list[dict]) -> None:
     gen = column("generalization")
     gain, n_base = aggregate.matched_gain(*args, gen)
     versus_final = np.array(
-        [r["pruning_method"] == "imp" and r["generalization_measure"] == "val_selected" for r in rows]
+        [
+            r["pruning_method"] == "imp" and r["generalization_measure"] == "val_selected"
+            for r in rows
+        ]
     )
     if versus_final.any():
         final = column("test_acc_final")

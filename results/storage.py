@@ -14,7 +14,8 @@ A study lives in ``<storage>/<name>/`` (a local path or any URI pyarrow's filesy
 
 Object stores can retry a request for minutes when the network or the credentials are wrong, so
 every command first reaches its location through :func:`open_location`, which gives up after
-``timeout_s`` with one line.
+``timeout_s`` (:data:`REACH_TIMEOUT_S`, 30 s; the environment variable
+``PRUNETUNE_STORAGE_TIMEOUT_S`` changes it) with one line.
 
 Writes go to a temporary sibling, then replace the target in one rename (``os.replace`` locally,
 ``FileSystem.move`` elsewhere; on object stores one object write is already atomic), so a reader
@@ -50,7 +51,8 @@ OPTUNA_EXPERIMENT = "optuna"
 SPEC_HASH_PREFIX = "# spec-hash:"
 # Files other commands may write into a study directory before `run` creates the study.
 PRE_STUDY_FILES = frozenset({SUBMISSION_FILE, LOCK_FILE, LEASE_FILE})
-REACH_TIMEOUT_S = 30.0
+# Seconds a command waits for a storage URI to answer; PRUNETUNE_STORAGE_TIMEOUT_S overrides it.
+REACH_TIMEOUT_S = float(os.environ.get("PRUNETUNE_STORAGE_TIMEOUT_S", "30"))
 
 
 def table_file(name: str) -> str:
@@ -89,13 +91,15 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
 
 
 def open_location(
-    location: str, timeout_s: float = REACH_TIMEOUT_S
+    location: str, timeout_s: float | None = None
 ) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
-    """:func:`resolve`, then reach the location: its ``FileInfo``, within ``timeout_s`` seconds.
+    """:func:`resolve`, then reach the location: its ``FileInfo``, within ``timeout_s`` seconds
+    (default :data:`REACH_TIMEOUT_S`, read at call time).
 
     Raises UserError (one line) when the filesystem refuses (credentials, network, a path through
     a file) or does not answer in time. Local paths are checked directly.
     """
+    timeout_s = REACH_TIMEOUT_S if timeout_s is None else timeout_s
     fs, path = resolve(location)
     if isinstance(fs, pafs.LocalFileSystem):
         try:
