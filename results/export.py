@@ -27,6 +27,7 @@ from results.snapshot import TuneTrial
 from results.status import STATUSES, trial_status
 from results.summarize import INPUT_KEYS, summarize
 from search_spaces.fits import FitSpec
+from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.identity import Identity, KeyCache
 
@@ -62,7 +63,7 @@ def build_tables(trials: Sequence[TuneTrial], history: pa.Table, spec_hash: str)
         rows.append(_identity(t, r, status) | summarize(part, r.cfg, status))
     keep = _most_complete(rows)
     rows = [rows[i] for i in keep]
-    _add_gain(rows)
+    _add_gain(rows, [resolved[i].cfg for i in keep])
     trials_table = _trials_table(rows, [resolved[i].plain for i in keep], spec_hash)
     epochs = _epochs_table(latest, keep, len(trials), rows, spec_hash)
     return Tables(
@@ -111,7 +112,7 @@ def _rank(row: dict) -> tuple:
     return (_COMPLETENESS[row["status"]], -row["n_epochs"], row["experiment"], row["trial_id"])
 
 
-def _add_gain(rows: list[dict]) -> None:
+def _add_gain(rows: list[dict], cfgs: Sequence[TrialConfig]) -> None:
     """gain and n_baselines of every row (``results.aggregate.matched_gain``).
 
     An IMP trial measured by ``val_selected`` is compared with its baselines' final test accuracy:
@@ -131,10 +132,7 @@ def _add_gain(rows: list[dict]) -> None:
     gen = column("generalization")
     gain, n_base = aggregate.matched_gain(*args, gen)
     versus_final = np.array(
-        [
-            r["pruning_method"] == "imp" and r["generalization_measure"] == "val_selected"
-            for r in rows
-        ]
+        [c.pruning.method == "imp" and c.generalization == "val_selected" for c in cfgs], dtype=bool
     )
     if versus_final.any():
         final = column("test_acc_final")

@@ -15,7 +15,7 @@ from orch_helpers import optuna_trial_keys, tiny_spec
 from orchestrator.cli import main
 from results.snapshot import read_snapshot
 from search_spaces.expand import expand
-from search_spaces.spec import load_spec
+from search_spaces.spec import load_spec, spec_from_yaml
 from trainables.identity import trial_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -81,14 +81,19 @@ def test_diverged_trial_is_recorded_not_retried(local_ray, data_dir, tmp_path, c
         tmp_path / "studies",
         pruning=None,
         seeds=1,
-        train={"optimizer": "sgd", "lr": 1.0e30},
+        train={"optimizer": "sgd"},
     )
 
-    code = main(["run", str(spec_file)])
+    code = main(["run", str(spec_file), "train.lr=1.0e30"])  # a command-line override
 
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert out[0] == "trials: 1/1 finished: 0 ok, 1 diverged; 0 running, 0 error, 0 pending"
+    # The resolved spec.yaml records the override: its hash is the overridden study's.
+    overridden = load_spec(str(spec_file), overrides=["train.lr=1.0e30"])
+    stored = (tmp_path / "studies" / "div" / "spec.yaml").read_text()
+    assert spec_from_yaml(stored).hash == overridden.hash != load_spec(str(spec_file)).hash
+    assert spec_from_yaml(stored).train.lr == 1.0e30
     (trial,) = pq.read_table(tmp_path / "studies" / "div" / "trials.parquet").to_pylist()
     assert trial["status"] == "diverged" and trial["num_failures"] == 0
 
@@ -131,7 +136,7 @@ def test_a_tuner_that_never_snapshotted_is_started_afresh(local_ray, data_dir, t
     snapshot does, as after a crash in the first seconds. Restoring would make Tune start over
     next to the dead session's trial directories; prunetune removes the directory first."""
     from orchestrator.runtime import trial_capacity
-    from orchestrator.study import open_for_run
+    from orchestrator.study import locate, open_for_run
     from orchestrator.tuner import _new_tuner, _trainable
 
     spec_file = tiny_spec(
@@ -139,7 +144,7 @@ def test_a_tuner_that_never_snapshotted_is_started_afresh(local_ray, data_dir, t
     )
     spec = load_spec(str(spec_file))
     plan = expand(spec)
-    study, _ = open_for_run(spec, plan)
+    study = open_for_run(locate(spec), spec, plan)
     _new_tuner(study, plan, "trials", _trainable(plan), trial_capacity(1, 0))  # never fitted
     exp = tmp_path / "studies" / "stale" / "tune" / "trials"
     assert (exp / "tuner.pkl").exists() and not list(exp.glob("experiment_state-*"))

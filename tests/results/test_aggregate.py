@@ -208,22 +208,24 @@ def test_imp_val_selected_gain_is_against_the_dense_models_final_accuracy():
     training (OpenLTH's level-0 final model), not an early-stopped dense model. A schedule trial
     keeps the baselines' own generalization."""
     from results.export import _add_gain
+    from trainables.config import PruningConfig, TrialConfig
 
-    def row(method, is_baseline, generalization, final, measure="val_selected"):
-        return {
+    def trial(method, is_baseline, generalization, final, measure="val_selected"):
+        row = {
             "baseline_key": "b", "is_baseline": is_baseline, "status": "ok",
-            "pruning_method": method, "generalization_measure": measure,
             "generalization": generalization, "test_acc_final": final,
         }  # fmt: skip
+        return row, TrialConfig(pruning=PruningConfig(method=method), generalization=measure)
 
-    rows = [
-        row("none", True, 0.85, 0.80),  # early-stopped on validation: 0.85; at the end: 0.80
-        row("none", True, 0.83, 0.78),
-        row("imp", False, 0.82, 0.70),
-        row("schedule", False, 0.82, 0.70),
-        row("imp", False, 0.82, 0.70, measure="best_after_last_event"),
-    ]
-    _add_gain(rows)
+    rows, cfgs = zip(
+        trial("none", True, 0.85, 0.80),  # early-stopped on validation: 0.85; at the end: 0.80
+        trial("none", True, 0.83, 0.78),
+        trial("imp", False, 0.82, 0.70),
+        trial("schedule", False, 0.82, 0.70),
+        trial("imp", False, 0.82, 0.70, measure="best_after_last_event"),
+        strict=True,
+    )
+    _add_gain(rows, cfgs)
     assert rows[2]["gain"] == pytest.approx(0.82 - (0.80 + 0.78) / 2)
     assert rows[3]["gain"] == pytest.approx(0.82 - (0.85 + 0.83) / 2)
     assert rows[4]["gain"] == pytest.approx(0.82 - (0.85 + 0.83) / 2)
