@@ -43,7 +43,8 @@ def local_ray(tmp_path_factory):
 
     RAY_AUTH_MODE is left as the environment had it when ray was imported: Ray caches the mode at
     import, so setting it here would split driver and cluster. Unset, a new local cluster turns
-    token auth on (and creates the token) by itself (ray-optuna-notes A.14).
+    token auth on (and creates the token) by itself (Ray 2.60,
+    ``ray/_private/authentication/authentication_token_setup.py::enable_token_auth_by_default``).
     """
     import ray
 

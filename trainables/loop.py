@@ -1,8 +1,9 @@
 """The training loop (no Ray): one :class:`TrialRunner` runs one trial and yields a record per epoch.
 
-Per epoch, in the order of Bartoldson et al.'s official code (``experiments.py::main``; papers.md
-1.2), with the LR step moved after the second evaluation as the design asks (it does not affect
-either evaluation):
+Per epoch, in the order of Bartoldson et al.'s official code (bbartoldson/
+GeneralizationStabilityTradeoff, ``experiments.py::main``), with the LR step moved after the
+second evaluation (the official steps it between the event and that evaluation; it affects
+neither):
 
     train one epoch -> model.eval() -> acc_before on the test set -> prune (if an event is due)
     -> acc_after on the same set -> (validation / noisy-label accuracies) -> LR step

@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: a thin shim around :class:`trainables.loop.TrialRunner`.
 
-The only module of ``trainables`` that imports Ray. Contract (brief / DESIGN.md):
+The only module of ``trainables`` that imports Ray. Contract:
 
 - Tune ``config`` = ``{"trial": TrialConfig.to_dict(), "checkpoint_frequency": int}``, optionally
   with ``"seeds": [..]`` and Tune's ``"__trial_index__"`` (set by ``Repeater``), in which case the

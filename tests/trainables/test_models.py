@@ -62,9 +62,13 @@ def test_forward_shape_and_pruning_interface(models, name):
 @pytest.mark.parametrize(
     ("name", "count"),
     [
-        ("vgg11_bn", 9_231_114),  # papers.md 5: VGG11-BN, CIFAR head
-        ("resnet18", 11_173_962),  # papers.md 5: kuangliu ResNet18
-        ("resnet20", 269_722),  # Idelbayev's README
+        # the official networks (bbartoldson/GeneralizationStabilityTradeoff, counted on its
+        # architectures_and_layers/): vgg_arch.vgg11_bn with models.py::vgg11_bn's Linear(512, 10)
+        # classifier; resnet18_arch.ResNet18 (kuangliu); resnet2056_arch.resnet20 / resnet56
+        # (Idelbayev; "0.27M" and "0.85M" in its docstring's table)
+        ("vgg11_bn", 9_231_114),
+        ("resnet18", 11_173_962),
+        ("resnet20", 269_722),
         ("resnet56", 853_018),
         ("lenet", 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10),
         ("mlp", 40 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10),

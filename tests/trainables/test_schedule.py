@@ -1,4 +1,8 @@
-"""The per-layer linear schedule reproduces the official code's counts (papers.md §1.3, §5)."""
+"""The per-layer linear schedule reproduces the official code's counts.
+
+The official rule is written out below (:func:`_official_removals`) from
+bbartoldson/GeneralizationStabilityTradeoff (commit 6d100d5), ``models.py::_prune_layer``.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,39 @@ VGG11 = [
     _layer("conv7", 0.3, 5, 150),
     _layer("conv8", 0.9, 6, 275),
 ]
+
+
+def _official_removals(n_filters: int, prune_frac: float, n_iter: int) -> list[int]:
+    """The filters one layer loses at each of its ``n_iter`` events, by ``models.py::_prune_layer``:
+    at iteration 1 ``final_kept_filters = ceil((1 - prune_frac) * N_filters)``; at iteration i
+    ``current_kept_filters = ceil(final_kept + (N_filters - final_kept) * (N_iter - i) / N_iter)``
+    and ``k = int(N_filters - current_kept - pruned_count)``, pruned only ``if k > 0``."""
+    final_kept = math.ceil((1 - prune_frac) * n_filters)
+    pruned, out = 0, []
+    for i in range(1, n_iter + 1):
+        current_kept = math.ceil(final_kept + (n_filters - final_kept) * (n_iter - i) / n_iter)
+        k = max(int(n_filters - current_kept - pruned), 0)
+        pruned += k
+        out.append(k)
+    return out
+
+
+# Fig. 4 (config.py F4_*): 10% of every block conv, 3 events (period 30) or 2 (period 60). The
+# 16-filter convs of ResNet-20/56 lose their one filter at the last event only.
+@pytest.mark.parametrize(
+    ("width", "removed"), [(16, 1), (32, 3), (64, 6), (128, 12), (256, 25), (512, 51)]
+)
+@pytest.mark.parametrize("events", [3, 2])
+def test_fig4_counts_are_the_official_rule(width, removed, events):
+    ours = units_per_event(width, 0.1, events)
+    assert list(ours) == _official_removals(width, 0.1, events) and sum(ours) == removed
+    if width == 16:
+        assert list(ours) == [0] * (events - 1) + [1]
+
+
+@given(n=st.integers(1, 2048), f=st.floats(0.0, 0.99), events=st.integers(1, 80))
+def test_units_per_event_is_the_official_rule(n, f, events):
+    assert list(units_per_event(n, f, events)) == _official_removals(n, f, events)
 
 
 def test_vgg11_last_conv_period_40():

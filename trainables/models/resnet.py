@@ -115,10 +115,12 @@ def resnet18(input_shape: tuple[int, ...], num_classes: int, width: int) -> Cifa
     """kuangliu's CIFAR ResNet18 (11,173,962 parameters for 10 classes); ``width`` = stem channels
     (default 64, stages w/2w/4w/8w); PyTorch default init, as kuangliu.
 
-    Default schedule (Bartoldson et al. Fig. 2, papers.md 1.3.2): the four layer4 convs,
-    layer4.0.conv1 / layer4.0.conv2 / layer4.1.conv1 / layer4.1.conv2 with final fractions
-    0.25/0.4/0.25/0.95, start epochs 7/8/9/10, end epochs 150/150/170/275. The stem, the 1x1
-    shortcut convs and ``fc`` are never in it (prunable_layers still lists stem and shortcut convs).
+    Default schedule (Bartoldson et al. Fig. 2: the official ``config.py`` cfgs F2_RN_1..3 as
+    ``models.py::resnet18`` applies them; docs/reproducing.md#bartoldson2020-resnet18): the four
+    layer4 convs, layer4.0.conv1 / layer4.0.conv2 / layer4.1.conv1 / layer4.1.conv2 with final
+    fractions 0.25/0.4/0.25/0.95, start epochs 7/8/9/10, end epochs 150/150/170/275. The stem,
+    the 1x1 shortcut convs and ``fc`` are never in it (prunable_layers still lists stem and
+    shortcut convs).
     """
     check_input("resnet18", input_shape, rank=3, min_size=8)
     w = width or 64
@@ -136,7 +138,9 @@ def _idelbayev(input_shape, num_classes: int, width: int, depth: int, name: str)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight)  # Idelbayev's _weights_init
-    # Bartoldson et al. Fig. 4 (SGD recipe): 10% of every block conv, events over epochs 40-100.
+    # Bartoldson et al. Fig. 4 (official config.py cfgs F4_20_*, F4_56_*; models.py::resnetxx):
+    # 10% of every block conv, events over epochs 40-100
+    # (docs/reproducing.md#bartoldson2020-resnet-sgd).
     model._schedule = uniform_schedule(model.block_conv_names(), 0.1, 40, 100)
     return model
 

@@ -55,8 +55,10 @@ def _scaled(plan, width: int, base: int = 64) -> tuple:
 def vgg11_bn(input_shape: tuple[int, ...], num_classes: int, width: int) -> VGG:
     """VGG11-BN with the paper's CIFAR head; ``width`` = first conv's channels (default 64).
 
-    Default schedule (papers.md 1.3.2-1.3.3): the last four convs conv5..conv8 (features 15, 18,
-    22, 25), final fractions 0.3/0.3/0.3/0.9, start epochs 3/4/5/6, end epochs 150/150/150/275.
+    Default schedule (Bartoldson et al.'s official ``config.py`` cfgs F2_VGG_1..4 and F3_*, as
+    ``models.py::vgg11_bn`` applies them; docs/reproducing.md#bartoldson2020-vgg11): the last four
+    convs conv5..conv8 (features 15, 18, 22, 25), final fractions 0.3/0.3/0.3/0.9 (``prune_frac``
+    is popped from the deepest conv up), start epochs 3/4/5/6, end epochs 150/150/150/275.
     """
     check_input("vgg11_bn", input_shape, rank=3, min_size=32)
     model = VGG(_scaled(torchvision_vgg_cfgs["A"], width or 64), input_shape[0], num_classes, False)
