@@ -6,7 +6,8 @@ on (``RAY_AUTH_MODE=token`` unless the user set the variable): Ray 2.60 turns it
 clusters anyway, and saying so explicitly keeps its warning out of the output (Ray reads the
 variable once, when it is imported, so it is set before the import or not at all). With
 ``--address``, ``RAY_AUTH_MODE`` and the token come from the environment, as ``prunetune submit``
-and the cluster images set them (ray-optuna-notes A.14).
+and the cluster images set them (Ray 2.60's
+``ray/_private/authentication/authentication_token_setup.py``).
 
 Tune settings (environment, read by Tune at ``fit``; the user's own values win):
 

@@ -6,7 +6,7 @@ seeds, plus the matched baselines) and, for an Optuna search, ``optuna``: Tune's
 Tune's own snapshot) wrapped in a ``Repeater`` that runs each suggestion once per seed
 (``config["seeds"][__trial_index__]``). They run in that order, in one Ray session.
 
-Choices, with their reasons (ray-optuna-notes.md, performance-notes.md):
+Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.60's behaviour):
 
 - ``reuse_actors=True``: a new actor that imports torch costs ~1.85 s a trial.
 - ``max_concurrent_trials`` always set (the spec's value, else what the cluster fits): with a

@@ -1,6 +1,6 @@
 """Build the tables of a study from its Tune trials and their parsed result files.
 
-Rules (DESIGN.md storage contract):
+Rules (the storage contract: results/README.md):
 
 - one epochs row per (trial, epoch): the latest report (:func:`results.history.latest_per_epoch`);
 - one trials row per ``trial_key``: an Optuna restore can re-run a trial under a new Tune id with
