@@ -55,6 +55,8 @@ PERIODS = (4, 8, 12, 16, 20, 30, 40, 60)
 TARGET_DROP = {"smallest": 0.01, "random": 0.04, "largest": 0.09}
 LAYERS = (LayerSchedule("conv2", 0.5, 5, 80), LayerSchedule("conv3", 0.9, 5, 80))
 UNITS = {"conv2": 64, "conv3": 128}
+# Where every synthetic trial says it ran (trainables.provenance.run_facts), as a GPU worker would.
+FACTS = {"device": "cuda:NVIDIA H200", "torch_version": "2.14.1+cu130", "threads": 8}
 
 
 def train_fn(config: dict) -> None:
@@ -105,6 +107,9 @@ def records(cfg: TrialConfig, rng: np.random.Generator, epochs: int, fate: str) 
             epoch_time_s=1.5,
             pruning_rate=rate,
             num_events=n_events,
+            n_params=1_234_567,
+            n_prunable=sum(UNITS.values()),
+            **FACTS,
         )
         if epoch in events:
             after = acc * (1 - drop * float(rng.uniform(0.7, 1.3)))

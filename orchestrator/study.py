@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 
 from results import storage
+from results.environment import environment
 from results.schema import prunetune_version
 from results.storage import (
     META_FILE,
@@ -186,7 +187,8 @@ def _check_local_parent(path: str, uri: str) -> None:
 
 
 def _create(fs: pafs.FileSystem, path: str, spec: StudySpec, plan: StudyPlan) -> None:
-    """Write spec.yaml, then study.json (last: its presence marks a complete study record)."""
+    """Write spec.yaml, then study.json (last: its presence marks a complete study record), with
+    the driver's environment (``results.environment``) as it was at creation."""
     try:
         fs.create_dir(path, recursive=True)
     except OSError as exc:
@@ -198,6 +200,7 @@ def _create(fs: pafs.FileSystem, path: str, spec: StudySpec, plan: StudyPlan) ->
         "prunetune_version": prunetune_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "experiments": list(experiments_of(plan)),
+        "environment": environment(),
     }
     text = json.dumps(meta, indent=2) + "\n"
     storage.write_bytes(fs, posixpath.join(path, META_FILE), text.encode())

@@ -21,6 +21,7 @@ from results.panels import panel_sections
 from results.report_data import Curve, FitLine, PairView, ReportData
 from results.report_html import (
     config_section,
+    environment_section,
     facts_section,
     fit_text,
     fits_section,
@@ -286,4 +287,5 @@ def render_report(data: ReportData) -> str:
     body.append(config_section(data))
     body += [panels[k] for k in ("flatness", "imp") if k in panels]
     body.append(facts_section(data, summary_only=False))
+    body.append(environment_section(data))
     return page(esc(data.name), get_plotlyjs(), "\n".join(body))

@@ -16,6 +16,8 @@ renderer escapes them all).
 - Figure panels (:class:`Panels`), each mirroring a figure of the papers, when the study has its
   dimensions: ``results.panels_data`` (Bartoldson et al. Figs. 2, 3, 6) and
   ``results.curves_data`` (Figs. 5 / D2; Jin et al.'s IMP controls).
+- Environment: the driver's, from ``study.json`` (``results.environment``), and the trials per
+  (device, torch version, threads) they reported.
 
 "Pruned" means pruned during training: scratch trials (``results.aggregate.trial_kinds``) are
 left out of the headline and the exclusion counts, as of the default fits.
@@ -31,6 +33,7 @@ import pyarrow as pa
 from results import curves_data, panels_data
 from results.aggregate import GROUPINGS, exclusions, fit_pairs, trial_kinds
 from results.curves_data import ImpPanel, NoiseGroup, curve_trials
+from results.environment import environment_rows, trial_environments
 from results.export import trial_arrays as columns
 from results.panels_data import PeriodPanel, Scatter
 from results.report_base import config_label, ols_band, text, varying_fields
@@ -144,6 +147,10 @@ class ReportData:
     n_configs: int
     fit_rows: tuple[dict, ...] = field(default=())
     panels: Panels | None = None
+    # The driver's environment (results.environment.environment_rows; () when not recorded) and
+    # where the trials ran (results.environment.trial_environments).
+    environment: tuple[tuple[str, str], ...] = ()
+    trial_environments: tuple[tuple[str, str, str, int], ...] = ()
 
 
 def _fit_index(fit_rows: list[dict]) -> dict[tuple, dict]:
@@ -325,6 +332,8 @@ def build_report_data(
         n_configs=n_configs,
         fit_rows=tuple(fit_rows),
         panels=_panels(cols, epochs),
+        environment=environment_rows(meta.environment),
+        trial_environments=trial_environments(cols),
     )
 
 

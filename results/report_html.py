@@ -1,4 +1,5 @@
-"""The report's HTML pieces: page frame, fits table, per-configuration table, study facts.
+"""The report's HTML pieces: page frame, fits table, per-configuration table, study facts,
+environment.
 
 Every string from the study (names, spec, configs, trial ids, error reasons) is escaped here.
 """
@@ -201,6 +202,37 @@ def facts_section(data: ReportData, summary_only: bool) -> str:
             sum(data.counts[s] for s in ("stopped", "running", "pending")),
         )
         + f"<details><summary>spec.yaml</summary><pre>{esc(data.spec_text)}</pre></details></section>"
+    )
+
+
+def environment_section(data: ReportData) -> str:
+    """Where the numbers come from: the driver's environment and where the trials ran."""
+    driver = (
+        "<table>"
+        + "".join(
+            f'<tr><td class="l">{esc(k)}</td><td class="l">{esc(v)}</td></tr>'
+            for k, v in data.environment
+        )
+        + "</table>"
+        if data.environment
+        else "<p>This study's study.json records no environment (created before it was recorded).</p>"
+    )
+    rows = "".join(
+        f'<tr><td class="l">{esc(d)}</td><td class="l">{esc(v)}</td><td>{esc(t)}</td><td>{n}</td></tr>'
+        for d, v, t, n in data.trial_environments
+    )
+    trials = (
+        '<table><tr><th class="l">device</th><th class="l">torch</th><th>threads</th>'
+        f"<th>trials</th></tr>{rows}</table>"
+        if rows
+        else "<p>No trial has reported yet.</p>"
+    )
+    return (
+        "<section><h2>Environment</h2>"
+        '<p class="muted">The driver that created the study (study.json → environment), then where '
+        "the trials ran, as each reported it (trials.parquet: device, torch_version, threads; a "
+        "resumed trial counts where it last ran).</p>"
+        f"{driver}{trials}</section>"
     )
 
 

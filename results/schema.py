@@ -10,7 +10,9 @@ Five tables, one file each in the study directory (column meanings: ``results/RE
 
 Nothing here lists a record key by hand: the epoch columns are :data:`trainables.records.RECORD`
 (each key's type tag mapped by :func:`arrow_type`) plus the Tune keys of :data:`TUNE_STORED`; the
-trial-config columns come from :class:`trainables.config.TrialConfig` (:func:`config_fields`).
+per-trial record keys (``RecordField.per_trial``: pruning rate, device, torch version, ...) are
+trials columns too; the trial-config columns come from :class:`trainables.config.TrialConfig`
+(:func:`config_fields`).
 Every file carries ``prunetune.schema_version``, ``prunetune.version``, ``prunetune.spec_hash``
 and ``prunetune.table`` in its schema metadata.
 """
@@ -27,7 +29,7 @@ import pyarrow as pa
 from trainables.config import TrialConfig
 from trainables.records import FLATNESS_KEYS, RECORD, Type
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"  # 4: the per-trial record keys in trials.parquet
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
@@ -126,7 +128,6 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("n_epochs", pa.int64()),
     ("n_events", pa.int64()),
     ("last_event_epoch", pa.int64()),
-    ("pruning_rate", pa.float64()),
     ("final_sparsity", pa.float64()),
     ("mean_instability", pa.float64()),
     ("mean_stability", pa.float64()),
@@ -144,6 +145,8 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("runtime_s", pa.float64()),
     ("node_ip", pa.string()),
     ("hostname", pa.string()),
+    # The per-trial record keys, each the last value the trial reported (results.summarize).
+    *((f.name, arrow_type(f.type)) for f in RECORD if f.per_trial),
 )
 
 FITS = pa.schema(

@@ -4,7 +4,9 @@ A study lives in ``<storage>/<name>/`` (a local path or any URI pyarrow's filesy
 ``file://``, ``s3://``, ``gs://``, ...). Every file name of the layout is defined here:
 
 - ``spec.yaml``: the resolved spec, first line ``# spec-hash: <hex>``;
-- ``study.json``: ``name``, ``spec_hash``, ``prunetune_version``, ``created``, ``experiments``;
+- ``study.json``: ``name``, ``spec_hash``, ``prunetune_version``, ``created``, ``experiments``,
+  ``environment`` (the driver's, at creation: ``results.environment.KEYS``; absent in studies
+  created before it was recorded);
 - ``tune/<experiment>/``: the Ray Tune experiments (``trials``, then ``optuna``), the source of
   truth;
 - ``<table>.parquet`` for each of :data:`TABLES`, and ``report.html``: derived from ``tune/``;
@@ -68,6 +70,8 @@ class StudyMeta:
     spec_hash: str
     spec_text: str  # the resolved spec.yaml ("" when absent)
     prunetune_version: str  # the version that created the study
+    # The driver's environment at creation (results.environment); None when not recorded.
+    environment: dict | None = None
 
 
 def is_uri(location: str) -> bool:
@@ -183,6 +187,7 @@ def read_meta(fs: pafs.FileSystem, study_path: str, study_dir: str) -> StudyMeta
         spec_hash=str(spec_hash or ""),
         spec_text=spec_text,
         prunetune_version=str(data.get("prunetune_version", "")),
+        environment=data["environment"] if isinstance(data.get("environment"), dict) else None,
     )
 
 

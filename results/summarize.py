@@ -17,7 +17,10 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
 - ``gen_gap`` = train accuracy - test accuracy at the generalization epoch;
 - ``pruning_rate``: the rate the trainable recorded (record key ``pruning_rate``: percent of the
   most-pruned layer's units removed per event; 0 unpruned; ``100 * imp.fraction`` for IMP);
-  null until the trial has reported.
+  null until the trial has reported. Every per-trial record key (``RecordField.per_trial``:
+  ``pruning_rate``, ``num_events``, ``device``, ``torch_version``, ``threads``, ``n_params``,
+  ``n_prunable``) is the last value the trial reported: null when it never reported one (a study
+  written before the key existed exports with the column null).
 
 Generalization, gen_gap and the training-accuracy covariate are only set for ``ok`` trials:
 a diverged, failed or unfinished run has no final model to judge.
@@ -31,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from trainables.config import TrialConfig
-from trainables.records import FLATNESS_KEYS
+from trainables.records import FIELDS, FLATNESS_KEYS, INT, PER_TRIAL_KEYS
 
 # The per-epoch columns :func:`summarize` reads.
 INPUT_KEYS = (
     "epoch", "is_event", "status", "instability", "sparsity", "test_acc", "val_acc", "train_acc",
-    "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "pruning_rate",
-    "imp_round", *FLATNESS_KEYS,
+    "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "imp_round",
+    *FLATNESS_KEYS, *PER_TRIAL_KEYS,
 )  # fmt: skip
 
 
@@ -103,7 +106,8 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
     for numeric keys, a bool array ``is_event``, object arrays for strings.
     """
     n = len(cols["epoch"])
-    out: dict[str, Any] = {"n_epochs": n, "pruning_rate": _last_measured(cols["pruning_rate"])}
+    out: dict[str, Any] = {"n_epochs": n}
+    out.update({key: _last_reported(cols[key], FIELDS[key].type) for key in PER_TRIAL_KEYS})
     events = cols["is_event"].astype(bool) if n else np.zeros(0, dtype=bool)
     out["n_events"] = int(events.sum())
     out["last_event_epoch"] = int(cols["epoch"][events].max()) if events.any() else None
@@ -158,6 +162,16 @@ def _last(values: np.ndarray) -> float | None:
 def _last_measured(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(finite[-1]) if len(finite) else None
+
+
+def _last_reported(values: np.ndarray, tag: object) -> Any:
+    """The last non-null value of a per-trial record key: str for an object array, int for an
+    int64 key, else float (None when the trial never reported one)."""
+    if values.dtype == object:
+        reported = [v for v in values if v is not None]
+        return str(reported[-1]) if reported else None
+    value = _last_measured(values)
+    return int(value) if value is not None and tag == INT else value
 
 
 def _last_str(values: np.ndarray) -> str | None:

@@ -50,6 +50,7 @@ from trainables.extensions import EXTENSIONS
 from trainables.hooks import Extension, Hooks, overrides
 from trainables.methods import method_class
 from trainables.models import build_model
+from trainables.provenance import run_facts
 from trainables.pruning.masks import MaskSet
 from trainables.records import empty_record, event_instability, layer_units
 from trainables.state import GENERATORS, LoopState, load_state, restore_state
@@ -65,7 +66,8 @@ class TrialRunner:
 
     Attributes: ``cfg``, ``device``, ``data`` (``trainables.data.DataBundle``), ``model``,
     ``optimizer``, ``scheduler`` (MultiStepLR, stepped once per epoch), ``masks`` (MaskSet),
-    ``method`` (PruningMethod), ``extensions`` ({name: Extension}), ``loop`` (LoopState).
+    ``method`` (PruningMethod), ``extensions`` ({name: Extension}), ``loop`` (LoopState),
+    ``facts`` (where the trial runs: :func:`trainables.provenance.run_facts`, on every record).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class TrialRunner:
         self.masks = MaskSet(
             self.model, method.mask_granularity(cfg), weights_only=method.mask_weights_only(cfg)
         )
+        self.facts = run_facts(self.model, self.masks, self.device)
         self.method = method(self)
         built = {name: make(self) for name, make in EXTENSIONS.items()}
         self.extensions: dict[str, Extension] = {n: e for n, e in built.items() if e is not None}
@@ -140,6 +143,7 @@ class TrialRunner:
         start = time.perf_counter()
         epoch = self.loop.epoch
         record = empty_record(epoch)
+        record.update(self.facts)
         for hooks in self._hooks:
             hooks.begin_epoch(self, epoch)
         record["lr"] = self.optimizer.param_groups[0]["lr"]

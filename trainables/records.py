@@ -9,6 +9,11 @@ here always reaches a table.
 
 Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
 Keys of features a trial does not use stay null (never zero-filled).
+
+Some keys are facts about the whole trial (``per_trial``): the schedule's pruning rate, and where
+the trial really ran (device, torch build, threads, model size). They are reported on every
+epoch, so a trial resumed elsewhere says so from then on; ``trials.parquet`` keeps the last
+reported value of each (``results.summarize``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ class RecordField:
     unit: str  # "" when dimensionless and not a fraction
     meaning: str
     always: bool = False  # set on every epoch (else only when its feature is on)
+    per_trial: bool = False  # one value per trial: also a trials.parquet column (the last one)
+
+
+def _trial_fact(name: str, tag: Type, unit: str, meaning: str) -> RecordField:
+    """A per-trial key the loop sets on every epoch."""
+    return RecordField(name, tag, unit, meaning, always=True, per_trial=True)
 
 
 # The units one event removed (or targeted) in each layer, in the model's layer order.
@@ -81,8 +92,10 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("units_removed", LAYER_UNITS, "units", "event epochs: units per layer"),
     RecordField("units_removed_total", INT, "units", "event epochs: units over all layers"),
     RecordField("windows_closed", WINDOWS, "", "perturbation: windows that closed this epoch"),
-    RecordField("pruning_rate", FLOAT, "%", "schedule: % of the most-pruned layer per event"),
-    RecordField("num_events", INT, "events", "schedule: the schedule's number of event epochs"),
+    RecordField("pruning_rate", FLOAT, "%", "% of the most-pruned layer per event", per_trial=True),
+    RecordField(
+        "num_events", INT, "events", "the schedule's number of event epochs", per_trial=True
+    ),
     RecordField("imp_round", INT, "round", "IMP: the round of this epoch (0 = dense)"),
     RecordField("train_acc_noisy", FLOAT, "fraction", "label noise: accuracy on relabelled set"),
     RecordField("train_acc_clean", FLOAT, "fraction", "label noise: accuracy on untouched set"),
@@ -92,12 +105,22 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("eps_flatness_bisect", FLOAT, "", "flatness epochs: the same epsilon, bisected"),
     RecordField("flatness_time_s", FLOAT, "s", "flatness epochs: time of the measurement"),
     RecordField("per_example_loss_file", STR, "", "per-example losses: .npy beside the checkpoint"),
+    # Where the trial ran and what it trained (trainables.provenance.run_facts), every epoch.
+    _trial_fact("device", STR, "", "cpu, or cuda:<GPU name> (e.g. cuda:NVIDIA H200)"),
+    _trial_fact("torch_version", STR, "", "torch.__version__ in the trial's process"),
+    _trial_fact("threads", INT, "threads", "torch.get_num_threads() in the trial's process"),
+    _trial_fact("n_params", INT, "parameters", "every parameter of the built model"),
+    _trial_fact(
+        "n_prunable", INT, "units", "prunable layers' units (filter) or weights (weight, IMP)"
+    ),
 )
 
 RECORD_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD)
 # The flatness measures (their last measured value is a trial-level outcome).
 FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
 FIELDS: dict[str, RecordField] = {f.name: f for f in RECORD}
+# The per-trial keys (RecordField.per_trial), in record order.
+PER_TRIAL_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD if f.per_trial)
 
 
 def empty_record(epoch: int) -> dict[str, Any]:

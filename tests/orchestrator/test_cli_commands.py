@@ -103,6 +103,22 @@ def test_new_study_records_its_spec_and_hash(tmp_path):
     assert json.loads((tmp_path / "studies" / "ident" / "study.json").read_text()) == meta
 
 
+def test_new_study_records_the_drivers_environment(tmp_path):
+    """study.json's ``environment``: the driver's, as results.environment reads it at creation,
+    and what the report's loader hands on."""
+    from results.environment import KEYS, environment
+    from results.storage import read_meta, resolve
+
+    _, _, study, _ = _create(tmp_path)
+    meta = json.loads((tmp_path / "studies" / "ident" / "study.json").read_text())
+    env = meta["environment"]
+    assert list(env) == list(KEYS)
+    now = environment()
+    assert {k: env[k] for k in KEYS} == now  # nothing in this environment changed since
+    assert env["python_version"] == sys.version.split()[0]
+    assert read_meta(*resolve(study.uri), study.uri).environment == env
+
+
 def test_other_spec_under_the_same_name_is_refused(tmp_path, capsys):
     _, spec, study, _ = _create(tmp_path)
     other = tiny_spec(

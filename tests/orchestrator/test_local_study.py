@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import torch
 from orch_helpers import optuna_trial_keys, tiny_spec
 
 from orchestrator.cli import main
@@ -45,6 +46,12 @@ def test_grid_study_runs_retries_a_crashed_trial_and_cleans_up(
     assert {t["status"] for t in trials} == {"ok"}
     failures = {t["trial_key"]: t["num_failures"] for t in trials}
     assert failures.pop(crashed) == 1 and set(failures.values()) == {0}
+    # Where each trial ran (its records), and the driver's environment (study.json).
+    ran = {(t["device"], t["torch_version"], t["threads"], t["n_prunable"]) for t in trials}
+    assert ran == {("cpu", str(torch.__version__), 1, 3 * 8)}  # 1 CPU each; cnn1d of width 8
+    assert json.loads((study / "study.json").read_text())["environment"]["torch_version"] == str(
+        torch.__version__
+    )
     epochs = pq.read_table(study / "epochs.parquet").to_pylist()
     per_trial = collections.Counter(r["trial_key"] for r in epochs)
     assert len(epochs) == 18 and set(per_trial.values()) == {3}

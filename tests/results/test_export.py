@@ -18,6 +18,7 @@ from results.export import build_tables
 from results.history import parse_histories
 from trainables.errors import UserError
 from trainables.identity import config_key, trial_config, trial_key
+from trainables.records import FIELDS
 
 
 def _case():
@@ -209,3 +210,48 @@ def test_export_fits_what_the_stored_spec_yaml_asks_for(tmp_path, monkeypatch):
     (tmp_path / "spec.yaml").write_text("# spec-hash: h\nname: s\n")  # the fit removed
     export_study(str(tmp_path), S.FAST_PLAN)
     assert {r["fit"] for r in pq.read_table(tmp_path / "fits.parquet").to_pylist()} == {"default"}
+
+
+PER_TRIAL = ("device", "torch_version", "threads", "n_params", "n_prunable")
+
+
+def test_where_each_trial_ran_is_a_trials_column(tables):
+    """The per-trial record keys reach trials.parquet (the last reported value), typed as the
+    record declares them; a trial that never reported has them null."""
+    from tune_fixture import FACTS
+
+    t = tables.trials
+    for key in PER_TRIAL:
+        assert t.schema.field(key).type == schema.arrow_type(FIELDS[key].type)
+    rows = {r["trial_id"]: r for r in t.to_pylist()}
+    for tid, row in rows.items():
+        facts = {k: row[k] for k in PER_TRIAL}
+        assert facts == (dict.fromkeys(PER_TRIAL) if tid == "t8" else FACTS), tid
+    assert rows["t3"]["num_events"] == 2 and rows["t0"]["num_events"] == 0
+    # The epochs table keeps them per epoch.
+    assert set(tables.epochs.column("device").to_pylist()) == {"cpu"}
+
+
+def _strip(blob: bytes, keys: tuple[str, ...], float_epochs: bool = False) -> bytes:
+    """Result lines as a prunetune from before `keys` wrote them (optionally with the epoch as a
+    float, which sends the parse down the checked slow path)."""
+    lines = []
+    for line in blob.splitlines():
+        result = {k: v for k, v in json.loads(line).items() if k not in keys}
+        if float_epochs:
+            result["epoch"] = float(result["epoch"])
+        lines.append(json.dumps(result).encode() + b"\n")
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize("float_epochs", [False, True], ids=["fast-parse", "checked-parse"])
+def test_a_study_recorded_before_the_keys_existed_exports_with_them_null(float_epochs):
+    trials, blobs = _case()
+    old = [_strip(b, PER_TRIAL, float_epochs) for b in blobs]
+    t = S.tables(trials, old).trials
+    new = S.tables(trials, blobs).trials
+    assert t.schema.equals(new.schema)
+    for key in PER_TRIAL:
+        assert t.column(key).null_count == t.num_rows, key
+    same = [c for c in t.column_names if c not in PER_TRIAL]
+    assert t.select(same).equals(new.select(same))

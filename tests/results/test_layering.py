@@ -10,7 +10,8 @@ import sys
 import results.aggregate, results.api, results.bootstrap, results.commands, results.export
 import results.history, results.report, results.report_data, results.stats, results.snapshot,\
     results.status, results.storage, results.summarize, results.schema, results.panels,\
-    results.panels_data, results.curves_data, results.report_base, results.report_style
+    results.panels_data, results.curves_data, results.report_base, results.report_style,\
+    results.environment
 heavy = sorted(m for m in ("ray", "torch", "orchestrator") if m in sys.modules)
 print(",".join(heavy))
 """

@@ -180,3 +180,27 @@ def test_a_10000_trial_report_stays_one_webgl_trace_and_a_bounded_page():
     assert len(html) < 30e6
     assert f"First {report_data.MAX_CONFIG_ROWS} of 10000 configurations" in html
     assert html.count("<tr>") < 2 * report_data.MAX_CONFIG_ROWS + 400
+
+
+def test_environment_section_shows_the_driver_and_where_trials_ran(study):
+    from tune_fixture import FACTS
+
+    from results.environment import KEYS
+
+    meta, tables, fits, data = study
+    assert data.environment == ()  # this study.json records none
+    reported = sum(n > 0 for n in tables.trials.column("n_epochs").to_pylist())
+    assert data.trial_environments == (
+        (FACTS["device"], FACTS["torch_version"], str(FACTS["threads"]), reported),
+    )
+    page = report.render_report(data)
+    assert "<h2>Environment</h2>" in page and "records no environment" in page
+    env = dict.fromkeys(KEYS) | {"torch_version": NASTY, "gpus": ["NVIDIA H200"], "cpu_count": 16}
+    with_env = dataclasses.replace(meta, environment=env)
+    data = build_report_data(with_env, tables.trials, tables.epochs, fits)
+    assert dict(data.environment)["gpus"] == "NVIDIA H200"
+    page = report.render_report(data)
+    section = page[page.index("<h2>Environment</h2>") :]
+    assert '<td class="l">cpu_count</td><td class="l">16</td>' in section
+    assert NASTY not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert '<td class="l">0.0.0+fixture</td><td>1</td>' in section

@@ -43,11 +43,13 @@ def _cols(test_acc, events=(), val_acc=None, train_acc=None):
             "time_total_s",
             "train_acc_noisy",
             "train_acc_clean",
-            "pruning_rate",
             "imp_round",
             *S.FLATNESS_KEYS,
         )
     }
+    for key in S.PER_TRIAL_KEYS:  # text keys as object arrays, as results.export reads them
+        text = S.FIELDS[key].type == "string"
+        cols[key] = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
     cols.update(
         epoch=np.arange(n, dtype=float),
         test_acc=np.asarray(test_acc, dtype=float),
@@ -188,3 +190,17 @@ def test_level_end_rows_are_the_methods_level_ends(imp):
     imp_round = np.array([plan.locate(e)[0] for e in range(plan.total_epochs)], dtype=float)
     assert tuple(np.flatnonzero(S.level_end_rows(imp_round))) == plan.round_end_epochs
     assert not S.level_end_rows(np.full(5, np.nan)).any()  # not an IMP trial: no levels
+
+
+def test_per_trial_keys_are_the_last_value_reported():
+    """A trial resumed on another node reports from there on: the trials row says where it
+    finished. Ints stay ints; a key never reported (a study older than it) is null."""
+    cols = _cols([0.5, 0.6, 0.7])
+    cols["device"] = np.array(["cpu", "cpu", "cuda:NVIDIA H200"], dtype=object)
+    cols["threads"] = np.array([2.0, 2.0, np.nan])  # the last epoch's report lost: the one before
+    cols["n_params"] = np.array([906.0, 906.0, 906.0])
+    out = S.summarize(cols, config(None, 0), "ok")
+    assert out["device"] == "cuda:NVIDIA H200"
+    assert out["threads"] == 2 and type(out["threads"]) is int
+    assert out["n_params"] == 906 and type(out["n_params"]) is int
+    assert out["torch_version"] is None and out["n_prunable"] is None

@@ -30,6 +30,14 @@ EPOCHS = 6
 LAYERS = (LayerSchedule("conv1", 0.5, 1, 3), LayerSchedule("conv2", 0.25, 1, 3))
 N_UNITS = 16
 DROP = {"smallest": 0.02, "random": 0.05, "largest": 0.1}
+# Where the fake trainable says it ran (trainables.provenance.run_facts), on every record.
+FACTS = {
+    "device": "cpu",
+    "torch_version": "0.0.0+fixture",
+    "threads": 1,
+    "n_params": 1234,
+    "n_prunable": 2 * N_UNITS,
+}
 
 
 def config(target: str | None, seed: int, lr: float = 1e-3, noise: float = 0.0) -> TrialConfig:
@@ -53,6 +61,7 @@ def base_acc(epoch: int, seed: int) -> float:
 def expected_record(cfg: TrialConfig, epoch: int) -> dict:
     """The record the fake trainable reports for `cfg` at `epoch`."""
     rec = empty_record(epoch)
+    rec.update(FACTS)
     events = (
         ()
         if cfg.is_baseline
