@@ -22,17 +22,13 @@ from trainables.errors import UserError
 
 def plan_report(spec: StudySpec, plan: StudyPlan, address: str | None) -> dict[str, Any]:
     """The dry-run plan as plain JSON data (see the module docstring)."""
+    from orchestrator.runtime import slots
     from orchestrator.study import study_uri
     from search_spaces.summary import plan_summary, wall_estimate
 
-    summary = plan_summary(plan)
     nodes, where = _nodes(address)
     action, reason = _action(spec, plan, nodes)
-    res = plan.resources
-    from orchestrator.runtime import slots
-
-    wall = None
-    fit = slots(nodes, res.cpu, res.gpu)
+    wall, fit = None, slots(nodes, plan.resources.cpu, plan.resources.gpu)
     if fit > 0:
         wall = wall_estimate(plan, min(fit, plan.max_concurrent_trials or fit))
         wall["cluster"] = where
@@ -41,7 +37,7 @@ def plan_report(spec: StudySpec, plan: StudyPlan, address: str | None) -> dict[s
         "spec_hash": spec.hash,
         "action": action,  # start | resume | refused
         "reason": reason,
-        **summary,
+        **plan_summary(plan),
         "wall": wall,
         "detectable_r": detectable_r(plan),
     }
@@ -60,7 +56,7 @@ def _nodes(address: str | None) -> tuple[list[dict[str, float]], str]:
 
 
 def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | None]:
-    from orchestrator.lock import driver_of
+    from orchestrator.holder import driver_of
     from orchestrator.runtime import capacity_refusal
     from orchestrator.study import locate
 

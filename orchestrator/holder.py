@@ -1,21 +1,28 @@
 """Who drives a study: the holder a lock names, the held-lock interface, the refusal message.
 
 Shared by the two lock mechanisms of :mod:`orchestrator.lock` (flock) and
-:mod:`orchestrator.lease` (object stores).
+:mod:`orchestrator.lease` (object stores); :func:`driver_of` asks, without taking anything, who
+drives a study now (for ``status``, ``ls``, the dry run and the early refusal of a second driver).
 """
 
 from __future__ import annotations
 
 import abc
+import fcntl
 import json
 import os
+import posixpath
 import shlex
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
+import pyarrow.fs as pafs
+
+from results.storage import LEASE_FILE, LOCK_FILE
 from trainables.errors import UserError
 
 
@@ -98,3 +105,45 @@ def refusal(study_uri: str, who: str) -> UserError:
     return UserError(
         f"study {study_uri} is driven by another prunetune process ({who}); wait for it or stop it"
     )
+
+
+def read_holder_fd(fd: int) -> Holder | None:
+    """The holder named in the lock file; it writes right after locking, so retry briefly."""
+    for _ in range(10):
+        holder = Holder.from_json(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+        if holder is not None:
+            return holder
+        time.sleep(0.02)
+    return None
+
+
+# --- who drives a study (read-only) ---------------------------------------------------------------
+
+
+def driver_of(fs: pafs.FileSystem, study_path: str, expire_s: float = 120.0) -> Holder | None:
+    """The driver holding the study's lock now, or None; reads only, takes nothing.
+
+    Local: a shared non-blocking ``flock`` probe on ``.driver.lock`` (refused while a driver holds
+    it exclusively). Elsewhere: a lease whose heartbeat is younger than ``expire_s``.
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            fd = os.open(os.path.join(study_path, LOCK_FILE), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder_fd(fd)
+            return holder or Holder(host="?", pid=0, started="?", command="?")
+        finally:
+            os.close(fd)  # also drops our shared probe lock
+        return None
+    try:
+        with fs.open_input_stream(posixpath.join(study_path, LEASE_FILE)) as f:
+            lease = Holder.from_json(f.readall().decode("utf-8", "replace"))
+    except (FileNotFoundError, OSError):
+        return None
+    if lease is None or time.time() - lease.heartbeat >= expire_s:
+        return None
+    return lease

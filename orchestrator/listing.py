@@ -77,7 +77,7 @@ def find_study(study: str, storage_root: str = DEFAULT_STORAGE) -> Study:
 
 def study_status(study: Study) -> dict[str, Any]:
     """Where a study stands, as plain data: its experiments' counts, the driver, the gain."""
-    from orchestrator.lock import driver_of
+    from orchestrator.holder import driver_of
     from orchestrator.status import experiment_status
 
     plan = expand(study.spec)

@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import posixpath
-import time
 from typing import Literal
 
 import pyarrow.fs as pafs
 
-from orchestrator.holder import Holder, StudyLock, current_holder, refusal
+from orchestrator.holder import Holder, StudyLock, current_holder, read_holder_fd, refusal
 from orchestrator.lease import LeaseLock
 from results.storage import LEASE_FILE, LOCK_FILE
 
@@ -100,7 +98,7 @@ class _FlockLock(StudyLock):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = _read_holder_fd(fd)
+            other = read_holder_fd(fd)
             os.close(fd)
             who = other.describe() if other else "holder not recorded yet"
             raise refusal(study_uri, who) from None
@@ -121,45 +119,3 @@ class _FlockLock(StudyLock):
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)
-
-
-def _read_holder_fd(fd: int) -> Holder | None:
-    """The holder named in the lock file; it writes right after locking, so retry briefly."""
-    for _ in range(10):
-        holder = Holder.from_json(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
-        if holder is not None:
-            return holder
-        time.sleep(0.02)
-    return None
-
-
-# --- who drives a study (read-only) ---------------------------------------------------------------
-
-
-def driver_of(fs: pafs.FileSystem, study_path: str, expire_s: float = 120.0) -> Holder | None:
-    """The driver holding the study's lock now, or None; reads only, takes nothing.
-
-    Local: a shared non-blocking ``flock`` probe on ``.driver.lock`` (refused while a driver holds
-    it exclusively). Elsewhere: a lease whose heartbeat is younger than ``expire_s``.
-    """
-    if isinstance(fs, pafs.LocalFileSystem):
-        try:
-            fd = os.open(os.path.join(study_path, LOCK_FILE), os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder_fd(fd)
-            return holder or Holder(host="?", pid=0, started="?", command="?")
-        finally:
-            os.close(fd)  # also drops our shared probe lock
-        return None
-    try:
-        with fs.open_input_stream(posixpath.join(study_path, LEASE_FILE)) as f:
-            lease = Holder.from_json(f.readall().decode("utf-8", "replace"))
-    except (FileNotFoundError, OSError):
-        return None
-    if lease is None or time.time() - lease.heartbeat >= expire_s:
-        return None
-    return lease

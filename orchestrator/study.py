@@ -110,7 +110,7 @@ def open_for_run(target: Target, spec: StudySpec, plan: StudyPlan) -> Study:
 def check_not_driven(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """Refuse at once (before Ray starts) a study another driver is running; the driver's lock is
     still taken later (orchestrator.lock.acquire), which settles a race between two starts."""
-    from orchestrator.lock import driver_of, refusal
+    from orchestrator.holder import driver_of, refusal
 
     holder = driver_of(fs, path)
     if holder is not None:
