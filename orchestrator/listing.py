@@ -1,6 +1,6 @@
 """`prunetune status | ls | presets | show`: read-only views; none of them writes anything.
 
-``status`` and ``ls`` read Tune's stored snapshots (:mod:`orchestrator.status`), never a running
+``status`` and ``ls`` read Tune's stored snapshots (:mod:`orchestrator.overview`), never a running
 driver's memory, so they are safe on a study that is running. ``--json`` prints one JSON object
 (``status``, ``ls``) or list (``presets``) on stdout instead of the text lines.
 """
@@ -9,41 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import posixpath
 import sys
 from typing import Any
 
-import pyarrow.fs as pafs
-
-from orchestrator.study import Study, open_existing
-from results import storage
-from search_spaces.expand import expand
-from search_spaces.spec import DEFAULT_STORAGE, NAME_RE
+from orchestrator.overview import find_study, gain_extremes, list_studies, study_status
+from search_spaces.spec import DEFAULT_STORAGE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="trials per status and the gain so far, of one study")
-    p.add_argument(
-        "study",
-        metavar="STUDY_DIR_OR_NAME",
-        help="a study directory (path or URI), or a study name under --storage",
-    )
-    p.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help="where a NAME is looked up (default: %(default)s)",
-    )
+    where = "a study directory (path or URI), or a study name under --storage"
+    p.add_argument("study", metavar="STUDY_DIR_OR_NAME", help=where)
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="where a NAME is looked up")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ls", help="the studies in a storage: name, hash, trials, state, updated")
-    p.add_argument(
-        "storage",
-        nargs="?",
-        default=DEFAULT_STORAGE,
-        metavar="STORAGE",
-        help="a directory or URI holding studies (default: %(default)s)",
-    )
+    where = f"a directory or URI holding studies (default: {DEFAULT_STORAGE})"
+    p.add_argument("storage", nargs="?", default=DEFAULT_STORAGE, metavar="STORAGE", help=where)
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     p.set_defaults(func=cmd_ls)
 
@@ -65,55 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- status ---------------------------------------------------------------------------------------
 
 
-def find_study(study: str, storage_root: str = DEFAULT_STORAGE) -> Study:
-    """A study by directory or URI; a bare name (no ``/``, not an existing path) is looked up
-    under `storage_root`."""
-    import os
-
-    if "/" not in study and not os.path.exists(study) and NAME_RE.fullmatch(study):
-        return open_existing(storage.study_uri(storage_root, study))
-    return open_existing(study)
-
-
-def study_status(study: Study) -> dict[str, Any]:
-    """Where a study stands, as plain data: its experiments' counts, the driver, the gain."""
-    from orchestrator.holder import driver_of
-    from orchestrator.status import experiment_status
-
-    plan = expand(study.spec)
-    statuses = [experiment_status(study, plan, e) for e in study.experiments]
-    driver = driver_of(study.fs, study.path)
-    return {
-        "study": study.uri,
-        "name": study.spec.name,
-        "spec_hash": study.spec_hash,
-        "state": _state(statuses, driver is not None),
-        "driver": None if driver is None else driver.describe(),
-        "experiments": [
-            {
-                "experiment": s.experiment,
-                "phase": s.phase,
-                "counts": s.counts,
-                "expected": s.expected,
-                "snapshot_age_s": None if s.snapshot_age_s is None else round(s.snapshot_age_s, 1),
-            }
-            for s in statuses
-        ],
-        "statuses": statuses,
-    }
-
-
-def _state(statuses: list, driven: bool) -> str:
-    """running (a driver holds the lock) | complete | incomplete | not started."""
-    if driven:
-        return "running"
-    if all(s.counts["ok"] + s.counts["diverged"] == s.expected for s in statuses):
-        return "complete" if any(s.phase == "snapshotted" for s in statuses) else "not started"
-    if all(s.phase == "absent" for s in statuses):
-        return "not started"
-    return "incomplete"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.status import format_status
 
@@ -121,8 +55,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = study_status(study)
     statuses = status.pop("statuses")
     started = any(s.phase != "absent" for s in statuses)
-    gain = _gain(study) if started else None
-    job = _job_line(study)
+    gain = gain_extremes(study) if started else None
+    from orchestrator.submit import job_status_line
+
+    job = job_status_line(study.uri)
     if args.json:
         print(json.dumps({**status, "gain": gain, "job": job}, indent=2))
         return 0
@@ -135,17 +71,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if job:
         print(job)
     return 0
-
-
-def _gain(study: Study) -> dict[str, Any] | None:
-    """Best and worst gain over the pruned trials that have one so far (computed, not stored:
-    `status` must not write into a study another process may be running)."""
-    from dataclasses import asdict
-
-    from results.api import gain_extremes, study_tables
-
-    e = gain_extremes(study_tables(study.uri).tables.trials)
-    return None if e is None else asdict(e)
 
 
 def _gain_line(gain: dict[str, Any] | None) -> str:
@@ -163,78 +88,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _job_line(study: Study) -> str | None:
-    from orchestrator import submit
-
-    return submit.job_status_line(study.uri)
-
-
 # --- ls -------------------------------------------------------------------------------------------
-
-
-def list_studies(storage_root: str) -> list[dict[str, Any]]:
-    """One row per study directory under `storage_root` (sorted by name). A directory whose
-    study record cannot be read is listed with state ``damaged`` and the reason."""
-    from trainables.errors import UserError
-
-    fs, path, info = storage.open_location(storage_root)
-    if info.type == pafs.FileType.NotFound:
-        return []
-    if info.type != pafs.FileType.Directory:
-        raise UserError(f"{storage_root}: not a directory of studies")
-    rows = []
-    for entry in sorted(fs.get_file_info(pafs.FileSelector(path)), key=lambda e: e.base_name):
-        meta = posixpath.join(entry.path, storage.META_FILE)
-        if (
-            entry.type != pafs.FileType.Directory
-            or fs.get_file_info(meta).type != pafs.FileType.File
-        ):
-            continue
-        uri = storage.study_uri(storage_root, entry.base_name)
-        try:
-            rows.append(_ls_row(find_study(uri)))
-        except UserError as exc:
-            rows.append(
-                {
-                    "name": entry.base_name,
-                    "study": uri,
-                    "spec_hash": None,
-                    "state": "damaged",
-                    "reason": str(exc),
-                }
-            )
-    return rows
-
-
-def _ls_row(study: Study) -> dict[str, Any]:
-    status = study_status(study)
-    statuses = status.pop("statuses")
-    expected = sum(s.expected for s in statuses)
-    counts = {k: sum(s.counts[k] for s in statuses) for k in statuses[0].counts}
-    updated = _last_update(study)
-    return {
-        "name": status["name"],
-        "study": study.uri,
-        "spec_hash": study.spec_hash,
-        "state": status["state"],
-        "finished": counts["ok"] + counts["diverged"],
-        "expected": expected,
-        "counts": counts,
-        "updated": updated,
-    }
-
-
-def _last_update(study: Study) -> str | None:
-    """The newest modification time among the study record and its experiments' snapshots."""
-    from results.snapshot import read_snapshot
-
-    files = [posixpath.join(study.path, storage.META_FILE)]
-    for e in study.experiments:
-        snapshot = read_snapshot(study.fs, study.tune_path(e))
-        if snapshot is not None:
-            files.append(snapshot.file)
-    times = [i.mtime for i in study.fs.get_file_info(files) if i.mtime is not None]
-    return max(times).isoformat(timespec="seconds") if times else None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
