@@ -56,7 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     statuses = status.pop("statuses")
     started = any(s.phase != "absent" for s in statuses)
     gain = gain_extremes(study) if started else None
-    from orchestrator.submit import job_status_line
+    from orchestrator.jobs import job_status_line
 
     job = job_status_line(study.uri)
     if args.json:

@@ -17,27 +17,30 @@ and .git never travel.
 
 A resubmission after the job failed or was stopped gets the id ``<base>-r<k>``; the driver finds
 the study's directory and resumes it. When the storage is reachable from here, the study
-directory records the job in ``submission.json`` and :func:`job_status_line` reports its state.
+directory records the job in ``submission.json`` and ``orchestrator.jobs.job_status_line`` reports
+its state.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import re
 import shlex
 import shutil
 import sys
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import cluster
 from orchestrator.commands import OVERRIDES_HELP
-from results.storage import SUBMISSION_FILE, is_uri, resolve
+from orchestrator.jobs import (
+    follow,
+    jobs_of_study,
+    next_submission_id,
+    record_submission,
+    submission_id,
+)
+from results.storage import SUBMISSION_FILE, is_uri
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -97,7 +100,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "dashboard can run code there (start every node with RAY_AUTH_MODE=token)"
         )
     base = submission_id(spec.name, spec.hash)
-    jobs = _jobs_of_study(client, base)
+    jobs = jobs_of_study(client, base)
     active = [j for j in jobs if str(j.status) in ACTIVE]
     done = [j for j in jobs if str(j.status) == "SUCCEEDED"]
     attached = bool(active or done)
@@ -120,21 +123,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return follow(client, sid)
     _say(f"follow it: prunetune submit {shlex.quote(args.spec)} --address {address} --follow")
     return 0
-
-
-def submission_id(name: str, spec_hash: str) -> str:
-    """``prunetune-<name>-<spec hash[:12]>``, the name reduced to [A-Za-z0-9_.-]."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "study"
-    return f"prunetune-{safe}-{spec_hash[:12]}"
-
-
-def next_submission_id(base: str, taken: list[str]) -> str:
-    """`base` if no job of the study exists yet, else ``<base>-r<k>`` after the highest k taken
-    (the first job counts as k = 1): a resubmission after a failed or stopped job."""
-    if not taken:
-        return base
-    numbers = [1 if t == base else int(t.rsplit("-r", 1)[1]) for t in taken]
-    return f"{base}-r{max(numbers) + 1}"
 
 
 def require_cluster_storage(storage: str) -> None:
@@ -192,96 +180,6 @@ def _submit(client: JobSubmissionClient, spec, sid: str, code_root: Path | None)
             if "already exists" in str(exc):  # another submit of this study won the race
                 return sid
             raise
-
-
-def _jobs_of_study(client: JobSubmissionClient, base: str) -> list:
-    """The cluster's jobs of this study (ids `base` and `base-r<k>`), newest first."""
-    pattern = re.compile(re.escape(base) + r"(-r\d+)?")
-    jobs = [j for j in client.list_jobs() if j.submission_id and pattern.fullmatch(j.submission_id)]
-    return sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)
-
-
-TERMINAL_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
-
-
-def follow(client: JobSubmissionClient, sid: str, poll_s: float = 1.0) -> int:
-    """Stream the job's logs to stdout until it ends; 0 if it SUCCEEDED, 1 if FAILED/STOPPED."""
-    try:
-        asyncio.run(_stream_logs(client, sid))
-    except RuntimeError as exc:  # the log socket dropped: the job may still be running
-        _say(f"note: log stream interrupted ({exc}); waiting for the job to end")
-    while True:
-        info = client.get_job_info(sid)
-        status = str(info.status)
-        if status in TERMINAL_EXIT:
-            break
-        time.sleep(poll_s)
-    detail = f": {info.message}" if info.message and status != "SUCCEEDED" else ""
-    _say(f"job {sid} {status}{detail}")
-    return TERMINAL_EXIT[status]
-
-
-async def _stream_logs(client: JobSubmissionClient, sid: str) -> None:
-    async for chunk in client.tail_job_logs(sid):
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
-
-
-# --- submission.json and `prunetune status` -------------------------------------------------------
-
-
-def record_submission(
-    storage: str, name: str, sid: str, address: str, spec_hash: str, overwrite: bool = True
-) -> bool:
-    """Write ``<storage>/<name>/submission.json`` if the storage root is reachable from here.
-
-    Returns False (and writes nothing) when it is not, e.g. a cluster-only mount or a bucket
-    this machine has no credentials for. With ``overwrite=False`` an existing record is kept.
-    """
-    import pyarrow.fs
-
-    record = {
-        "submission_id": sid,
-        "address": address,
-        "spec_hash": spec_hash,
-        "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        fs, root = resolve(storage)
-        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
-            return False
-        target = f"{root}/{name}/{SUBMISSION_FILE}"
-        if not overwrite and fs.get_file_info(target).type == pyarrow.fs.FileType.File:
-            return True
-        fs.create_dir(f"{root}/{name}", recursive=True)
-        with fs.open_output_stream(target) as stream:
-            stream.write((json.dumps(record, indent=2) + "\n").encode())
-    except (OSError, UserError):
-        return False
-    return True
-
-
-def job_status_line(study_dir: str | Path) -> str | None:
-    """One line with the state of the job that runs this study, or None if it was not submitted.
-
-    Reads ``<study_dir>/submission.json`` (a local path or a URI) and asks the cluster's Jobs
-    API; never raises: an unreachable cluster or a refused token gives "state unknown (...)".
-    """
-    try:
-        fs, root = resolve(str(study_dir))
-        with fs.open_input_stream(f"{root}/{SUBMISSION_FILE}") as stream:
-            record = json.loads(stream.read())
-        sid, address = record["submission_id"], record["address"]
-    except (OSError, ValueError, KeyError, TypeError, UserError):
-        return None
-    try:
-        info = cluster.connect(address).get_job_info(sid)
-    except UserError as exc:
-        return f"job {sid} at {address}: state unknown ({exc})"
-    except Exception as exc:  # e.g. the cluster was replaced and forgot the job
-        return f"job {sid} at {address}: state unknown ({type(exc).__name__}: {exc})"
-    message = f" ({info.message})" if info.message else ""
-    return f"job {sid} at {address}: {info.status}{message}"
 
 
 def _say(text: str) -> None:

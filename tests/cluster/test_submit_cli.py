@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import submit
+from orchestrator import jobs, submit
 from orchestrator.cli import main
 from orchestrator.cluster import read_auth_token, resolve_address
 from trainables.errors import UserError
@@ -174,18 +174,18 @@ def test_unreadable_token_path_is_a_user_error(no_ray_env, monkeypatch) -> None:
 
 
 def test_submission_id_is_the_study_id() -> None:
-    a = submit.submission_id("quickstart", "0123456789abcdef")
+    a = jobs.submission_id("quickstart", "0123456789abcdef")
     assert a == "prunetune-quickstart-0123456789ab"
-    assert submit.submission_id("quickstart", "0123456789abcdef") == a
-    assert submit.submission_id("quickstart", "fedcba9876543210") != a
-    assert submit.submission_id("my study/v2", "0" * 16) == "prunetune-my-study-v2-000000000000"
+    assert jobs.submission_id("quickstart", "0123456789abcdef") == a
+    assert jobs.submission_id("quickstart", "fedcba9876543210") != a
+    assert jobs.submission_id("my study/v2", "0" * 16) == "prunetune-my-study-v2-000000000000"
 
 
 def test_resubmission_ids_follow_the_highest_taken() -> None:
     base = "prunetune-q-0123456789ab"
-    assert submit.next_submission_id(base, []) == base
-    assert submit.next_submission_id(base, [base]) == f"{base}-r2"
-    assert submit.next_submission_id(base, [f"{base}-r3", base]) == f"{base}-r4"
+    assert jobs.next_submission_id(base, []) == base
+    assert jobs.next_submission_id(base, [base]) == f"{base}-r2"
+    assert jobs.next_submission_id(base, [f"{base}-r3", base]) == f"{base}-r4"
 
 
 def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
@@ -207,12 +207,12 @@ def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
 
 def test_submission_record_and_status_line(no_ray_env) -> None:
     storage = no_ray_env / "studies"
-    assert not submit.record_submission(str(storage), "q", "sid", "http://x:1", "h")  # no root
+    assert not jobs.record_submission(str(storage), "q", "sid", "http://x:1", "h")  # no root
     storage.mkdir()
     url = f"http://127.0.0.1:{closed_port()}"
-    assert submit.record_submission(str(storage), "q", "prunetune-q-1", url, "abc")
+    assert jobs.record_submission(str(storage), "q", "prunetune-q-1", url, "abc")
     record = json.loads((storage / "q" / "submission.json").read_text())
     assert record["submission_id"] == "prunetune-q-1" and record["address"] == url
-    line = submit.job_status_line(storage / "q")
+    line = jobs.job_status_line(storage / "q")
     assert line.startswith(f"job prunetune-q-1 at {url}: state unknown (cannot reach")
-    assert submit.job_status_line(storage) is None  # no submission.json there
+    assert jobs.job_status_line(storage) is None  # no submission.json there
