@@ -16,7 +16,8 @@ from typing import Any
 
 from search_spaces.sweeps import Dist, Grid, candidates, plain
 from trainables.config import CROSS_RULES, TrialConfig
-from trainables.fields import INVALID, Problems, problems_of, rule_at, show, type_hints
+from trainables.fields import INVALID, problems_of, rule_at, type_hints
+from trainables.problems import Problems, show
 
 # The sections of a spec: the TrialConfig fields that are config classes, in order.
 SECTION_TYPES: dict[str, type] = {

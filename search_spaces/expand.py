@@ -33,9 +33,10 @@ from search_spaces.cross import SECTION_TYPES, SECTIONS, all_swept, is_section, 
 from search_spaces.model_check import model_facts
 from search_spaces.spec import ResourcesSpec, StudySpec
 from search_spaces.sweeps import Dist, DistKind, Grid, plain, sample
+from trainables.coerce import parse_mapping
 from trainables.config import TrialConfig, baseline_of
-from trainables.fields import Problems, parse_mapping
 from trainables.identity import baseline_key, trial_key
+from trainables.problems import Problems
 
 __all__ = ["OptunaPlan", "StudyPlan", "expand"]
 

@@ -38,19 +38,11 @@ import pyarrow as pa
 
 from results.schema import CONFIG_FIELDS, TRIALS
 from search_spaces.yaml_io import load_yaml
+from trainables.coerce import coerce
 from trainables.config import TrialConfig
 from trainables.errors import UserError
-from trainables.fields import (
-    INVALID,
-    Problems,
-    coerce,
-    kind_of,
-    param,
-    problems_of,
-    rule_of,
-    show,
-    type_hints,
-)
+from trainables.fields import INVALID, param, problems_of, rule_of, type_hints
+from trainables.problems import Problems, kind_of, show
 
 FitKind = Literal["pruned", "unpruned", "scratch"]
 FitLevel = Literal["trial", "config"]

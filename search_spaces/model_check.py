@@ -15,7 +15,7 @@ from typing import Any
 from search_spaces.cross import combos
 from trainables import datasets, models
 from trainables.errors import UserError
-from trainables.fields import Problems
+from trainables.problems import Problems
 
 
 @functools.cache

@@ -23,7 +23,7 @@ Layout (every key optional except where noted; unknown keys are errors)::
 A section of a spec is an instance of its ``trainables.config`` class whose leaves may hold a
 :class:`~search_spaces.sweeps.Grid` or :class:`~search_spaces.sweeps.Dist` instead of a value.
 
-Validation, all problems at once: types (:func:`trainables.fields.coerce`) and each field's own
+Validation, all problems at once: types (:func:`trainables.coerce.coerce`) and each field's own
 rule (on the field, in ``trainables.config`` and below) while parsing; rules relating fields and
 the sweeps each search algorithm accepts in ``search_spaces.cross``; model-dependent checks (model
 fits dataset, layer names, default schedule vs epochs) in ``search_spaces.model_check``.
@@ -50,6 +50,7 @@ from search_spaces import cross, model_check
 from search_spaces.fits import FitSpec, fits_plain, parse_fits
 from search_spaces.sweeps import Dist, Grid, candidates, parse_sweep, plain
 from search_spaces.yaml_io import dump_yaml, load_yaml
+from trainables.coerce import coerce
 from trainables.config import (
     DatasetConfig,
     FlatnessConfig,
@@ -60,22 +61,11 @@ from trainables.config import (
     TrialConfig,
 )
 from trainables.errors import UserError
-from trainables.fields import (
-    INVALID,
-    Problems,
-    above,
-    at_least,
-    coerce,
-    kind_of,
-    one_of,
-    param,
-    problems_of,
-    rule_of,
-    section,
-    type_hints,
-)
+from trainables.fields import INVALID, param, problems_of, rule_of, section, type_hints
 from trainables.identity import content_hash
+from trainables.problems import Problems, kind_of
 from trainables.records import FIELDS as RECORD_FIELDS
+from trainables.value_rules import above, at_least, one_of
 
 Algorithm = Literal["grid", "random", "optuna"]
 Mode = Literal["min", "max"]

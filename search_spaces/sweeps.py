@@ -22,7 +22,7 @@ not a full cross product, e.g. ``perturbation: [{mode: none}, {mode: zeroing, st
 A one-item grid is the same as its single value; grid items must be distinct.
 
 This module parses those values (each single value is type-checked by
-:func:`trainables.fields.coerce`: no casting but int -> float), samples distributions, and turns
+:func:`trainables.coerce.coerce`: no casting but int -> float), samples distributions, and turns
 them back into plain YAML data.
 """
 
@@ -36,7 +36,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainables.fields import INVALID, Problems, coerce, show
+from trainables.coerce import coerce
+from trainables.fields import INVALID
+from trainables.problems import Problems, show
 
 DistKind = Literal["uniform", "loguniform", "int", "choice"]
 DIST_KINDS: tuple[str, ...] = typing.get_args(DistKind)

@@ -18,24 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from trainables import datasets, models
-from trainables.fields import (
-    INVALID,
-    Problems,
-    above,
-    all_of,
-    at_least,
-    at_most,
-    check_rules,
-    fraction,
-    increasing,
-    one_of,
-    param,
-    parse_mapping,
-    plain,
-    section,
-    show,
-)
+from trainables.coerce import parse_mapping
+from trainables.fields import INVALID, check_rules, param, section
+from trainables.problems import Problems, plain, show
 from trainables.pruning.schedule import LayerSchedule, layer_list_rule
+from trainables.value_rules import above, all_of, at_least, at_most, fraction, increasing, one_of
 
 Granularity = Literal["filter", "weight"]
 Score = Literal["l2", "l1", "ebn", "ebn_signed", "activations", "magnitude"]

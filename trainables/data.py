@@ -19,7 +19,7 @@ from trainables import datasets
 from trainables.augment import derived_generator
 from trainables.config import TRIAL_SEED, DatasetConfig, TrialConfig, validate
 from trainables.errors import UserError
-from trainables.fields import count_of
+from trainables.value_rules import count_of
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from trainables.config import ImpConfig, PruningConfig, TrainConfig, TrialConfig, validate
 from trainables.errors import UserError
-from trainables.fields import count_of
 from trainables.loop import TrialRunner
 from trainables.models import build_model
 from trainables.models.base import PrunableModel
@@ -16,6 +15,7 @@ from trainables.models.mlp import MLP
 from trainables.pruning.imp import Imp
 from trainables.pruning.masks import MaskSet
 from trainables.pruning.rounds import ImpPlan, lr_at
+from trainables.value_rules import count_of
 
 torch.set_num_threads(1)
 

@@ -14,8 +14,8 @@ from trainables.augment import AUGMENT_PADDING, augment_batch
 from trainables.config import DatasetConfig, TrialConfig, validate
 from trainables.data import load_data
 from trainables.errors import UserError
-from trainables.fields import count_of
 from trainables.identity import trial_key
+from trainables.value_rules import count_of
 
 torch.set_num_threads(1)
 

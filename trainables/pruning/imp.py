@@ -46,9 +46,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from trainables.fields import count_of
 from trainables.pruning.masks import MaskSet
 from trainables.pruning.rounds import ImpPlan, lr_at
+from trainables.value_rules import count_of
 
 __all__ = ["Imp", "reset_optimizer_"]
 

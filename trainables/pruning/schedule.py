@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.fields import show
+from trainables.problems import show
 
 __all__ = [
     "LayerSchedule",
