@@ -123,12 +123,14 @@ def _shrink(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def _distinct(values: tuple[Any, ...], fn: Callable[[Any], Any]) -> tuple[Any, ...]:
-    out: list[Any] = [None] * len(values)
+    """``fn`` of each value; integers kept distinct and in their order (list values as mapped)."""
+    if not all(isinstance(v, int) for v in values):
+        return tuple(fn(v) for v in values)
+    out: list[int] = [0] * len(values)
     last = None
     for i in sorted(range(len(values)), key=lambda i: values[i]):
         v = fn(values[i])
-        if isinstance(v, int) and last is not None and v <= last:
-            v = last + 1
+        v = v if last is None or v > last else last + 1
         out[i], last = v, v
     return tuple(out)
 

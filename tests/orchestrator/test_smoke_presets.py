@@ -65,9 +65,13 @@ def test_paper_preset_smoke_runs_every_arm_end_to_end(preset, local_ray, tmp_pat
         if t["pruning_method"] == "schedule":
             assert t["n_events"] >= 1, t["trial_key"]
         if spec.flatness.epochs:
-            assert t["hessian_topk_sum"] is not None and t["eps_flatness"] is not None
+            assert t["hessian_topk_sum"] is not None and t["grad_noise_trace"] is not None
         if t["pruning_method"] == "imp":
             assert t["n_epochs"] == 3 * t["train_epochs"]  # the dense training and 2 rounds
+    if spec.flatness.epochs:  # measured in every trial (inf: no rise within the grid)
+        epochs = pq.read_table(study / "epochs.parquet", columns=["trial_key", "eps_flatness"])
+        measured = {r["trial_key"] for r in epochs.to_pylist() if r["eps_flatness"] is not None}
+        assert measured == {t["trial_key"] for t in trials}
     fits = set(pq.read_table(study / "fits.parquet").column("fit").to_pylist())
     assert {f.name for f in spec.fits} <= fits and "default" in fits
     assert (study / "report.html").stat().st_size > 0

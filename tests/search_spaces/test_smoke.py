@@ -166,3 +166,16 @@ def test_models_without_a_shared_default_schedule_are_a_user_error(monkeypatch):
     monkeypatch.setattr(smoke, "model_facts", lambda m, w, d: ((), (), None))
     with pytest.raises(Exception, match="pruning.layers: --smoke scales the models' paper"):
         smoke_spec(spec)
+
+
+def test_a_grid_of_layer_lists_is_scaled_list_by_list():
+    layers = (
+        "[[{name: fc1, final_fraction: 0.5, start_epoch: 30, end_epoch: 45}], "
+        "[{name: fc2, final_fraction: 0.5, start_epoch: 15, end_epoch: 59}]]"
+    )
+    small = smoke_spec(load_spec("quickstart", overrides=[f"pruning.layers={layers}"]))
+    first, second = small.pruning.layers.values  # 60 epochs -> 4: f = 1/15
+    assert [(x.name, x.start_epoch, x.end_epoch) for x in first + second] == [
+        ("fc1", 2, 3),
+        ("fc2", 1, 3),
+    ]
