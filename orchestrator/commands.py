@@ -1,12 +1,14 @@
 """`prunetune run` and `prunetune resume`: the driver of a study.
 
 Order, so that nothing is written before everything is checked (a refusal exits 2 and leaves no
-study directory behind): the spec is loaded and validated (with any ``KEY=VALUE`` overrides);
-the Ray address is checked (syntax, and reached with a bounded timeout); the study's place is
-checked (storage reachable, creatable, the spec hash agrees with an existing study); Ray starts
-and the trials' resources are checked against its nodes; only then is the study directory
-created, its driver lock taken (one driver per study: :mod:`orchestrator.lock`), the
-experiments run, the tables exported and the report written.
+study directory behind): the spec is loaded and validated (with any ``KEY=VALUE`` overrides;
+``--smoke`` then maps it to its toy-scale version, :mod:`search_spaces.smoke`); the Ray address
+is checked (syntax, and reached with a bounded timeout); the study's place is checked (storage
+reachable, creatable, the spec hash agrees with an existing study); so are the datasets (files
+on disk, or a download server that answers); Ray starts and the trials' resources are checked
+against its nodes; only then is the study directory created, its driver lock taken (one driver
+per study: :mod:`orchestrator.lock`), the experiments run, the tables exported and the report
+written.
 
 Output: progress and notes go to stderr; Ray's and Tune's own console output only with ``-v``;
 stdout carries the command's result with the study directory as its last line (for scripts:
@@ -36,6 +38,11 @@ ADDRESS_HELP = (
     "a token-auth cluster needs RAY_AUTH_MODE=token and its token, as for `ray` itself "
     "(default: start a local Ray, token auth on, with every CPU of this machine)"
 )
+SMOKE_HELP = (
+    "run every arm at toy scale as study <name>-smoke: few epochs, small models, a small data "
+    "subset (synthetic data when the files are absent), one seed; checks that it runs end to end, "
+    "its numbers mean nothing (search_spaces/smoke.py)"
+)
 OVERRIDES_HELP = (
     "spec fields to change, Hydra style: train.epochs=5 seeds=1 'pruning.target=[smallest,largest]' "
     "(values read as YAML; the resolved spec.yaml records them)"
@@ -53,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", action="store_true", help="with --dry-run: the plan as one JSON object"
     )
+    p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's output")
     p.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # see leave_job_dir
     p.set_defaults(func=cmd_run)
@@ -66,11 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runtime import check_address
+    from search_spaces.smoke import check_data, smoke_spec
     from search_spaces.spec import load_spec
 
     spec = load_spec(
         args.spec, name=args.name, storage=args.storage, overrides=args.overrides, note=note
     )
+    spec = smoke_spec(spec, note) if args.smoke else spec
     if args.job:
         leave_job_dir()
     plan = expand(spec)
@@ -81,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     check_address(args.address)
     locate(spec)  # refuses a storage or name clash, or a running driver, now: before Ray starts
+    check_data(spec)  # and a dataset a trial could not load
     relocate = lambda: locate(spec, check_driver=False)  # noqa: E731  (under our own lock)
     return execute(relocate, spec, plan, args.address, args.verbose)
 

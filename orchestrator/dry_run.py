@@ -1,8 +1,8 @@
 """`prunetune run SPEC --dry-run`: what running the spec would do, with nothing started or written.
 
 The plan states: the study directory and spec hash; whether the run would start a new study,
-resume one, or be refused (storage unusable, another spec hash there, a driver running it, trials
-that fit no node); the trials, epochs and resources; the compute and wall time on the cluster it
+resume one, or be refused (storage unusable, another spec hash there, a driver running it, a
+dataset its trials could not load, trials that fit no node); the trials, epochs and resources; the compute and wall time on the cluster it
 would use (``--address``: that cluster's nodes, read by joining it; else this machine, as the local
 Ray would see it); and per fit level the smallest correlation the planned pruned trials can
 detect (two-sided test, alpha 0.05, power 0.8; ``results.stats.min_detectable_r``), so one sees
@@ -59,9 +59,11 @@ def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | N
     from orchestrator.holder import driver_of
     from orchestrator.runtime import capacity_refusal
     from orchestrator.study import locate
+    from search_spaces.smoke import check_data
 
     try:
         target = locate(spec)
+        check_data(spec)
     except UserError as exc:
         return "refused", str(exc)
     refusal = capacity_refusal(nodes, plan.resources.cpu, plan.resources.gpu)

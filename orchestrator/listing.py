@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="print the resolved spec with these fields changed (as `run` would run it)",
     )
+    p.add_argument(
+        "--smoke", action="store_true", help="print the resolved spec `run --smoke` would run"
+    )
     p.set_defaults(func=cmd_show)
 
 
@@ -128,16 +131,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """The preset as shipped (comments kept); with overrides, the resolved spec `run` would run."""
+    """The preset as shipped (comments kept); with overrides or ``--smoke``, the resolved spec
+    `run` would run."""
     from search_spaces.presets import preset_text
 
     text = preset_text(args.name)
-    if args.overrides:
+    if args.overrides or args.smoke:
+        from orchestrator.commands import note
+        from search_spaces.smoke import smoke_spec
         from search_spaces.spec import spec_from_yaml
 
         spec = spec_from_yaml(
             text, f"preset {args.name}", default_name=args.name, overrides=args.overrides
         )
-        text = spec.to_yaml()
+        text = (smoke_spec(spec, note) if args.smoke else spec).to_yaml()
     sys.stdout.write(text)
     return 0

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def train_size(trial: TrialConfig) -> int:
     d = trial.dataset
-    full = datasets.train_size(d.name, d.num_samples)
+    full = datasets.split_sizes(d.name, d.num_samples, d.max_examples)[0]
     return max(1, round(full * (1 - d.validation_fraction)))
 
 

@@ -71,6 +71,12 @@ class DatasetConfig:
         "paper", "image statistics: paper (each dataset's own) or imagenet (OpenLTH's CIFAR-10)"
     )
     download: bool = param(False, "torchvision datasets: download into data_dir when absent")
+    max_examples: int = param(
+        0, "keep the first N training and N test examples; 0 = all", at_least(0)
+    )
+    synthetic: bool = param(
+        False, "learnable random data of the dataset's shape and classes (--smoke); means nothing"
+    )
 
 
 @dataclass(frozen=True)
@@ -370,6 +376,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     *(CrossRule((path, other), _needs(v, other, wanted)) for path, v, other, wanted in _NEEDS),
     CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
     CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
+    CrossRule(datasets.SPLIT_PATHS, datasets.split_rule),
     *_idle_rules(),
     CrossRule(("dataset.normalization", "dataset.name"), _normalization),
 )

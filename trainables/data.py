@@ -61,7 +61,9 @@ def data_dir(cfg: DatasetConfig):
 
 
 def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
-    """Load ``cfg.name``, hold out the validation split, then apply label noise; deterministic.
+    """Load ``cfg.name`` (:func:`trainables.datasets.load_arrays`: its files or synthetic data,
+    cut to ``max_examples``), hold out the validation split, then apply label noise;
+    deterministic.
 
     The validation split is ``ceil(N * validation_fraction)`` examples chosen by a permutation
     seeded by the trial seed. Label noise relabels a ``label_noise_fraction`` of the training
@@ -80,7 +82,7 @@ def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu")
     validate(TrialConfig(dataset=cfg), prefix="dataset.")
     device = torch.device(device)
     info = datasets.get(cfg.name)
-    raw = info.load(info, data_dir(cfg), cfg.download, cfg.num_samples)
+    raw = datasets.load_arrays(cfg)
     x_train, x_test, pixel_zero = _inputs(info, cfg.normalization, raw.x_train, raw.x_test, device)
     y_clean = _labels(raw.y_train, device)
     noise = None  # (labels, mask) when drawn before the split

@@ -24,9 +24,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.errors import UserError
+
+if TYPE_CHECKING:
+    from trainables.config import DatasetConfig
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -60,6 +63,7 @@ class DatasetInfo:
     files: tuple[str, ...] = ()  # torchvision: what must be in `folder`
     provide: str = ""  # torchvision: how to provide the files by hand
     reader: Callable[[], type] | None = None  # torchvision: its dataset class, imported on call
+    test_size: int = 10_000  # test examples (MNIST-1D: per 5,000)
 
     @property
     def is_image(self) -> bool:
@@ -154,10 +158,16 @@ def _array(values: Any) -> Any:
     return values.numpy() if hasattr(values, "numpy") else np.asarray(values)
 
 
+def missing_files(info: DatasetInfo, root: Path) -> list[str]:
+    """The files of ``info`` that are not in ``root/info.folder`` (none for MNIST-1D)."""
+    where = root / info.folder
+    return [f for f in info.files if not (where / f).is_file()]
+
+
 def missing_message(info: DatasetInfo, root: Path, download: bool, error: Exception | None) -> str:
     """The one line that says why ``info`` could not be loaded from ``root``."""
     where = root / info.folder
-    missing = [f for f in info.files if not (where / f).is_file()]
+    missing = missing_files(info, root)
     if missing and not download:
         problem = f"{info.title} not found in {where} (missing {missing[0]})"
     else:
@@ -176,7 +186,9 @@ _MNIST_FILES = tuple(
 _ARCHIVE = "copy the extracted folder of the python-version archive ({}) there"
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist1d": DatasetInfo("MNIST-1D", (1, 40), 10, 4_000, _load_mnist1d, {"paper": None}),
+    "mnist1d": DatasetInfo(
+        "MNIST-1D", (1, 40), 10, 4_000, _load_mnist1d, {"paper": None}, test_size=1_000
+    ),
     "mnist": DatasetInfo(
         "MNIST",
         (1, 28, 28),
@@ -233,13 +245,148 @@ def with_normalization(choice: str) -> tuple[str, ...]:
 
 
 def train_size(name: str, num_samples: int) -> int:
-    """Training examples before the validation split (MNIST-1D: 80% of ``num_samples``)."""
+    """Training examples before the validation split. MNIST-1D: mnist1d's ``make_dataset``
+    draws ``num_samples // 10`` examples per class and trains on the first 80% of them."""
     if name == "mnist1d":
-        return round(num_samples * 0.8)
+        return int(num_samples // 10 * 10 * 0.8)
     return get(name).train_size
+
+
+def split_sizes(name: str, num_samples: int, max_examples: int) -> tuple[int, int]:
+    """(training examples before the validation split, test examples) of dataset ``name``, each
+    cut to ``max_examples`` when that is > 0 (``dataset.max_examples``)."""
+    n_train = train_size(name, num_samples)
+    n_test = num_samples // 10 * 10 - n_train if name == "mnist1d" else get(name).test_size
+    if max_examples:
+        return min(n_train, max_examples), min(n_test, max_examples)
+    return n_train, n_test
+
+
+# The fields split_rule relates, in its arguments' order (a rule of trainables.config).
+SPLIT_PATHS = tuple(
+    f"dataset.{name}" for name in ("validation_fraction", "name", "num_samples", "max_examples")
+)
+
+
+def split_rule(
+    fraction_: float, name: str, num_samples: int, max_examples: int
+) -> list[tuple[str, str]]:
+    """The rule of ``dataset.validation_fraction`` against the training set's size: the split
+    must leave at least one training example (the held-out count is ``ceil(N * fraction)``,
+    :func:`~trainables.fields.count_of`). An unknown name, or a fraction outside [0, 1), is
+    reported by that field's own rule."""
+    from trainables.fields import count_of, show
+
+    if name not in DATASETS or not 0 <= fraction_ < 1:
+        return []
+    n = split_sizes(name, num_samples, max_examples)[0]
+    n_val = count_of(n, fraction_)
+    if n_val < n:
+        return []
+    rule = f"leaves no training examples ({n_val} of the {n} of {get(name).title} held out)"
+    return [("", f"{rule}, got {show(fraction_)}")]
 
 
 def data_dir(configured: str) -> Path:
     """``dataset.data_dir``, else ``$PRUNETUNE_DATA``, else ``~/.cache/prunetune/data``."""
     path = configured or os.environ.get("PRUNETUNE_DATA") or "~/.cache/prunetune/data"
     return Path(path).expanduser()
+
+
+# --- what a trial loads, and whether it can --------------------------------------------------------
+
+SYNTHETIC_SEED = 0  # every synthetic dataset is the same draw, whatever the trial's seed
+
+
+def synthetic(info: DatasetInfo, n_train: int, n_test: int) -> Arrays:
+    """Stand-in data of ``info``'s shape and classes, the same on every call (``dataset.synthetic``).
+
+    Like torchvision's ``FakeData``, but learnable, so that training moves the accuracy: labels
+    are uniform over the classes, and each input is its class's fixed random pattern plus noise.
+    Images are uint8 ``[N, H, W]`` (one channel) or ``[N, H, W, C]``; MNIST-1D is float32
+    ``[N, L]``, as the real loaders return them.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    n = n_train + n_test
+    y = rng.integers(0, info.num_classes, n)
+    channels, *size = info.input_shape
+    shape = (*size, channels) if info.is_image and channels > 1 else tuple(size)
+    if info.is_image:
+        patterns = rng.integers(0, 128, (info.num_classes, *shape))
+        x = np.clip(patterns[y] + 64 + rng.normal(0, 32, (n, *shape)), 0, 255).astype(np.uint8)
+    else:
+        patterns = rng.normal(0, 1, (info.num_classes, *shape))
+        x = (patterns[y] + rng.normal(0, 1, (n, *shape))).astype(np.float32)
+    return Arrays(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def load_arrays(cfg: DatasetConfig) -> Arrays:
+    """The raw arrays a trial with dataset section ``cfg`` trains and tests on: the dataset's
+    loader (or :func:`synthetic` data), then the first ``cfg.max_examples`` of each split."""
+    info = get(cfg.name)
+    n_train, n_test = split_sizes(cfg.name, cfg.num_samples, cfg.max_examples)
+    if cfg.synthetic:
+        return synthetic(info, n_train, n_test)
+    raw = info.load(info, data_dir(cfg.data_dir), cfg.download, cfg.num_samples)
+    if not cfg.max_examples:
+        return raw
+    return Arrays(
+        raw.x_train[:n_train], raw.y_train[:n_train], raw.x_test[:n_test], raw.y_test[:n_test]
+    )
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_available(cfg: DatasetConfig, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why a trial with dataset section ``cfg`` could not load its data (one line), or None.
+
+    Cheap, so that a run checks it before anything starts: synthetic data and MNIST-1D (generated
+    here) always load; a torchvision dataset needs its files in the data directory, or
+    ``dataset.download`` and a download server that answers within ``timeout_s`` seconds.
+    """
+    info = get(cfg.name)
+    root = data_dir(cfg.data_dir)
+    missing = [] if cfg.synthetic else missing_files(info, root)
+    if not missing:
+        return None
+    where = f"{info.title} (dataset.name {cfg.name}) is not in {root / info.folder}"
+    fix = f"{info.provide}, or add --smoke (synthetic data; its numbers say nothing of the paper)"
+    if not cfg.download:
+        return (
+            f"dataset.data_dir: {where} (missing {missing[0]}); set dataset.download: true "
+            f"(needs the internet), {fix}"
+        )
+    unreachable = _unreachable(download_urls(info), timeout_s)
+    if unreachable is None:
+        return None
+    return f"dataset.download: {where} and {unreachable} from this machine; {fix}"
+
+
+def download_urls(info: DatasetInfo) -> tuple[str, ...]:
+    """Where torchvision downloads ``info`` from (a dataset of several mirrors: each, in order)."""
+    reader = info.reader()
+    return (reader.url,) if hasattr(reader, "url") else tuple(reader.mirrors)
+
+
+def _unreachable(urls: tuple[str, ...], timeout_s: float) -> str | None:
+    """None when one of ``urls`` answers (any HTTP status: the server is there), else why not.
+    urllib, as torchvision's download, so that proxy settings count the same."""
+    import urllib.error
+    import urllib.request
+
+    reason = "no download address is known"
+    for url in urls:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method="HEAD"), timeout=timeout_s
+            ):
+                return None
+        except urllib.error.HTTPError:
+            return None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            why = getattr(exc, "reason", None) or exc
+            reason = f"its download server {url} cannot be reached ({' '.join(str(why).split())})"
+    return reason
