@@ -188,7 +188,7 @@ def randomize_labels_openlth(
     goes to the i-th example of ``RandomState(seed + 1).permutation(N)[:k]`` (OpenLTH
     ``datasets/base.py::Dataset.randomize_labels``, seeded by ``datasets/registry.py::get``).
     Same returns as :func:`randomize_labels`; k counts the decimal ``fraction``
-    (:func:`~trainables.fields.count_of`), as every count here does.
+    (:func:`~trainables.value_rules.count_of`), as every count here does.
     """
     n = labels.shape[0]
     k = count_of(n, fraction)

@@ -273,9 +273,10 @@ def split_rule(
 ) -> list[tuple[str, str]]:
     """The rule of ``dataset.validation_fraction`` against the training set's size: the split
     must leave at least one training example (the held-out count is ``ceil(N * fraction)``,
-    :func:`~trainables.fields.count_of`). An unknown name, or a fraction outside [0, 1), is
+    :func:`~trainables.value_rules.count_of`). An unknown name, or a fraction outside [0, 1), is
     reported by that field's own rule."""
-    from trainables.fields import count_of, show
+    from trainables.problems import show
+    from trainables.value_rules import count_of
 
     if name not in DATASETS or not 0 <= fraction_ < 1:
         return []
