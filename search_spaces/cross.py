@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from search_spaces.sweeps import Dist, Grid, candidates, plain
-from trainables.config import CROSS_RULES, TrialConfig
+from trainables.config import TrialConfig
+from trainables.cross_rules import CROSS_RULES
 from trainables.fields import INVALID, problems_of, rule_at, type_hints
 from trainables.problems import Problems, show
 
@@ -90,7 +91,7 @@ def _within(path: str, prefix: str) -> bool:
 
 
 def check_cross(spec: Any, problems: Problems) -> None:
-    """The config's rules relating fields (``trainables.config.CROSS_RULES``), on every
+    """The config's rules relating fields (``trainables.cross_rules.CROSS_RULES``), on every
     consistent combination of the fields' candidate values."""
     for rule in CROSS_RULES:
         for combo in combos(spec, *rule.paths):

@@ -5,22 +5,22 @@
 JSON scalars, lists and dicts, which is what travels through Ray Tune's ``param_space``.
 
 Every field carries its help text and value rule (:func:`trainables.fields.param`); rules that
-relate fields are :data:`CROSS_RULES`. :func:`validate` applies both to a config; the study spec
-applies the same rules to every value a field can take, so each rule is written here only.
+relate fields are :data:`trainables.cross_rules.CROSS_RULES`; ``trainables.cross_rules.validate``
+applies both to a config, and the study spec applies the same rules to every value a field can
+take, so each rule is written once.
 Identity (content hashes) is :mod:`trainables.identity`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from trainables import datasets, models
 from trainables.coerce import parse_mapping
-from trainables.fields import INVALID, check_rules, param, section
-from trainables.problems import Problems, plain, show
+from trainables.fields import INVALID, param, section
+from trainables.problems import Problems, plain
 from trainables.pruning.schedule import LayerSchedule, layer_list_rule
 from trainables.value_rules import above, all_of, at_least, at_most, fraction, increasing, one_of
 
@@ -208,202 +208,3 @@ def baseline_of(config: TrialConfig, seed: int | None = None) -> TrialConfig:
     return dataclasses.replace(
         config, pruning=PruningConfig(), seed=config.seed if seed is None else seed
     )
-
-
-# --- rules relating fields ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CrossRule:
-    """A rule over several fields: ``check(*values)`` returns (path suffix, message) problems,
-    reported at field ``paths[at]`` (plus the suffix). The study spec checks it on every
-    consistent combination of the fields' candidate values."""
-
-    paths: tuple[str, ...]
-    check: Callable[..., list[tuple[str, str]]]
-    at: int = 0
-
-
-def _below_epochs(values: tuple[int, ...], epochs: int) -> list[tuple[str, str]]:
-    return [
-        (f"[{i}]", f"must be < train.epochs ({epochs}), got {v}")
-        for i, v in enumerate(values)
-        if v >= epochs
-    ]
-
-
-def _layers_end(layers: tuple[LayerSchedule, ...], epochs: int) -> list[tuple[str, str]]:
-    return [
-        (f"[{i}].end_epoch", f"must be < train.epochs ({epochs}), got {layer.end_epoch}")
-        for i, layer in enumerate(layers)
-        if layer.end_epoch >= epochs
-    ]
-
-
-def _needs(value: Any, other: str, wanted: tuple[Any, ...]) -> Callable[..., list]:
-    """``path`` holding ``value`` needs field ``other`` to be one of ``wanted``."""
-    choices = (
-        " or ".join(wanted) if len(wanted) < 3 else f"{', '.join(wanted[:-1])} or {wanted[-1]}"
-    )
-
-    def check(v: Any, o: Any) -> list[tuple[str, str]]:
-        if v != value or o in wanted:
-            return []
-        return [("", f"{_word(value)} needs {other} {choices}, got {_word(o)}")]
-
-    return check
-
-
-def _word(value: Any) -> str:
-    """A YAML scalar as a word in a sentence: true, zeroing, 0.5."""
-    return value if isinstance(value, str) else show(value)
-
-
-def _rewind(rewind: str, epoch: int, epochs: int) -> list[tuple[str, str]]:
-    if rewind == "weight" and epoch >= epochs:
-        return [("", f"must be < train.epochs ({epochs}) for weight rewinding, got {epoch}")]
-    return []
-
-
-def _imp_rounds(method: str, rounds: int) -> list[tuple[str, str]]:
-    if method == "imp" and rounds < 1:
-        return [("", f"must be >= 1 when pruning.method is imp, got {rounds}")]
-    return []
-
-
-def _scratch_layers(scratch: bool, layers: tuple[LayerSchedule, ...]) -> list[tuple[str, str]]:
-    """Scratch pruning removes each layer's whole fraction at epoch 0, before any training (the
-    official cfgs F2_VGG_5 and TF1_3 say so with start = end = 0); the schedule must say it too."""
-    if not scratch:
-        return []
-    if not layers:
-        rule = "must list the layers (start_epoch 0, end_epoch 0) when pruning.scratch is true"
-        return [("", f"{rule}, got []")]
-    return [
-        (f"[{i}].{name}", f"must be 0 when pruning.scratch is true, got {value}")
-        for i, layer in enumerate(layers)
-        for name, value in (("start_epoch", layer.start_epoch), ("end_epoch", layer.end_epoch))
-        if value != 0
-    ]
-
-
-def _normalization(choice: str, name: str) -> list[tuple[str, str]]:
-    """The dataset's registry entry must hold statistics for the choice (an unknown name is
-    dataset.name's problem, reported by its own rule)."""
-    if name not in datasets.DATASETS or choice in datasets.get(name).normalization:
-        return []
-    return _needs(choice, "dataset.name", datasets.with_normalization(choice))(choice, name)
-
-
-def _val_selected(measure: str, fraction_: float) -> list[tuple[str, str]]:
-    if measure == "val_selected" and fraction_ <= 0:
-        return [("", f"must be > 0 for generalization val_selected, got {show(fraction_)}")]
-    return []
-
-
-_NEEDS = (
-    ("pruning.scope", "global", "pruning.granularity", ("weight",)),
-    ("pruning.score", "magnitude", "pruning.granularity", ("weight",)),
-    ("pruning.score", "ebn", "pruning.granularity", ("filter",)),
-    ("pruning.score", "ebn_signed", "pruning.granularity", ("filter",)),
-    ("pruning.score", "activations", "pruning.granularity", ("filter",)),
-    # The tracker is checkpointed by schedule pruning; re-entry / noise injection does not carry it.
-    ("pruning.score", "activations", "pruning.perturbation.mode", ("none",)),
-    ("pruning.scratch", True, "pruning.method", ("schedule",)),
-    ("pruning.scratch", True, "pruning.perturbation.mode", ("none",)),
-    ("pruning.perturbation.mode", "zeroing", "pruning.method", ("schedule",)),
-    ("pruning.perturbation.mode", "gaussian", "pruning.method", ("schedule",)),
-    ("pruning.perturbation.mode", "zeroing", "pruning.granularity", ("filter",)),
-    ("pruning.perturbation.mode", "gaussian", "pruning.granularity", ("filter",)),
-    ("pruning.perturbation.mode", "conv_mask", "pruning.method", ("schedule",)),
-    ("pruning.perturbation.mode", "conv_mask", "pruning.granularity", ("filter",)),
-    (
-        "pruning.perturbation.eval_passes",
-        "official",
-        "pruning.perturbation.mode",
-        ("zeroing", "gaussian"),
-    ),
-    ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
-)
-
-
-def _idle(owner: str, active: tuple[str, ...], default: Any) -> Callable[..., list]:
-    """A field that does nothing unless `owner` is one of `active` must keep its default."""
-
-    def check(owner_value: Any, value: Any) -> list[tuple[str, str]]:
-        if owner_value in active or value == default:
-            return []
-        if owner == "pruning.method" and owner_value == "none":
-            why = "an unpruned trial prunes nothing; baselines: true adds unpruned trials"
-        else:
-            why = f"it is used only when {owner} is {' or '.join(active)}"
-        return [("", f"does nothing with {owner} {_word(owner_value)} ({why}); remove it")]
-
-    return check
-
-
-# IMP ranks weights by magnitude over its layers at the end of each round (trainables.methods).
-SCHEDULE_ONLY = ("score", "target", "scope", "period")
-
-
-def _idle_rules() -> tuple[CrossRule, ...]:
-    """Settings that would change the spec hash without changing what runs are refused (the
-    hash must reflect only science that runs): imp settings unless method imp, perturbation
-    settings unless a perturbation mode, any pruning setting of an unpruned trial."""
-    rules = []
-    for f in dataclasses.fields(ImpConfig):
-        check = _idle("pruning.method", ("imp",), f.default)
-        rules.append(CrossRule(("pruning.method", f"pruning.imp.{f.name}"), check, at=1))
-    for f in dataclasses.fields(PerturbationConfig):
-        if f.name != "mode":
-            check = _idle("pruning.perturbation.mode", ("zeroing", "gaussian"), f.default)
-            path = f"pruning.perturbation.{f.name}"
-            rules.append(CrossRule(("pruning.perturbation.mode", path), check, at=1))
-    for f in dataclasses.fields(PruningConfig):
-        if f.name not in ("method", "imp", "perturbation"):
-            used_by = ("schedule",) if f.name in SCHEDULE_ONLY else ("schedule", "imp")
-            check = _idle("pruning.method", used_by, f.default)
-            rules.append(CrossRule(("pruning.method", f"pruning.{f.name}"), check, at=1))
-    return tuple(rules)
-
-
-CROSS_RULES: tuple[CrossRule, ...] = (
-    CrossRule(("train.milestones", "train.epochs"), _below_epochs),
-    CrossRule(("flatness.epochs", "train.epochs"), _below_epochs),
-    CrossRule(("pruning.layers", "train.epochs"), _layers_end),
-    CrossRule(("pruning.scratch", "pruning.layers"), _scratch_layers, at=1),
-    CrossRule(("pruning.imp.rewind", "pruning.imp.rewind_epoch", "train.epochs"), _rewind, at=1),
-    *(CrossRule((path, other), _needs(v, other, wanted)) for path, v, other, wanted in _NEEDS),
-    CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
-    CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
-    CrossRule(datasets.SPLIT_PATHS, datasets.split_rule),
-    *_idle_rules(),
-    CrossRule(("dataset.normalization", "dataset.name"), _normalization),
-)
-
-
-def value_at(cfg: Any, path: str) -> Any:
-    """The value of a dotted field path (``pruning.imp.rounds``) in a config."""
-    for part in path.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def validate(cfg: TrialConfig, prefix: str = "") -> None:
-    """Raise UserError listing every field-rule and cross-rule problem of `cfg` (all at once).
-
-    With ``prefix`` (``"dataset."``) only the rules whose fields all lie in that section run.
-    """
-    problems = Problems()
-    if prefix:
-        name = prefix.rstrip(".")
-        part = value_at(cfg, name)
-        check_rules(type(part), part, name, problems)
-    else:
-        check_rules(TrialConfig, cfg, "", problems)
-    for rule in CROSS_RULES:
-        if all(p.startswith(prefix) for p in rule.paths):
-            values = [value_at(cfg, p) for p in rule.paths]
-            for suffix, message in rule.check(*values):
-                problems.add(rule.paths[rule.at] + suffix, message)
-    problems.raise_if_any()

@@ -17,7 +17,8 @@ import torch
 
 from trainables import datasets
 from trainables.augment import derived_generator
-from trainables.config import TRIAL_SEED, DatasetConfig, TrialConfig, validate
+from trainables.config import TRIAL_SEED, DatasetConfig, TrialConfig
+from trainables.cross_rules import validate
 from trainables.errors import UserError
 from trainables.value_rules import count_of
 

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables.augment import augment_batch, derived_generator
-from trainables.config import TrialConfig, validate
+from trainables.config import TrialConfig
+from trainables.cross_rules import validate
 from trainables.data import load_data
 from trainables.extensions import EXTENSIONS
 from trainables.hooks import Extension, Hooks, overrides

@@ -11,7 +11,8 @@ from orchestrator.cli import main
 from search_spaces.expand import expand
 from search_spaces.presets import list_presets
 from search_spaces.spec import load_spec
-from trainables.config import TrialConfig, value_at
+from trainables.config import TrialConfig
+from trainables.cross_rules import value_at
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 

@@ -17,9 +17,9 @@ from search_spaces.model_check import model_facts
 from search_spaces.presets import list_presets, preset_description, preset_text
 from search_spaces.spec import load_spec, spec_from_yaml
 from search_spaces.sweeps import Grid
-from trainables.config import LayerSchedule, value_at
+from trainables.cross_rules import value_at
 from trainables.errors import UserError
-from trainables.pruning.schedule import schedule_summary
+from trainables.pruning.schedule import LayerSchedule, schedule_summary
 
 REQUIRED = {
     "quickstart",

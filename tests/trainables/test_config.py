@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from trainables.config import ModelConfig, TrialConfig, baseline_of, validate
+from trainables.config import ModelConfig, TrialConfig, baseline_of
+from trainables.cross_rules import validate
 from trainables.errors import UserError
 from trainables.fields import help_of, rule_of
 from trainables.identity import KeyCache, baseline_key, config_key, trial_key

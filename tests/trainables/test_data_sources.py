@@ -12,7 +12,8 @@ import torch
 from cifar_files import accept_written_md5s, write_cifar10
 
 from trainables import datasets
-from trainables.config import DatasetConfig, TrialConfig, validate
+from trainables.config import DatasetConfig, TrialConfig
+from trainables.cross_rules import validate
 from trainables.data import load_data
 from trainables.errors import UserError
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ImpConfig, PruningConfig, TrainConfig, TrialConfig, validate
+from trainables.config import ImpConfig, PruningConfig, TrainConfig, TrialConfig
+from trainables.cross_rules import validate
 from trainables.errors import UserError
 from trainables.loop import TrialRunner
 from trainables.models import build_model

@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from trainables.config import TrialConfig, validate
+from trainables.config import TrialConfig
+from trainables.cross_rules import validate
 from trainables.errors import UserError
 from trainables.loop import TrialRunner
 
