@@ -7,8 +7,8 @@ is checked (syntax, and reached with a bounded timeout); the study's place is ch
 reachable, creatable, the spec hash agrees with an existing study); so are the datasets (files
 on disk, or a download server that answers); Ray starts and the trials' resources are checked
 against its nodes; only then is the study directory created, its driver lock taken (one driver
-per study: :mod:`orchestrator.lock`), the experiments run, the tables exported and the report
-written.
+per study: :mod:`orchestrator.lock`), the experiments run (an Optuna search mirrored into
+``optuna.db`` as it goes), the tables exported and the report written.
 
 Output: progress and notes go to stderr; Ray's and Tune's own console output only with ``-v``;
 stdout carries the command's result with the study directory as its last line (for scripts:
@@ -164,7 +164,10 @@ def _run_experiments(
 
     todo = [e for e in study.experiments if not is_complete(study, plan, e)]
     if not todo:
+        from orchestrator.optuna_mirror import refresh_mirror
+
         note("every trial already finished; exporting")
+        refresh_mirror(study, plan)  # an optuna.db that is missing or behind catches up
         return True
     if address is not None:  # a cluster: every node must reach the study directory
         from orchestrator.cluster import check_storage_shared

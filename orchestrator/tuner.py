@@ -24,6 +24,9 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
+- The Optuna experiment is mirrored into ``optuna.db`` for Optuna's own tools
+  (:mod:`orchestrator.optuna_mirror`): refreshed from the snapshot before and after ``fit``, and
+  by :class:`~orchestrator.optuna_mirror.OptunaMirror` whenever a trial ends.
 - Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
   header), so stdout stays for the command's own result lines; progress comes from
   :class:`ProgressCallback`.
@@ -42,6 +45,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
+from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
 from orchestrator.progress import ProgressCallback
 from orchestrator.status import expected_trials
 from orchestrator.study import Study
@@ -85,6 +89,8 @@ def run_experiment(
     if discarded:
         fs.delete_dir(path)
     trainable = _trainable(plan)
+    if experiment == OPTUNA_EXPERIMENT:  # a resumed study's mirror catches up before it runs
+        refresh_mirror(study, plan)
     if state == "snapshotted":
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
@@ -96,6 +102,8 @@ def run_experiment(
         tuner.fit()
     prune_checkpoints(fs, path)
     orphans = remove_orphans(fs, path)
+    if experiment == OPTUNA_EXPERIMENT:
+        refresh_mirror(study, plan)
     snapshot = read_snapshot(fs, path) or Snapshot("", ())
     expected = expected_trials(plan, experiment)
     # After a normal end every trial is TERMINATED or ERROR; anything else means Tune stopped on
@@ -142,13 +150,16 @@ def _trainable(plan: StudyPlan):
 def _new_tuner(
     study: Study, plan: StudyPlan, experiment: str, trainable, concurrency: int
 ) -> tune.Tuner:
+    # Order matters on restore (callback state is matched by position): keep it fixed.
+    callbacks = [RecordLogger(), ProgressCallback(experiment), CheckpointJanitor()]
+    if experiment == OPTUNA_EXPERIMENT:
+        callbacks.append(OptunaMirror(mirror_spec(study, plan)))
     run_config = tune.RunConfig(
         name=experiment,
         storage_path=join_uri(study.uri, TUNE_DIR),
         failure_config=tune.FailureConfig(max_failures=plan.retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        # Order matters on restore (callback state is matched by position): keep it fixed.
-        callbacks=[RecordLogger(), ProgressCallback(experiment), CheckpointJanitor()],
+        callbacks=callbacks,
         verbose=0,
     )
     frequency = {"checkpoint_frequency": plan.checkpoint_frequency}

@@ -54,6 +54,9 @@ class TuneTrial:
     error_file: str  # path of Tune's error text when the trial errored ("" = none)
     metadata: str  # Tune's raw run-metadata JSON
     error: str | None = None  # that error text (read by read_study)
+    # "<n>_<params>": n counts the trials a searcher created, 1 first (the snapshot lists trials
+    # in no particular order); "" when Tune recorded none
+    experiment_tag: str = ""
 
     @property
     def result_path(self) -> str:
@@ -182,6 +185,7 @@ def _trial(exp_path: str, experiment: str, state_json: str, meta_json: str) -> T
         num_failures=int(meta.get("num_failures", 0)),
         error_file=error_file,
         metadata=meta_json,
+        experiment_tag=str(state.get("experiment_tag") or ""),
     )
 
 

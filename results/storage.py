@@ -10,6 +10,9 @@ A study lives in ``<storage>/<name>/`` (a local path or any URI pyarrow's filesy
 - ``tune/<experiment>/``: the Ray Tune experiments (``trials``, then ``optuna``), the source of
   truth;
 - ``<table>.parquet`` for each of :data:`TABLES`, and ``report.html``: derived from ``tune/``;
+- ``optuna.db`` (an Optuna search only): an Optuna RDB storage (SQLite) holding the search as one
+  Optuna study named after the study, for optuna-dashboard and ``optuna.visualization``; derived
+  from ``tune/optuna`` and kept current while the study runs (``orchestrator.optuna_mirror``);
 - ``submission.json``: written by ``prunetune submit`` (possibly before the study exists);
 - ``.driver.lock`` / ``driver-lease.json``: the lock of the driver running the study
   (``orchestrator.lock``).
@@ -44,6 +47,7 @@ SPEC_FILE = "spec.yaml"
 META_FILE = "study.json"
 TUNE_DIR = "tune"
 REPORT_FILE = "report.html"
+OPTUNA_DB = "optuna.db"
 SUBMISSION_FILE = "submission.json"
 LOCK_FILE = ".driver.lock"
 LEASE_FILE = "driver-lease.json"

@@ -12,5 +12,7 @@ Public API (the orchestrator's entry points):
   ``search_spaces.summary``: ``plan_summary(plan) -> dict``.
 - ``search_spaces.tune_space`` (imports Ray): ``grid_param_space(trials)``,
   ``optuna_param_space(optuna_plan)``.
+- ``search_spaces.optuna_space`` (imports Optuna): ``optuna_distributions(distributions)``, the
+  Optuna distributions OptunaSearch uses for ``OptunaPlan.distributions``.
 - ``search_spaces.presets``: ``list_presets()``, ``preset_text(name)``, ``preset_description(name)``.
 """
