@@ -264,43 +264,34 @@ def _section(title: str, note: str, fig: go.Figure, div_id: str) -> str:
     return f'<section><h2>{title}</h2><p class="muted">{note}</p>{div(fig, div_id)}</section>'
 
 
+# (div id, Panels attribute, title, note, figure function), in the page's order.
+_PANELS = (
+    ("fig2", "fig2", f"Test accuracy vs. stability per target ({BARTOLDSON}, Fig. 2)",
+     "Pruned trials per target, each with its OLS line; unpruned baselines for reference.",
+     fig2_figure),
+    ("fig3", "fig3", f"Correlation per retrain period ({BARTOLDSON}, Fig. 3)",
+     "One correlation per retrain period (and its iterative pruning rate), pruned trials.",
+     fig3_figure),
+    ("noise", "noise", f"Noise injection ({BARTOLDSON}, Figs. 5 and D2)",
+     "Perturbed units re-enter after their window; the reference prunes the same units.",
+     noise_figure),
+    ("flatness", "fig6", f"Flatness ({BARTOLDSON}, Fig. 6)",
+     "Every ok trial; unpruned and scratch trials at stability 100 by definition.",
+     fig6_figure),
+    ("imp", "imp", f"Pruning vs. its controls ({JIN})",
+     "Per round, the round's final model; extended dense training at IMP's sparsity for the "
+     "same rounds.",
+     imp_figure),
+)  # fmt: skip
+
+
 def panel_sections(panels: Panels | None, name: str) -> dict[str, str]:
     """HTML section per present panel, keyed by its div id: fig2, fig3, noise, flatness, imp."""
     if panels is None:
         return {}
     out = {}
-    if panels.fig2 is not None:
-        note = "Pruned trials per target, each with its OLS line; unpruned baselines for reference."
-        out["fig2"] = _section(
-            f"Test accuracy vs. stability per target ({BARTOLDSON}, Fig. 2)",
-            note,
-            fig2_figure(panels.fig2, name),
-            "fig2",
-        )
-    if panels.fig3 is not None:
-        note = "One correlation per retrain period (and its iterative pruning rate), pruned trials."
-        out["fig3"] = _section(
-            f"Correlation per retrain period ({BARTOLDSON}, Fig. 3)",
-            note,
-            fig3_figure(panels.fig3, name),
-            "fig3",
-        )
-    if panels.noise:
-        note = "Perturbed units re-enter after their window; the reference prunes the same units."
-        out["noise"] = _section(
-            f"Noise injection ({BARTOLDSON}, Figs. 5 and D2)",
-            note,
-            noise_figure(panels.noise, name),
-            "noise",
-        )
-    if panels.fig6:
-        note = "Every ok trial; unpruned and scratch trials at stability 100 by definition."
-        out["flatness"] = _section(
-            f"Flatness ({BARTOLDSON}, Fig. 6)", note, fig6_figure(panels.fig6, name), "flatness"
-        )
-    if panels.imp is not None:
-        note = "Per round, the round's final model; extended dense training at IMP's sparsity for the same rounds."
-        out["imp"] = _section(
-            f"Pruning vs. its controls ({JIN})", note, imp_figure(panels.imp, name), "imp"
-        )
+    for key, attribute, title, note, figure in _PANELS:
+        data = getattr(panels, attribute)
+        if data is not None and (not isinstance(data, (list, tuple, dict)) or data):
+            out[key] = _section(title, note, figure(data, name), key)
     return out
