@@ -251,16 +251,7 @@ def _backup(source: sqlite3.Connection, path: str) -> None:
 
 
 def _backup_new(source: sqlite3.Connection, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{OPTUNA_DB}.", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        _backup(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    storage.replace_local(path, lambda tmp: _backup(source, tmp))
 
 
 def _frozen_trials(trials: Sequence[MirrorTrial], study: MirrorStudy) -> list:

@@ -222,19 +222,25 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     _atomic(fs, path, write)
 
 
+def replace_local(path: str, write) -> None:
+    """Write a local file atomically: ``write(tmp)`` fills a temporary sibling, which then
+    replaces `path` in one rename (removed if anything fails)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def _atomic(fs: pafs.FileSystem, path: str, write) -> None:
     directory = posixpath.dirname(path)
     if isinstance(fs, pafs.LocalFileSystem):
-        fd, tmp = tempfile.mkstemp(prefix=f".{posixpath.basename(path)}.", dir=directory)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        replace_local(path, write)
         return
     tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
