@@ -147,10 +147,12 @@ def write_tables(
     return files
 
 
-def write_report(study_dir: str, out: str | None = None) -> str:
+def write_report(study_dir: str, out: str | None = None, running: str | None = None) -> str:
     """Render ``report.html`` (or `out`) from the study's Parquet files; returns the path.
 
     Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
+    `running`: the banner of a report of a running study (:func:`results.status.running_banner`;
+    the page title then starts with ``running:``); None, the default, for a final report.
     """
     from results.report import render_report
     from results.report_data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
@@ -169,7 +171,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
         filters=[("trial_id", "in", curves or [""])],
     )
     data = build_report_data(meta, trials, epochs, fits)
-    html = render_report(data)
+    html = render_report(data, running)
     if out is None:
         out_fs, target, shown = (
             fs,

@@ -17,6 +17,7 @@ Layout (every key optional except where noted; unknown keys are errors)::
     max_concurrent_trials: null   # null: as many as the resources allow
     checkpoint_frequency: 1       # epochs between trial checkpoints
     retries: 2                    # retries of a failed trial, from its last checkpoint
+    report_every: 300             # seconds between live refreshes of the tables and report
     storage: ./studies            # a local path or a URI (s3://, gs://)
     fits: [...]                   # named correlation fits (search_spaces.fits); analysis only
 
@@ -32,8 +33,9 @@ Identity: ``spec.hash`` hashes the canonical science of the study: the five sect
 baselines, generalization, per_example_loss and search, with default-valued fields dropped (so
 a field added later with a default keeps every old hash). It excludes ``name`` and ``storage``
 (where the study lives, not what it computes) and the execution settings ``resources``,
-``max_concurrent_trials``, ``checkpoint_frequency`` and ``retries`` (they change how fast the
-numbers come, not the numbers; Tune freezes its searcher settings when a study starts anyway),
+``max_concurrent_trials``, ``checkpoint_frequency``, ``retries`` and ``report_every`` (they
+change how fast the numbers come or how often they are shown, not the numbers; Tune freezes its
+searcher settings when a study starts anyway),
 and ``fits`` (how the numbers are analysed; a study's fits may grow after it started).
 """
 
@@ -154,6 +156,12 @@ class StudySpec:
     )
     checkpoint_frequency: int = param(1, "epochs between trial checkpoints", at_least(1))
     retries: int = param(2, "retries of a failed trial, from its last checkpoint", at_least(0))
+    report_every: int = param(
+        300,
+        "seconds between refreshes of the Parquet tables and report.html while the study runs "
+        "(0 = only at the end)",
+        at_least(0),
+    )
     storage: str = param(
         DEFAULT_STORAGE, "where studies live: a path or a URI (s3://, gs://)", _non_empty
     )
@@ -190,7 +198,7 @@ class StudySpec:
 
 NOT_HASHED = frozenset(
     {"name", "storage", "resources", "max_concurrent_trials", "checkpoint_frequency", "retries"}
-    | {"fits"}
+    | {"report_every", "fits"}
 )
 
 
