@@ -264,7 +264,7 @@ def dynamics_figure(curves: tuple[Curve, ...], name: str) -> go.Figure:
     return fig
 
 
-def render_report(data: ReportData, running: str | None = None) -> str:
+def render_report(data: ReportData, *, running: str | None = None) -> str:
     """The whole page as a string (UTF-8 when written).
 
     `running`: the banner of a report written while the study runs (its title then starts with

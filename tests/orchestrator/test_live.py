@@ -113,7 +113,7 @@ def test_report_every_0_never_refreshes(tmp_path, monkeypatch):
 class _Watcher:
     """Polls a study directory from a thread while it runs: every version of report.html (title,
     banner) and the row count of every trials.parquet seen; one `prunetune aggregate` subprocess
-    run as soon as a live report shows trials running."""
+    run as soon as the first live report is there."""
 
     def __init__(self, study: Path):
         self.study = study
@@ -137,7 +137,7 @@ class _Watcher:
                 self.reports.append((TITLE.search(html)[1], banner and banner[1]))
                 if trials.exists():
                     self.trial_rows.append(pq.read_table(trials).num_rows)
-                if self.aggregate is None and banner and "; 0 running" not in banner[1]:
+                if self.aggregate is None and banner:
                     self.aggregate = run_cli(["aggregate", str(self.study)], cli_env(), 300)
                     self.aggregate_overlapped = self.running
             time.sleep(0.05)
