@@ -19,8 +19,23 @@ as one, with or without Ray. So the same trials also run as two plain processes 
 taking half of them back to back (``parallel``), and ``ratio_vs_parallel`` = prunetune wall time /
 parallel wall time isolates what prunetune and Ray add.
 
+The live report (``report_every``): the ``prunetune`` run above has ``report_every: 0`` (tables
+and report only at the end); right after it the same trials run twice with ``report_every`` =
+``--report-every`` seconds (5 by default), the driver refreshing the tables and report.html
+while they train (``orchestrator.live``, as ``prunetune run`` does), then once more with 0
+(plain, live, live, plain, so that a drifting load cancels out). ``live_report.ratio_*`` = the
+live runs' summed wall time, ``Tuner.fit`` time and mean per-trial time (Tune's
+``time_total_s``, which includes any wait for the driver) over the plain runs'; 1.0 means the
+refreshes cost the trials nothing. ``refreshes`` counts the live reports each live run wrote.
+Wall times on a shared machine drift with its load; CPU time does not, so the driver process's
+CPU time during the fit is measured too: ``cpu_per_refresh_s`` = the live runs' extra driver CPU
+seconds per refresh, and ``cpu_share`` = that extra CPU time over the live runs' fit time x the
+machine's cores (the share of the machine's CPU the refreshes used).
+``driver_lag``: how late another driver thread (as Tune's controller, which hands each trial its
+next step) wakes from a 2 ms sleep while refreshes run back to back, and without them.
+
 Usage: ``python3 bench/sweep_overhead.py --json FILE [--trials 8] [--epochs 60]
-[--checkpoint-frequency 1]``.
+[--checkpoint-frequency 1] [--report-every 5]``.
 """
 
 from __future__ import annotations
@@ -40,7 +55,13 @@ GOAL = 1.25
 
 
 def study_spec(
-    name: str, trials: int, epochs: int, data_dir: str, storage: str, checkpoint_frequency: int = 1
+    name: str,
+    trials: int,
+    epochs: int,
+    data_dir: str,
+    storage: str,
+    checkpoint_frequency: int = 1,
+    report_every: int = 0,
 ) -> dict:
     return {
         "name": name,
@@ -53,6 +74,7 @@ def study_spec(
         "resources": {"cpu": 1},
         "max_concurrent_trials": 2,
         "checkpoint_frequency": checkpoint_frequency,
+        "report_every": report_every,
         "storage": storage,
     }
 
@@ -88,36 +110,116 @@ def run_parallel(configs) -> tuple[float, list[float]]:
 
 
 def run_prunetune(spec_file: str) -> dict:
-    """Wall times of the prunetune run path (Ray start, Tuner.fit, export + report)."""
-    from orchestrator.commands import export_and_report
+    """Wall times of the prunetune run path (Ray start, Tuner.fit with the spec's live report,
+    export + report), as ``orchestrator.commands.execute`` runs it."""
+    import pyarrow.parquet as pq
+
+    from orchestrator.live import live_report
     from orchestrator.runtime import ray_session
-    from orchestrator.study import open_for_run
+    from orchestrator.study import locate, open_for_run
+    from results.api import export_study, write_report
     from search_spaces.expand import expand
     from search_spaces.spec import load_spec
 
     spec = load_spec(spec_file)
     plan = expand(spec)
-    study, _ = open_for_run(spec, plan)
+    study = open_for_run(locate(spec), spec, plan)
     start = time.perf_counter()
     with ray_session(None):
         from orchestrator.tuner import run_experiment
 
-        ray_up = time.perf_counter()
-        outcome = run_experiment(study, plan, "trials", plan.max_concurrent_trials or 2)
-        fit_end = time.perf_counter()
-    summary, _report = export_and_report(study)
+        ray_up, cpu_start = time.perf_counter(), time.process_time()
+        with live_report(study, plan) as live:
+            outcome = run_experiment(study, plan, "trials", plan.max_concurrent_trials or 2)
+        fit_end, driver_cpu = time.perf_counter(), time.process_time() - cpu_start
+    summary = export_study(study.uri)
+    write_report(study.uri)
     end = time.perf_counter()
-    assert outcome.counts["done"] == len(plan.trials), outcome.counts
-    import pyarrow.parquet as pq
-
+    assert outcome.counts["ok"] == len(plan.trials), outcome.counts
     runtimes = pq.read_table(Path(study.path) / "trials.parquet").column("runtime_s").to_pylist()
     return {
         "wall_s": end - start,
         "ray_start_s": ray_up - start,
         "fit_s": fit_end - ray_up,
+        "driver_cpu_s": driver_cpu,  # the driver process's CPU time during the fit, all threads
         "shutdown_export_report_s": end - fit_end,
         "per_trial_s": statistics.mean(runtimes),
         "n_trials_exported": summary.n_trials,
+        "report_every_s": spec.report_every,
+        "refreshes": live.refreshes,
+        "study_dir": study.uri,
+    }
+
+
+def driver_lag(study_dir: str, seconds: float = 8.0) -> dict:
+    """How late a driver thread wakes from a 2 ms sleep while live refreshes of `study_dir` (a
+    finished study) run back to back in another thread, and without them. Tune's controller is
+    such a thread: while it waits for the interpreter lock a refresh holds, trials wait for it."""
+    import threading
+
+    from orchestrator.live import LiveReport
+    from orchestrator.study import open_existing
+
+    study = open_existing(study_dir)
+    live = LiveReport(study, expected=1, interval_s=0)
+    done = threading.Event()
+
+    def refresh() -> None:
+        while not done.is_set():
+            live.refresh()
+
+    def lags_ms() -> list[float]:
+        lags, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            time.sleep(0.002)
+            lags.append(1e3 * (time.perf_counter() - start - 0.002))
+        return sorted(lags)
+
+    quiet = lags_ms()
+    worker = threading.Thread(target=refresh)
+    worker.start()
+    busy = lags_ms()
+    done.set()
+    worker.join()
+
+    def summary(lags: list[float]) -> dict:
+        return {
+            "mean_ms": statistics.mean(lags),
+            "p99_ms": lags[int(0.99 * len(lags))],
+            "max_ms": lags[-1],
+        }
+
+    return {
+        "refresh_s": seconds / max(1, live.refreshes),  # wall seconds per back-to-back refresh
+        "without_refreshes": summary(quiet),
+        "while_refreshing": summary(busy),
+    }
+
+
+def live_comparison(plain: list[dict], live: list[dict]) -> dict:
+    """The live runs against the plain ones (summed over the runs of each): ratios > 1 are what
+    the refreshes cost."""
+
+    def total(runs: list[dict], key: str) -> float:
+        return sum(r[key] for r in runs)
+
+    refreshes = total(live, "refreshes")
+    extra_cpu = total(live, "driver_cpu_s") - total(plain, "driver_cpu_s")
+    return {
+        "report_every_s": live[0]["report_every_s"],
+        "refreshes": [r["refreshes"] for r in live],
+        "cpu_per_refresh_s": extra_cpu / refreshes if refreshes else None,
+        "cpu_share": extra_cpu / (total(live, "fit_s") * (os.cpu_count() or 1)),
+        "ratio_wall": total(live, "wall_s") / total(plain, "wall_s"),
+        "ratio_fit": total(live, "fit_s") / total(plain, "fit_s"),
+        "ratio_per_trial": total(live, "per_trial_s") / total(plain, "per_trial_s"),
+        "plain_fit_s": [r["fit_s"] for r in plain],
+        "live_fit_s": [r["fit_s"] for r in live],
+        "plain_driver_cpu_s": [r["driver_cpu_s"] for r in plain],
+        "live_driver_cpu_s": [r["driver_cpu_s"] for r in live],
+        "plain_per_trial_s": [r["per_trial_s"] for r in plain],
+        "live_per_trial_s": [r["per_trial_s"] for r in live],
     }
 
 
@@ -128,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument(
         "--checkpoint-frequency", type=int, default=1, help="epochs between trial checkpoints"
+    )
+    parser.add_argument(
+        "--report-every",
+        type=int,
+        default=5,
+        help="seconds between live refreshes in the run beside the report_every: 0 one",
     )
     args = parser.parse_args(argv)
     if (os.cpu_count() or 0) < 2:
@@ -144,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         spec_file = Path(tmp, "bench.yaml")
         spec_file.write_text(yaml.safe_dump(spec))
+
+        def twin(name: str, report_every: int) -> str:
+            """The same trials as another study (a fresh directory)."""
+            path = Path(tmp, f"{name}.yaml")
+            path.write_text(yaml.safe_dump({**spec, "name": name, "report_every": report_every}))
+            return str(path)
+
         configs = expand(spec_from_dict(spec)).trials
         from trainables.data import load_data
 
@@ -152,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         half = len(configs) // 2
         sequential = run_sequential(configs[:half])
         prunetune = run_prunetune(str(spec_file))
+        # plain, live, live, plain: a load that drifts during the four runs cancels out.
+        live = [run_prunetune(twin(f"live{i}", args.report_every)) for i in (1, 2)]
+        plain = [prunetune, run_prunetune(twin("plain2", 0))]
+        lag = driver_lag(live[0]["study_dir"])
         parallel_s, parallel = run_parallel(configs)
         sequential += run_sequential(configs[half:])
         load_after = os.getloadavg()
@@ -171,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "parallel_s": parallel_s,
         "parallel_per_trial_s": statistics.mean(parallel),
         "prunetune": prunetune,
+        "live_report": {**live_comparison(plain, live), "driver_lag": lag},
         "loadavg_before_after": [load_before[0], load_after[0]],
         "cpus": os.cpu_count(),
     }

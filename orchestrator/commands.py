@@ -132,6 +132,7 @@ def execute(
     (``prunetune resume`` retries them), 130 when Ctrl-C stopped it (state saved; nothing
     exported).
     """
+    from orchestrator.live import live_report
     from orchestrator.lock import acquire
     from orchestrator.runtime import check_capacity, ray_session, trial_capacity
 
@@ -146,7 +147,8 @@ def execute(
             concurrency = plan.max_concurrent_trials or trial_capacity(
                 plan.resources.cpu, plan.resources.gpu
             )
-            finished = _run_experiments(study, plan, address, concurrency, verbose)
+            with live_report(study, plan):  # tables and report.html every report_every s
+                finished = _run_experiments(study, plan, address, concurrency, verbose)
             if lock.lost:
                 raise _lost(lock.lost)
             if not finished:

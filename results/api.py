@@ -1,7 +1,8 @@
 """Public entry points: export a study to Parquet, render its report.
 
 The orchestrator calls :func:`export_study` then :func:`write_report` at the end of ``run`` and
-``resume``; ``prunetune aggregate`` / ``prunetune report`` call them on demand. A study that is
+``resume``, and every ``report_every`` seconds while they run (``orchestrator.live``: a report
+with a banner); ``prunetune aggregate`` / ``prunetune report`` call them on demand. A study that is
 still running, or was interrupted, exports what its snapshot and result files hold; the summary
 says which trials are unfinished.
 """
@@ -147,10 +148,12 @@ def write_tables(
     return files
 
 
-def write_report(study_dir: str, out: str | None = None) -> str:
+def write_report(study_dir: str, out: str | None = None, *, running: str | None = None) -> str:
     """Render ``report.html`` (or `out`) from the study's Parquet files; returns the path.
 
     Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
+    `running`: the banner of a report of a running study (:func:`results.status.running_banner`;
+    the page title then starts with ``running:``); None, the default, for a final report.
     """
     from results.report import render_report
     from results.report_data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
@@ -169,7 +172,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
         filters=[("trial_id", "in", curves or [""])],
     )
     data = build_report_data(meta, trials, epochs, fits)
-    html = render_report(data)
+    html = render_report(data, running=running)
     if out is None:
         out_fs, target, shown = (
             fs,

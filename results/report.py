@@ -26,6 +26,7 @@ from results.report_html import (
     fit_text,
     fits_section,
     page,
+    running_section,
     slope_text,
 )
 from results.report_style import LABELS, PALETTE, SYMBOLS, TARGET_COLOURS, div, esc, rgba
@@ -264,10 +265,16 @@ def dynamics_figure(curves: tuple[Curve, ...], name: str) -> go.Figure:
     return fig
 
 
-def render_report(data: ReportData) -> str:
-    """The whole page as a string (UTF-8 when written)."""
+def render_report(data: ReportData, *, running: str | None = None) -> str:
+    """The whole page as a string (UTF-8 when written).
+
+    `running`: the banner of a report written while the study runs (its title then starts with
+    ``running:``); None for a study that is not running.
+    """
     panels = panel_sections(data.panels, data.name)
+    title = esc(data.name) if running is None else f"running: {esc(data.name)}"
     body = [
+        *([running_section(running)] if running is not None else []),
         f"<h1>prunetune report: {esc(data.name)}</h1>",
         facts_section(data, summary_only=True),
     ]
@@ -288,4 +295,4 @@ def render_report(data: ReportData) -> str:
     body += [panels[k] for k in ("flatness", "imp") if k in panels]
     body.append(facts_section(data, summary_only=False))
     body.append(environment_section(data))
-    return page(esc(data.name), get_plotlyjs(), "\n".join(body))
+    return page(title, get_plotlyjs(), "\n".join(body))

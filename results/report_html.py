@@ -22,6 +22,7 @@ margin-top:32px}table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
 th{background:#f5f5f5}td.l,th.l{text-align:left}pre{background:#f7f7f7;padding:8px;overflow:auto;
 font-size:12px;max-height:420px}.muted{color:#777;font-size:13px}details{margin:8px 0}
+.running{background:#fff4d6;border:1px solid #e6c15a;padding:8px 12px;margin:0 0 12px}
 """
 
 
@@ -32,6 +33,11 @@ def page(title: str, plotly_js: str, body: str) -> str:
         f"<title>{title} · prunetune report</title><style>{_STYLE}</style>"
         f'<script type="text/javascript">{plotly_js}</script></head>\n<body>\n{body}\n</body></html>\n'
     )
+
+
+def running_section(banner: str) -> str:
+    """The live report's banner (:func:`results.status.running_banner`), escaped."""
+    return f'<p class="running" role="status">{esc(banner)}</p>'
 
 
 def num(v: float | None, digits: int = 3) -> str:

@@ -10,6 +10,7 @@ or interrupted study; a resume continues it), ``pending`` (never reported; a res
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
 STATUSES: tuple[str, ...] = ("ok", "diverged", "error", "stopped", "running", "pending")
 FINISHED: tuple[str, ...] = ("ok", "diverged")
@@ -46,9 +47,27 @@ def count_statuses(statuses: Iterable[str], expected: int | None = None) -> dict
 def format_counts(counts: dict[str, int], expected: int) -> str:
     """``60/72 finished: 58 ok, 2 diverged; 2 running, 0 error, 10 pending`` (stopped when any)."""
     finished = counts["ok"] + counts["diverged"]
+    return f"{finished}/{expected} finished: {_breakdown(counts)}"
+
+
+def running_banner(counts: dict[str, int], expected: int, taken: datetime) -> str:
+    """The live report's banner: ``Study running: snapshot of 2025-06-01 12:00:00 UTC, 14/72
+    trials finished (12 ok, 2 diverged; 2 running, 0 error, 56 pending)``.
+
+    `taken`: when the study's state was read (an aware datetime; shown in UTC).
+    """
+    finished = counts["ok"] + counts["diverged"]
+    when = taken.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"Study running: snapshot of {when}, {finished}/{expected} trials finished "
+        f"({_breakdown(counts)})"
+    )
+
+
+def _breakdown(counts: dict[str, int]) -> str:
     stopped = f", {counts['stopped']} stopped" if counts.get("stopped") else ""
     return (
-        f"{finished}/{expected} finished: {counts['ok']} ok, {counts['diverged']} diverged; "
+        f"{counts['ok']} ok, {counts['diverged']} diverged; "
         f"{counts['running']} running, {counts['error']} error{stopped}, "
         f"{counts['pending']} pending"
     )

@@ -17,6 +17,7 @@ Layout (every key optional except where noted; unknown keys are errors)::
     max_concurrent_trials: null   # null: as many as the resources allow
     checkpoint_frequency: 1       # epochs between trial checkpoints
     retries: 2                    # retries of a failed trial, from its last checkpoint
+    report_every: 300             # seconds between live refreshes of the tables and report
     storage: ./studies            # a local path or a URI (s3://, gs://)
     fits: [...]                   # named correlation fits (search_spaces.fits); analysis only
 
@@ -32,8 +33,9 @@ Identity: ``spec.hash`` hashes the canonical science of the study: the five sect
 baselines, generalization, per_example_loss and search, with default-valued fields dropped (so
 a field added later with a default keeps every old hash). It excludes ``name`` and ``storage``
 (where the study lives, not what it computes) and the execution settings ``resources``,
-``max_concurrent_trials``, ``checkpoint_frequency`` and ``retries`` (they change how fast the
-numbers come, not the numbers; Tune freezes its searcher settings when a study starts anyway),
+``max_concurrent_trials``, ``checkpoint_frequency``, ``retries`` and ``report_every`` (they
+change how fast the numbers come or how often they are shown, not the numbers; Tune freezes its
+searcher settings when a study starts anyway),
 and ``fits`` (how the numbers are analysed; a study's fits may grow after it started).
 """
 
@@ -48,7 +50,8 @@ from typing import Any, Literal
 
 from search_spaces import cross, model_check
 from search_spaces.fits import FitSpec, fits_plain, parse_fits
-from search_spaces.sweeps import Dist, Grid, candidates, parse_sweep, plain
+from search_spaces.spec_parse import parse_fields, parse_section, parse_seeds
+from search_spaces.sweeps import Dist, Grid, plain
 from search_spaces.yaml_io import dump_yaml, load_yaml
 from trainables.coerce import coerce
 from trainables.config import (
@@ -143,6 +146,12 @@ class StudySpec:
     )
     checkpoint_frequency: int = param(1, "epochs between trial checkpoints", at_least(1))
     retries: int = param(2, "retries of a failed trial, from its last checkpoint", at_least(0))
+    report_every: int = param(
+        300,
+        "seconds between refreshes of the Parquet tables and report.html while the study runs "
+        "(0 = only at the end)",
+        at_least(0),
+    )
     storage: str = param(
         DEFAULT_STORAGE, "where studies live: a path or a URI (s3://, gs://)", _non_empty
     )
@@ -179,7 +188,7 @@ class StudySpec:
 
 NOT_HASHED = frozenset(
     {"name", "storage", "resources", "max_concurrent_trials", "checkpoint_frequency", "retries"}
-    | {"fits"}
+    | {"report_every", "fits"}
 )
 
 
@@ -302,13 +311,13 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
 def _parse_top(key: str, value: Any, problems: Problems) -> Any:
     tp = type_hints(StudySpec)[key]
     if key in cross.SECTIONS:
-        return _parse_section(cross.SECTION_TYPES[key], value, key, problems)
+        return parse_section(cross.SECTION_TYPES[key], value, key, problems)
     if key == "seeds":
-        return _parse_seeds(value, problems)
+        return parse_seeds(value, problems)
     if key == "fits":
         return parse_fits(value, problems)
     if key in ("search", "resources"):
-        return _parse_fields(tp, value, key, problems, sweeps=False)
+        return parse_fields(tp, value, key, problems, sweeps=False)
     if key == "max_concurrent_trials" and value is None:
         return None
     parsed = coerce(int if key == "max_concurrent_trials" else tp, value, key, problems)
@@ -316,81 +325,6 @@ def _parse_top(key: str, value: Any, problems: Problems) -> Any:
         for bad, message in problems_of(rule_of(StudySpec, key), [(key, parsed)]):
             problems.add(bad, message)
     return parsed
-
-
-def _mapping(value: Any, path: str, valid: list[str], problems: Problems) -> dict[str, Any] | None:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.add(path, f"must be a mapping, got {kind_of(value)}")
-        return None
-    for key in value:
-        if key not in valid:
-            problems.add(f"{path}.{key}", f"unknown key; valid keys: {', '.join(sorted(valid))}")
-    return value
-
-
-def _parse_section(cls: type, value: Any, where: str, problems: Problems) -> Any:
-    """A section: a mapping (its leaves may be sweeps) or a list of mappings (a grid of sections).
-
-    ``where`` names the value in errors (``pruning.perturbation[1]``).
-    """
-    if isinstance(value, list):
-        if not value:
-            problems.add(where, "an empty list is not a grid; give at least one mapping")
-            return cls()
-        items = [_parse_section(cls, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        for i, item in enumerate(items):
-            if item in items[:i]:
-                problems.add(f"{where}[{i}]", "grid items must be distinct, got a repeated mapping")
-        return items[0] if len(items) == 1 else Grid(tuple(items))
-    return _parse_fields(cls, value, where, problems, sweeps=True)
-
-
-def _parse_fields(cls: type, value: Any, where: str, problems: Problems, *, sweeps: bool) -> Any:
-    """A mapping of `cls`'s fields: each value type-checked (as a sweep when `sweeps`), then its
-    field's rule applied to every value it can take; sub-sections parsed as sections."""
-    hints = type_hints(cls)
-    fields = dataclasses.fields(cls)
-    data = _mapping(value, where, [f.name for f in fields], problems)
-    if data is None:
-        return cls()
-    kwargs = {}
-    for f in fields:
-        if f.name not in data:
-            continue
-        tp, at = hints[f.name], f"{where}.{f.name}"
-        if sweeps and dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _parse_section(tp, data[f.name], at, problems)
-            continue
-        parse = parse_sweep if sweeps else coerce
-        kwargs[f.name] = parse(tp, data[f.name], at, problems)
-        if kwargs[f.name] is not INVALID:
-            for bad, message in problems_of(rule_of(cls, f.name), candidates(kwargs[f.name], at)):
-                problems.add(bad, message)
-    return cls(**kwargs)
-
-
-def _parse_seeds(value: Any, problems: Problems) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            problems.add("seeds", f"a seed count must be >= 1, got {value}")
-            return INVALID
-        return tuple(range(value))
-    if not isinstance(value, list) or not value:
-        problems.add(
-            "seeds", f"must be a count or a non-empty list of integers, got {kind_of(value)}"
-        )
-        return INVALID
-    seeds = [coerce(int, v, f"seeds[{i}]", problems) for i, v in enumerate(value)]
-    if any(s is INVALID for s in seeds):
-        return INVALID
-    for i, s in enumerate(seeds):
-        if s < 0:
-            problems.add(f"seeds[{i}]", f"must be >= 0, got {s}")
-        elif s in seeds[:i]:
-            problems.add(f"seeds[{i}]", f"seeds must be distinct, got {s} twice")
-    return tuple(seeds)
 
 
 __all__ = [

@@ -25,6 +25,10 @@ BAD_SPECS = {
         "name: bad\npruning: {method: schedule, target: [smallest, biggest]}\n",
         ["pruning.target"],
     ),
+    "negative report interval": (
+        "name: bad\nreport_every: -1\n",
+        ["report_every: must be >= 0, got -1"],
+    ),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tune_fixture import config
 
 from results import panels, report, report_data
 from results.report_data import build_report_data, ols_band
+from results.status import running_banner
 from results.storage import StudyMeta
 
 NASTY = "<script>alert(1)</script>"
@@ -128,6 +130,31 @@ def test_plotly_js_is_embedded_once_and_nothing_is_fetched(study):
     ours = html.replace(js, "")  # (plotly.js itself names a CDN for geo maps, which we never draw)
     assert not re.search(r"https?://", ours)
     assert not re.search(r"<script[^>]*\bsrc=", ours)
+
+
+def test_running_banner_states_the_time_in_utc_and_the_counts():
+    counts = {"ok": 2, "diverged": 1, "error": 0, "stopped": 0, "running": 1, "pending": 2}
+    taken = datetime(2025, 6, 1, 14, 3, 9, tzinfo=timezone(timedelta(hours=2)))
+    assert running_banner(counts, 6, taken) == (
+        "Study running: snapshot of 2025-06-01 12:03:09 UTC, 3/6 trials finished "
+        "(2 ok, 1 diverged; 1 running, 0 error, 2 pending)"
+    )
+    counts |= {"stopped": 1, "pending": 1}
+    assert running_banner(counts, 6, taken).endswith(
+        "(2 ok, 1 diverged; 1 running, 0 error, 1 stopped, 1 pending)"
+    )
+
+
+def test_a_running_report_has_the_banner_and_title_a_final_one_neither(study):
+    banner = "Study running: snapshot of 2025-06-01 12:03:09 UTC, 3/6 <trials>"
+    live = report.render_report(study[3], running=banner)
+    assert "<title>running: demo · prunetune report</title>" in live
+    shown = '<p class="running" role="status">Study running: snapshot of 2025-06-01 12:03:09 UTC'
+    assert live.index(shown) < live.index("<h1>")  # at the top of the page
+    assert "3/6 &lt;trials&gt;</p>" in live  # escaped like every other text
+    final = report.render_report(study[3])
+    assert "<title>demo · prunetune report</title>" in final
+    assert 'class="running"' not in final and "Study running" not in final
 
 
 def test_menus_switch_pair_and_grouping_over_the_same_traces(study):

@@ -160,12 +160,19 @@ def test_hash_ignores_where_and_how_but_not_what() -> None:
     elsewhere = spec_from_yaml(
         SMALL.replace("name: small", "name: other")
         + "storage: s3://bucket/x\nresources: {cpu: 4, gpu: 0.5}\nmax_concurrent_trials: 3\n"
-        + "checkpoint_frequency: 5\nretries: 0\n"
+        + "checkpoint_frequency: 5\nretries: 0\nreport_every: 5\n"
     )
     assert elsewhere != base and elsewhere.hash == base.hash
     assert spec_from_yaml(SMALL.replace("seeds: 2", "seeds: 3")).hash != base.hash
     assert spec_from_yaml(SMALL.replace("lr: 1e-3", "lr: 2e-3")).hash != base.hash
     assert spec_from_yaml(SMALL + "search: {algorithm: random}\n").hash != base.hash
+
+
+def test_report_every_keeps_the_hash() -> None:
+    for every in (0, 1, 300, 86_400):
+        spec = spec_from_yaml(SMALL + f"report_every: {every}\n")
+        assert spec.report_every == every and spec.hash == GOLDEN_SMALL
+        assert "report_every" not in spec.canonical_dict()
 
 
 @pytest.mark.parametrize("name", list_presets())
