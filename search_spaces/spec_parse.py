@@ -1,5 +1,5 @@
 """Parsing pieces of a study spec: sections (whose leaves may hold sweeps), plain mappings of
-fields, and seeds. Each records every problem in a :class:`~trainables.fields.Problems` and returns
+fields, and seeds. Each records every problem in a :class:`~trainables.problems.Problems` and returns
 a value of the right type (a default-valued one after a problem), so parsing goes on and all the
 problems are reported at once. :mod:`search_spaces.spec` assembles the whole spec from them.
 """
@@ -10,7 +10,9 @@ import dataclasses
 from typing import Any
 
 from search_spaces.sweeps import Grid, candidates, parse_sweep
-from trainables.fields import INVALID, Problems, coerce, kind_of, problems_of, rule_of, type_hints
+from trainables.coerce import coerce
+from trainables.fields import INVALID, problems_of, rule_of, type_hints
+from trainables.problems import Problems, kind_of
 
 
 def mapping(value: Any, path: str, valid: list[str], problems: Problems) -> dict[str, Any] | None:
