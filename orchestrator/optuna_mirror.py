@@ -36,33 +36,40 @@ those of the finished seeds, while the searcher keeps the outcome it was first t
 trial numbers are suggestion order. Per-epoch values are not mirrored (the Repeater reports none
 to Optuna).
 
-**When**: :class:`OptunaMirror`, a Tune Callback, updates it whenever a trial of the experiment
-ends, so a suggestion lands as its last seed ends; :func:`refresh_mirror` updates it from the
-experiment's snapshot before the experiment runs (a resumed study starts from a correct mirror,
-and an empty study is there for the dashboard), after it ran and when a resumed study has nothing
-left to run. A failure to write it never stops a study: it is reported on stderr and the next
-update repairs it.
+**When**: :class:`OptunaMirror`, a Tune Callback, updates it from the experiment's snapshot as
+stored (where ``prunetune resume`` restores from) each time Tune has stored a new one (at most
+every ``TUNE_GLOBAL_CHECKPOINT_S``, 10 s, see :mod:`orchestrator.runtime`), so a suggestion lands
+a few seconds after its last seed ends; :func:`refresh_mirror` does the same before the
+experiment runs (a resumed study starts from a correct mirror, and an empty study is there for
+the dashboard), after it ran and when a resumed study has nothing left to run. The mirror never
+runs ahead of the stored snapshot: a seed that ended after the last snapshot would be run again by
+a resume after a kill (with a new Tune trial id), so mirroring it from the live trials would show a
+suggestion that the resumed study then changes. A failure to write it never stops a study: it is
+reported (stderr, or Tune's log for the Callback) and the next update repairs it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
 import posixpath
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 from ray.tune import Callback
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from orchestrator.optuna_db import Memo, MirrorStudy, MirrorTrial, Written, write_mirror
 from orchestrator.study import Study
-from results.snapshot import TuneTrial, read_snapshot
+from results.snapshot import SNAPSHOT_PATTERN, TuneTrial, read_snapshot
 from results.status import trial_status
 from results.storage import OPTUNA_EXPERIMENT
 from search_spaces.expand import StudyPlan
@@ -207,21 +214,6 @@ def snapshot_view(trial: TuneTrial) -> TrialView:
     )
 
 
-def live_view(trial: Any, status: str | None = None) -> TrialView:
-    """A live Tune Trial; `status` overrides Tune's (a Callback hears of an end before Tune
-    sets the trial's status)."""
-    meta = trial.run_metadata
-    return TrialView(
-        trial.trial_id,
-        _counter(trial.trial_id, trial.experiment_tag),
-        status or trial.status,
-        trial.config,
-        dict(trial.last_result or {}),
-        _seconds(meta.start_time),
-        _seconds(meta.last_result_time),
-    )
-
-
 def _counter(trial_id: str, tag: str) -> int:
     head = (tag or "").split("_", 1)[0]
     if not head.isdigit():
@@ -261,39 +253,65 @@ def refresh_mirror(study: Study, plan: StudyPlan) -> Written | None:
 
 
 class OptunaMirror(Callback):
-    """Updates ``optuna.db`` whenever a trial of the Optuna experiment ends.
+    """Updates ``optuna.db`` from the Optuna experiment's stored snapshot each time Tune stored a
+    new one (looked for at most every `poll_s` seconds, at the end of a step of Tune's loop).
 
     Stateless across restores (the file is the state); it finds the study directory from the
     trials' storage context (``<study>/tune/optuna``), so it follows a study that was moved.
     """
 
-    def __init__(self, spec: MirrorSpec):
+    def __init__(self, spec: MirrorSpec, poll_s: float = 1.0):
         self.spec = spec
+        self.poll_s = poll_s
+        self._reset()
+
+    def _reset(self) -> None:
         self._keys: KeyCache | None = None
         self._memo: Memo | None = None
         self._last: list[MirrorTrial] | None = None  # what it wrote last
+        self._seen: tuple[str, int | None, int | None] | None = None  # the snapshot it read last
+        self._polled = -math.inf  # time.monotonic() of the last look
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
-        return {"spec": self.spec, "_keys": None, "_memo": None, "_last": None}
+        return {"spec": self.spec, "poll_s": self.poll_s}
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._update(trials, trial, "TERMINATED")
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._update(trials, trial, "ERROR")
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if trials and now - self._polled >= self.poll_s:
+            self._polled = now
+            self.update(trials[0].storage)
 
-    def _update(self, trials: list, ended: Any, status: str) -> None:
+    def update(self, context: Any) -> None:
+        """Mirror the newest stored snapshot of the experiment `context` (a trial's storage
+        context) belongs to, unless it was mirrored already."""
         try:
+            fs, exp_path = context.storage_filesystem, context.experiment_fs_path
+            seen = _newest_snapshot(fs, exp_path)
+            if seen is None or seen == self._seen:
+                return
+            snapshot = read_snapshot(fs, exp_path)
             self._keys = self._keys or KeyCache()
             self._memo = self._memo or Memo()
-            views = [live_view(t, status if t is ended else None) for t in trials]
+            views = [snapshot_view(t) for t in snapshot.trials] if snapshot else []
             mirrored = mirror_trials(self.spec, views, self._keys)
-            if mirrored == self._last:  # a seed ended, its suggestion has not: nothing to write
-                return
-            context = ended.storage
-            study_path = posixpath.dirname(posixpath.dirname(context.experiment_fs_path))
-            fs = context.storage_filesystem
-            write_mirror(fs, study_path, self.spec.study, mirrored, self._memo)
-            self._last = mirrored
+            if mirrored != self._last:  # else: a seed ended, its suggestion has not
+                study_path = posixpath.dirname(posixpath.dirname(exp_path))
+                write_mirror(fs, study_path, self.spec.study, mirrored, self._memo)
+                self._last = mirrored
+            self._seen = seen
         except Exception:  # the mirror must never stop a study; the next update repairs it
             logger.warning("optuna.db not updated; the next update repairs it", exc_info=True)
+
+
+def _newest_snapshot(fs: Any, exp_path: str) -> tuple[str, int | None, int | None] | None:
+    """(name, mtime in ns, size) of the experiment's newest stored snapshot; None before one."""
+    infos = fs.get_file_info(pafs.FileSelector(exp_path, allow_not_found=True))
+    snapshots = [i for i in infos if fnmatch.fnmatch(i.base_name, SNAPSHOT_PATTERN)]
+    if not snapshots:
+        return None
+    newest = max(snapshots, key=lambda i: i.base_name)
+    return newest.base_name, newest.mtime_ns, newest.size

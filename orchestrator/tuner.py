@@ -26,7 +26,7 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   Tune's few keys and the export parses it whole, fast.
 - The Optuna experiment is mirrored into ``optuna.db`` for Optuna's own tools
   (:mod:`orchestrator.optuna_mirror`): refreshed from the snapshot before and after ``fit``, and
-  by :class:`~orchestrator.optuna_mirror.OptunaMirror` whenever a trial ends.
+  by :class:`~orchestrator.optuna_mirror.OptunaMirror` each time Tune stored a new snapshot.
 - Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
   header), so stdout stays for the command's own result lines; progress comes from
   :class:`ProgressCallback`.

@@ -4,7 +4,9 @@ Tune's own Repeater), and how optuna.db is written, kept and rebuilt."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
+import json
 import math
 import os
 import pickle
@@ -145,36 +147,79 @@ def test_a_trial_out_of_the_repeaters_order_is_refused():
         mirror_trials(MIRROR, views)
 
 
-def _live(view: TrialView, exp_dir: Path) -> SimpleNamespace:
-    """A stand-in for Tune's Trial with what the Callback reads."""
-    return SimpleNamespace(
-        trial_id=view.trial_id,
-        experiment_tag=f"{view.created}_pruning/target={view.config['trial']['pruning']['target']}",
-        status="RUNNING" if view.tune_status == "TERMINATED" else view.tune_status,
-        config=view.config,
-        last_result=view.last_result,
-        run_metadata=SimpleNamespace(start_time=view.start_s, last_result_time=view.end_s),
-        storage=SimpleNamespace(
-            storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
-        ),
+def _store_snapshot(exp_dir: Path, views: list[TrialView], stamp: str) -> None:
+    """Write ``experiment_state-<stamp>.json`` as Tune stores it: per trial, the JSON of its
+    state and of its run metadata (``Trial.get_json_state``)."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    entries = [
+        [
+            json.dumps(
+                {
+                    "trial_id": v.trial_id,
+                    "status": v.tune_status,
+                    "config": v.config,
+                    "relative_logdir": f"trial_{v.trial_id}",
+                    "experiment_tag": f"{v.created}_target={v.config['trial']['pruning']['target']}",
+                }
+            ),
+            json.dumps(
+                {
+                    "last_result": v.last_result,
+                    "start_time": v.start_s,
+                    "last_result_time": v.end_s,
+                    "num_failures": 0,
+                }
+            ),
+        ]
+        for v in views
+    ]
+    (exp_dir / f"experiment_state-{stamp}.json").write_text(json.dumps({"trial_data": entries}))
+
+
+def test_the_callback_mirrors_the_stored_snapshot_never_the_live_trials(tmp_path):
+    """A suggestion lands once the snapshot Tune stored (what a resume restores) has all its
+    seeds ended; whatever the live trials say, a seed ended after that snapshot would be run again
+    by a resume after a kill."""
+    exp_dir = tmp_path / "tune" / "optuna"
+    context = SimpleNamespace(
+        storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
     )
-
-
-def test_the_callback_writes_a_suggestion_as_its_last_seed_ends(tmp_path):
+    live = [SimpleNamespace(storage=context)]  # what the Callback reads of Tune's trials
+    callback = pickle.loads(pickle.dumps(OptunaMirror(MIRROR, poll_s=0)))  # as Tune restores it
     views = _views()[:4]  # t00000..t00003: two suggestions, all seeds TERMINATED or ERROR
-    trials = [_live(v, tmp_path / "tune" / "optuna") for v in views]
-    for t in trials:
-        t.status = "PENDING"
-    callback = pickle.loads(pickle.dumps(OptunaMirror(MIRROR)))  # as Tune restores it
-    trials[0].status = "TERMINATED"
+    stored = [dataclasses.replace(v, tune_status="RUNNING") for v in views[:2]]
 
-    callback.on_trial_complete(0, trials, trials[1])  # Tune sets the status after the hooks
+    callback.on_step_end(0, live)  # no snapshot stored yet: no file
+    assert not (tmp_path / "optuna.db").exists()
+    _store_snapshot(exp_dir, [views[0], stored[1]], "2026-11-30_00-00-00")
+    callback.on_step_end(1, live)
+    assert _db(tmp_path).get_trials() == []  # seed 7 of the first suggestion not stored ended
+    _store_snapshot(exp_dir, views, "2026-11-30_00-00-10")
+    callback.on_step_end(2, live)
 
-    (first,) = _db(tmp_path).get_trials()
-    assert first.user_attrs["tune_trial_ids"] == ["t00000", "t00001"] and first.value == 0.625
-    trials[1].status, trials[2].status = "TERMINATED", "TERMINATED"
-    callback.on_trial_error(0, trials, trials[3])
-    assert [t.value for t in _db(tmp_path).get_trials()] == [0.625, 0.25]
+    stored_trials = _db(tmp_path).get_trials()
+    assert [t.user_attrs["tune_trial_ids"] for t in stored_trials] == [
+        ["t00000", "t00001"],
+        ["t00002", "t00003"],
+    ]
+    assert [t.value for t in stored_trials] == [0.625, 0.25]
+    before = (tmp_path / "optuna.db").stat().st_mtime_ns
+    callback.on_step_end(3, live)  # the same snapshot: not read, not written again
+    assert (tmp_path / "optuna.db").stat().st_mtime_ns == before
+
+
+def test_the_callback_looks_for_a_new_snapshot_at_most_every_poll_s(tmp_path):
+    exp_dir = tmp_path / "tune" / "optuna"
+    context = SimpleNamespace(
+        storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
+    )
+    callback = OptunaMirror(MIRROR, poll_s=3600)
+    callback.on_step_end(0, [SimpleNamespace(storage=context)])  # looks: nothing stored yet
+    _store_snapshot(exp_dir, _views()[:2], "2026-11-30_00-00-00")
+    callback.on_step_end(1, [SimpleNamespace(storage=context)])  # within poll_s: does not look
+    assert not (tmp_path / "optuna.db").exists()
+    callback.update(context)
+    assert len(_db(tmp_path).get_trials()) == 1
 
 
 def _db(tmp_path: Path) -> optuna.Study:

@@ -115,17 +115,22 @@ def test_optuna_db_holds_every_suggestion_as_the_tables_do(
 
 @pytest.mark.slow
 def test_suggestions_land_while_it_runs_and_a_killed_study_resumes_without_duplicates(tmp_path):
-    spec = _spec(tmp_path, "killed", tmp_path / "data", num_samples=4, epochs=6)
+    spec = _spec(tmp_path, "killed", tmp_path / "data", num_samples=4, epochs=60)
     study = tmp_path / "studies" / "killed"
     env = cli_env(OMP_NUM_THREADS="1", TUNE_GLOBAL_CHECKPOINT_S="1")
     seen: dict[str, datetime.datetime] = {}  # suggestion -> when the mirror first showed it
+    ahead: set[str] = set()  # seeds the mirror showed before the stored snapshot had them ended
 
     def landed() -> bool:
         if not (study / "optuna.db").exists():  # (opening a missing file would create it)
             return False
         trials = _load(study).get_trials()
+        stored = read_snapshot(pafs.LocalFileSystem(), str(study / "tune" / "optuna"))
+        stored_trials = stored.trials if stored else ()  # (none before Tune's first snapshot)
+        ended = {t.trial_id for t in stored_trials if t.tune_status in ("TERMINATED", "ERROR")}
         for t in trials:
             seen.setdefault(t.user_attrs["tune_trial_ids"][0], datetime.datetime.now())
+            ahead.update(set(t.user_attrs["tune_trial_ids"]) - ended)
         return len(trials) >= 1
 
     log = tmp_path / "run.log"
@@ -135,6 +140,7 @@ def test_suggestions_land_while_it_runs_and_a_killed_study_resumes_without_dupli
     kill_session(proc)
 
     assert 1 <= len(first) < 4
+    assert ahead == set()  # a resume would have run those again
     landed_ids = [t.user_attrs["tune_trial_ids"][0] for t in first]
     assert len(set(landed_ids)) == len(landed_ids)  # each suggestion once while it runs too
     latency = [(seen[t.user_attrs["tune_trial_ids"][0]] - t.datetime_complete) for t in first]
