@@ -14,14 +14,17 @@ Same data tensors, model, optimizer, epochs and batch size. Each repeat times th
 Goals: 1.05 and 1.15. Usage: ``python3 bench/train_overhead.py --json FILE [--epochs 20]``.
 
 A separate section (``flatness_cost``) measures what one flatness measurement costs on the same
-model: seconds per ``measure_flatness`` call at the default ``FlatnessConfig`` (512 test examples,
-top-10 Hessian eigenvalues by 20 power steps each, Tr(C), epsilon-flatness) after a few epochs of
-training, as a ratio to one training epoch (``flatness.ratio_to_epoch``).
+model, as the loop's flatness probe makes it: the default ``FlatnessConfig`` with ``top_k``
+resolved for the model (10 on cnn1d), the official Hessian top-k (20 power steps per pair) and
+Tr(C) on the fixed 512-example test subset, epsilon-flatness (official grid and bisection) on the
+whole test split, after a few epochs of training; seconds per measurement, its parts, and the
+ratio to one training epoch (``flatness.ratio_to_epoch``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -133,36 +136,41 @@ def flatness_cost(repeats: int, train_epochs: int, batch_size: int, data_dir: st
     ``repeats`` calls of :func:`trainables.flatness.measure_flatness` and of its three parts on the
     fixed subset the loop's ``FlatnessProbe`` uses.
     """
-    from trainables.config import FlatnessConfig
-    from trainables.flatness import (
-        eps_flatness,
-        flatness_subset,
-        grad_noise_trace,
-        hessian_topk,
-        measure_flatness,
-    )
+    from trainables.extensions import FlatnessProbe
+    from trainables.flatness import eps_flatness, grad_noise_trace, hessian_topk, measure_flatness
 
     torch.set_num_threads(1)
     runner = TrialRunner(trial_config("none", train_epochs, batch_size, data_dir), "cpu", 1)
     epoch_s = statistics.median(prunetune_epochs(runner))
-    fc = FlatnessConfig()
-    idx = flatness_subset(runner.data.y_test.shape[0], fc.subset_size)
-    x, y = runner.data.x_test[idx], runner.data.y_test[idx]
+    # the probe a trial measuring at epoch 0 would have: its subset, whole split and top_k
+    flatness = dataclasses.replace(runner.cfg.flatness, epochs=(0,))
+    runner.cfg = dataclasses.replace(runner.cfg, flatness=flatness)
+    probe = FlatnessProbe(runner)
+    fc, x, y = probe.cfg, probe.x, probe.y
     total, parts = [], {"hessian_topk": [], "grad_noise_trace": [], "eps_flatness": []}
     for _ in range(repeats):
-        total.append(measure_flatness(runner.model, x, y, fc)["flatness_time_s"])
+        values = measure_flatness(runner.model, x, y, fc, eval_x=probe.eval_x, eval_y=probe.eval_y)
+        total.append(values["flatness_time_s"])
         t0 = time.perf_counter()
-        _, vecs = hessian_topk(runner.model, F.cross_entropy, x, y, fc.top_k, fc.power_iters)
+        _, vecs = hessian_topk(
+            runner.model, F.cross_entropy, x, y, fc.top_k, fc.power_iters, algorithm=fc.hessian
+        )
         t1 = time.perf_counter()
         grad_noise_trace(runner.model, F.cross_entropy, x, y)
         t2 = time.perf_counter()
-        eps_flatness(runner.model, F.cross_entropy, x, y, vecs, fc.eps_delta)
+        eps_flatness(runner.model, F.cross_entropy, probe.eval_x, probe.eval_y, vecs, fc.eps_delta)
         parts["hessian_topk"].append(t1 - t0)
         parts["grad_noise_trace"].append(t2 - t1)
         parts["eps_flatness"].append(time.perf_counter() - t2)
     measurement_s = statistics.median(total)
     return {
-        "config": {"subset_size": fc.subset_size, "top_k": fc.top_k, "power_iters": fc.power_iters},
+        "config": {
+            "subset_size": fc.subset_size,
+            "top_k": fc.top_k,
+            "power_iters": fc.power_iters,
+            "hessian": fc.hessian,
+            "eps_examples": int(probe.eval_y.shape[0]),
+        },
         "parameters": sum(p.numel() for p in runner.model.parameters()),
         "train_epoch_s_median": epoch_s,
         "measurement_s_median": measurement_s,
