@@ -20,8 +20,10 @@ where CPU training is practical: measured for the MNIST-1D models with
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from trainables.errors import UserError
@@ -44,40 +46,19 @@ class ModelInfo:
     cpu_epoch_s: float | None = None  # one CPU thread, same reference size; None = impractical
 
 
-# Each model module is imported only when one of its models is built (it imports torch).
-def _mlp_module():
-    from trainables.models import mlp
-
-    return mlp
-
-
-def _cnn1d_module():
-    from trainables.models import cnn1d
-
-    return cnn1d
+def _build(module: str, function: str, *args: int | tuple[int, ...]) -> PrunableModel:
+    """Call ``trainables.models.<module>.<function>``; the module (and torch) is imported only
+    when one of its models is built."""
+    return getattr(importlib.import_module(f"trainables.models.{module}"), function)(*args)
 
 
-def _vgg_module():
-    from trainables.models import vgg
-
-    return vgg
-
-
-def _resnet_module():
-    from trainables.models import resnet
-
-    return resnet
-
-
-def _openlth_module():
-    from trainables.models import openlth_resnet
-
-    return openlth_resnet
+def _lazy(module: str, function: str) -> Builder:
+    return partial(_build, module, function)
 
 
 MODELS: dict[str, ModelInfo] = {
     "mlp": ModelInfo(
-        build=lambda *a: _mlp_module().mlp(*a),
+        build=_lazy("mlp", "mlp"),
         description="MNIST-1D MLP, 40-256-256-10",
         paper_scale=False,
         gpu_epoch_s=0.05,
@@ -85,7 +66,7 @@ MODELS: dict[str, ModelInfo] = {
         cpu_epoch_s=0.08,
     ),
     "cnn1d": ModelInfo(
-        build=lambda *a: _cnn1d_module().cnn1d(*a),
+        build=_lazy("cnn1d", "cnn1d"),
         description="MNIST-1D reference CNN with BatchNorm",
         paper_scale=False,
         gpu_epoch_s=0.05,
@@ -93,49 +74,49 @@ MODELS: dict[str, ModelInfo] = {
         cpu_epoch_s=0.1,
     ),
     "lenet": ModelInfo(
-        build=lambda *a: _mlp_module().lenet(*a),
+        build=_lazy("mlp", "lenet"),
         description="LeNet-300-100 (OpenLTH mnist_lenet_300_100)",
         paper_scale=False,
         gpu_epoch_s=0.3,
         reference_train_size=60_000,
     ),
     "vgg11_bn": ModelInfo(
-        build=lambda *a: _vgg_module().vgg11_bn(*a),
+        build=_lazy("vgg", "vgg11_bn"),
         description="VGG11-BN, one-Linear head (Bartoldson et al.)",
         paper_scale=True,
         gpu_epoch_s=0.6,
         reference_train_size=50_000,
     ),
     "vgg16": ModelInfo(
-        build=lambda *a: _vgg_module().vgg16(*a),
+        build=_lazy("vgg", "vgg16"),
         description="VGG-16 with BatchNorm (OpenLTH cifar_vgg_16)",
         paper_scale=True,
         gpu_epoch_s=1.2,
         reference_train_size=50_000,
     ),
     "resnet18": ModelInfo(
-        build=lambda *a: _resnet_module().resnet18(*a),
+        build=_lazy("resnet", "resnet18"),
         description="CIFAR ResNet-18 (kuangliu)",
         paper_scale=True,
         gpu_epoch_s=2.1,
         reference_train_size=50_000,
     ),
     "resnet20": ModelInfo(
-        build=lambda *a: _resnet_module().resnet20(*a),
+        build=_lazy("resnet", "resnet20"),
         description="ResNet-20, option-A shortcuts (Idelbayev)",
         paper_scale=True,
         gpu_epoch_s=0.5,
         reference_train_size=50_000,
     ),
     "resnet56": ModelInfo(
-        build=lambda *a: _resnet_module().resnet56(*a),
+        build=_lazy("resnet", "resnet56"),
         description="ResNet-56, option-A shortcuts (Idelbayev)",
         paper_scale=True,
         gpu_epoch_s=1.0,
         reference_train_size=50_000,
     ),
     "openlth_resnet20": ModelInfo(
-        build=lambda *a: _openlth_module().openlth_resnet20(*a),
+        build=_lazy("openlth_resnet", "openlth_resnet20"),
         description="ResNet-20, 1x1-conv shortcuts (OpenLTH cifar_resnet_20)",
         paper_scale=True,
         gpu_epoch_s=0.5,
