@@ -28,8 +28,7 @@ _DEFAULT_SEED = TrialConfig().seed
 
 def content_hash(data: Any) -> str:
     """SHA-256 hex of the canonical JSON of plain data."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_json(data).encode()).hexdigest()
 
 
 def canonical_dict(obj: Any) -> dict[str, Any]:
@@ -70,13 +69,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _seeded_key(without_seed: Mapping[str, Any], seed: int) -> str:
-    extra = {} if seed == _DEFAULT_SEED else {"seed": seed}
-    return content_hash(dict(without_seed) | extra)[:12]
-
-
 def _without(cfg: TrialConfig, *keys: str) -> dict[str, Any]:
-    d = dict(canonical_dict(cfg))
+    d = canonical_dict(cfg)  # a new dict: popping from it changes no memoised section
     for key in keys:
         d.pop(key, None)
     return d
@@ -160,7 +154,7 @@ class KeyCache:
     (10,000 trials share few configs; only the seed differs between them)."""
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[TrialConfig, dict, dict, str, str]] = {}
+        self._memo: dict[str, tuple[TrialConfig, dict, str, str]] = {}
 
     def resolve(self, tune_config: Mapping[str, Any]) -> Identity:
         trial = dict(tune_config["trial"])
@@ -178,9 +172,7 @@ class KeyCache:
         memo_key = json.dumps(trial)  # Tune keeps key order: equal configs give equal keys
         if memo_key not in self._memo:
             cfg = TrialConfig.from_dict(trial | {"seed": seed})
-            without_seed = _without(cfg, "seed")
-            plain = cfg.to_dict()
-            self._memo[memo_key] = (cfg, plain, without_seed, config_key(cfg), baseline_key(cfg))
-        cfg, plain, without_seed, ckey, bkey = self._memo[memo_key]
-        cfg = dataclasses.replace(cfg, seed=seed)
-        return Identity(cfg, plain | {"seed": seed}, _seeded_key(without_seed, seed), ckey, bkey)
+            self._memo[memo_key] = (cfg, cfg.to_dict(), config_key(cfg), baseline_key(cfg))
+        cfg, plain, ckey, bkey = self._memo[memo_key]
+        cfg = dataclasses.replace(cfg, seed=seed)  # the same section objects: _pieces is memoised
+        return Identity(cfg, plain | {"seed": seed}, trial_key(cfg), ckey, bkey)
