@@ -30,6 +30,7 @@ Target = Literal["smallest", "largest", "random"]
 Scope = Literal["layer", "global"]
 Method = Literal["none", "schedule", "imp"]
 PerturbationMode = Literal["none", "zeroing", "gaussian", "conv_mask"]
+NOISE_MODES = ("zeroing", "gaussian")  # the modes whose units re-enter after a window
 PerturbationVariant = Literal["iter", "cumulative"]
 EvalPasses = Literal["none", "official"]
 Rewind = Literal["lr", "weight"]

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables import datasets
-from trainables.config import ImpConfig, PerturbationConfig, PruningConfig, TrialConfig
+from trainables.config import (
+    NOISE_MODES,
+    ImpConfig,
+    PerturbationConfig,
+    PruningConfig,
+    TrialConfig,
+)
 from trainables.fields import check_rules
 from trainables.problems import Problems, show
 from trainables.pruning.schedule import LayerSchedule
@@ -126,7 +132,7 @@ _NEEDS = (
         "pruning.perturbation.eval_passes",
         "official",
         "pruning.perturbation.mode",
-        ("zeroing", "gaussian"),
+        NOISE_MODES,
     ),
     ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
 )
@@ -161,7 +167,7 @@ def _idle_rules() -> tuple[CrossRule, ...]:
         rules.append(CrossRule(("pruning.method", f"pruning.imp.{f.name}"), check, at=1))
     for f in dataclasses.fields(PerturbationConfig):
         if f.name != "mode":
-            check = _idle("pruning.perturbation.mode", ("zeroing", "gaussian"), f.default)
+            check = _idle("pruning.perturbation.mode", NOISE_MODES, f.default)
             path = f"pruning.perturbation.{f.name}"
             rules.append(CrossRule(("pruning.perturbation.mode", path), check, at=1))
     for f in dataclasses.fields(PruningConfig):

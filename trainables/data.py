@@ -56,11 +56,6 @@ class DataBundle:
     pixel_zero: torch.Tensor | None = None
 
 
-def data_dir(cfg: DatasetConfig):
-    """``cfg.data_dir``, else ``$PRUNETUNE_DATA``, else ``~/.cache/prunetune/data``."""
-    return datasets.data_dir(cfg.data_dir)
-
-
 def load_data(cfg: DatasetConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
     """Load ``cfg.name`` (:func:`trainables.datasets.load_arrays`: its files or synthetic data,
     cut to ``max_examples``), hold out the validation split, then apply label noise;
@@ -169,15 +164,11 @@ def randomize_labels(
     """
     n = labels.shape[0]
     k = count_of(n, fraction)
-    noisy = labels.clone()
-    mask = torch.zeros(n, dtype=torch.bool, device=labels.device)
-    if k:
+    idx = new = torch.zeros(0, dtype=torch.int64)
+    if k:  # (no draw at all without noise)
         idx = torch.randperm(n, generator=generator)[:k]
         new = torch.randint(0, num_classes, (k,), generator=generator)
-        idx = idx.to(labels.device)
-        noisy[idx] = new.to(labels.device)
-        mask[idx] = True
-    return noisy, mask
+    return _relabel(labels, idx, new)
 
 
 def randomize_labels_openlth(
@@ -195,10 +186,17 @@ def randomize_labels_openlth(
     k = count_of(n, fraction)
     new = np.random.RandomState(seed).randint(num_classes, size=k)
     idx = np.random.RandomState(seed + 1).permutation(n)[:k]
+    return _relabel(labels, torch.from_numpy(idx), torch.from_numpy(new))
+
+
+def _relabel(
+    labels: torch.Tensor, idx: torch.Tensor, new: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of ``labels [N]`` with ``new [k]`` at ``idx [k]``, and the bool mask [N] of
+    ``idx``; both on ``labels.device``."""
     noisy = labels.clone()
-    mask = torch.zeros(n, dtype=torch.bool, device=labels.device)
-    if k:
-        at = torch.from_numpy(idx).to(labels.device)
-        noisy[at] = torch.from_numpy(new).to(device=labels.device, dtype=torch.int64)
-        mask[at] = True
+    mask = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+    at = idx.to(device=labels.device, dtype=torch.int64)
+    noisy[at] = new.to(device=labels.device, dtype=torch.int64)
+    mask[at] = True
     return noisy, mask

@@ -262,7 +262,7 @@ def split_sizes(name: str, num_samples: int, max_examples: int) -> tuple[int, in
     return n_train, n_test
 
 
-# The fields split_rule relates, in its arguments' order (a rule of trainables.config).
+# The fields split_rule relates, in its arguments' order (a rule of trainables.cross_rules).
 SPLIT_PATHS = tuple(
     f"dataset.{name}" for name in ("validation_fraction", "name", "num_samples", "max_examples")
 )

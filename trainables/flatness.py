@@ -39,8 +39,7 @@ from __future__ import annotations
 import math
 import time
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from trainables.config import FlatnessConfig, HessianAlgorithm
+from trainables.models.base import eval_mode
 from trainables.power_iteration import official_topk, projected_topk
 
 __all__ = [
@@ -138,18 +138,6 @@ def _chunks(x: Tensor, y: Tensor, size: int):
         yield x[start : start + size], y[start : start + size]
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Model in eval mode inside, its modules' training flags restored on exit."""
-    flags = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in zip(model.modules(), flags, strict=True):
-            m.training = flag
-
-
 def _loss(flat: _Flat, w: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn, chunk_size: int) -> float:
     """Mean loss over (x, y) at flat parameters w (no grad)."""
     n = x.shape[0]
@@ -216,7 +204,7 @@ def hessian_topk(
         )
     if iters < 1:
         raise ValueError(f"flatness.power_iters: must be >= 1, got {iters}")
-    with _eval_mode(model):
+    with eval_mode(model):
         flat = _Flat.of(model, masks)
         size = flat.base.numel()
         k = min(k, size if flat.live is None else int(flat.live.sum()))
@@ -256,7 +244,7 @@ def grad_noise_trace(
     ``chunk_size`` examples are vmapped at once (default: as many as fit ~256 MiB of gradients).
     With ``masks`` the masked coordinates are excluded.
     """
-    with _eval_mode(model):
+    with eval_mode(model):
         flat = _Flat.of(model, masks)
         params = flat.unflatten(flat.base)
         live = flat.unflatten(flat.live) if flat.live is not None else None
@@ -310,7 +298,7 @@ def eps_flatness(
     """
     if delta <= 0:
         raise ValueError(f"flatness.eps_delta: must be > 0, got {delta}")
-    with _eval_mode(model):
+    with eval_mode(model):
         flat = _Flat.of(model, None)
         base_loss = _loss(flat, flat.base, x, y, loss_fn, chunk_size)
         signed = [sign * v for v in directions.to(flat.base) for sign in (1.0, -1.0)]

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables.models.base import eval_mode
+
 __all__ = ["per_example_loss", "loss_file_name", "save_loss_file", "LOSS_DIR"]
 
 LOSS_DIR = "per_example_loss"
@@ -41,16 +43,11 @@ def per_example_loss(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1
 
     The model's training flags are restored; nothing else is touched.
     """
-    flags = [m.training for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         parts = [
             F.cross_entropy(model(xb).float(), yb, reduction="none")
             for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)
         ]
-    finally:
-        for m, flag in zip(model.modules(), flags, strict=True):
-            m.training = flag
     return torch.cat(parts).to(torch.float16).cpu().numpy()
 
 

@@ -283,13 +283,13 @@ def test_mnist_loader_reads_raw_idx_files(tmp_path):
 
 
 def test_data_dir_defaults_to_env_then_home(tmp_path, monkeypatch):
-    from trainables.data import data_dir
+    from trainables.datasets import data_dir
 
     monkeypatch.setenv("PRUNETUNE_DATA", str(tmp_path / "env"))
-    assert data_dir(DatasetConfig()) == tmp_path / "env"
-    assert data_dir(DatasetConfig(data_dir=str(tmp_path / "cfg"))) == tmp_path / "cfg"
+    assert data_dir(DatasetConfig().data_dir) == tmp_path / "env"
+    assert data_dir(DatasetConfig(data_dir=str(tmp_path / "cfg")).data_dir) == tmp_path / "cfg"
     monkeypatch.delenv("PRUNETUNE_DATA")
-    assert str(data_dir(DatasetConfig())) == os.path.expanduser("~/.cache/prunetune/data")
+    assert str(data_dir(DatasetConfig().data_dir)) == os.path.expanduser("~/.cache/prunetune/data")
 
 
 # --- augmentation -----------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ call, so they stay valid after ``.to(device)`` and ``load_state_dict``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -73,6 +76,18 @@ class PrunableModel(nn.Module):
         self._layer_paths[name] = path
         if bn_path is not None:
             self._bn_paths[name] = bn_path
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode inside; every module's training flag restored on exit."""
+    flags = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
 
 
 def schedule(

@@ -130,7 +130,7 @@ class ActivationTracker:
             )
         if layers is not None:
             layers = tuple(layers)
-            scored = [f"{p}.{c}" for p in blocks for c in CONVS]
+            scored = self.scorable(model)
             for name in layers:
                 _check_scored(name, scored)
             wanted = {name.rpartition(".")[0] for name in layers}

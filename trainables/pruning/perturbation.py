@@ -67,7 +67,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trainables.config import PerturbationConfig
+from trainables.config import NOISE_MODES, PerturbationConfig
 from trainables.errors import UserError
 from trainables.pruning import scores
 from trainables.pruning.windows import (
@@ -119,7 +119,7 @@ class Perturbation:
         seed: int,
         passes: int | None = None,
     ):
-        if cfg.mode not in ("zeroing", "gaussian"):
+        if cfg.mode not in NOISE_MODES:
             raise ValueError(
                 f"pruning.perturbation.mode: must be zeroing or gaussian, got {cfg.mode!r}"
             )
