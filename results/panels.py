@@ -271,6 +271,6 @@ def panel_sections(panels: Panels | None, name: str) -> dict[str, str]:
     out = {}
     for key, attribute, title, note, figure in _PANELS:
         data = getattr(panels, attribute)
-        if data is not None and (not isinstance(data, (list, tuple, dict)) or data):
+        if data:  # absent: None or () (the panel dataclasses are always true)
             out[key] = _section(title, note, figure(data, name), key)
     return out
