@@ -13,8 +13,9 @@ epoch; Tune's config copy is in ``params.json`` only) and ``error.txt``
 for failed trials. The study mixes 50 configs x 200 seeds: 2 models x 3 targets x 8 pruning
 periods, plus 2 baselines; 1% diverge, 0.5% fail, 0.5% are still running.
 
-The parent then times, on that directory: ``export_study`` (Tune snapshot + result files ->
-trials/epochs/events Parquet; ``fits.parquet`` is timed separately as "aggregate") and
+The parent then times, on that directory, ``export_study``'s steps (Tune snapshot + result
+files -> the trials / epochs / events / layer_events tables; the fits in the "aggregate_fits"
+stage; every table written as ``export_study`` writes them in "write_parquet") and
 ``write_report``. It writes ``seconds`` (total), the per-stage ``stages`` seconds,
 ``peak_rss_mib`` (the parent's peak resident memory: ``ru_maxrss``) and ``trials``.
 
@@ -272,11 +273,7 @@ def time_study(study: str) -> dict:
     stages["aggregate_fits"] = time.perf_counter() - t
     cpu_stages["aggregate_fits"], c = cpu_now() - c, cpu_now()
     t = time.perf_counter()
-    api.write_tables(
-        fs,
-        path,
-        {"trials": tables.trials, "epochs": tables.epochs, "events": tables.events, "fits": fits},
-    )
+    api.write_tables(fs, path, api.named_tables(tables, fits))
     stages["write_parquet"] = time.perf_counter() - t
     cpu_stages["write_parquet"], c = cpu_now() - c, cpu_now()
     n_trials = tables.trials.num_rows

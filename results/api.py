@@ -88,7 +88,7 @@ def export_study(study_dir: str, plan: BootstrapPlan = DEFAULT_PLAN) -> ExportSu
     meta, tables = built.meta, built.tables
     specs = fits_from_spec_text(meta.spec_text, f"{study_dir}/{storage.SPEC_FILE}")
     fits = fits_table(tables.trials, meta.spec_hash, plan, specs)
-    files = write_tables(fs, path, {**_as_dict(tables), "fits": fits})
+    files = write_tables(fs, path, named_tables(tables, fits))
     return _summary(study_dir, meta, built.tune, tables, fits, files)
 
 
@@ -127,12 +127,14 @@ def gain_extremes(trials: pa.Table) -> GainExtremes | None:
     )
 
 
-def _as_dict(tables: Tables) -> dict[str, pa.Table]:
+def named_tables(tables: Tables, fits: pa.Table) -> dict[str, pa.Table]:
+    """The tables :func:`export_study` writes, by name (:func:`write_tables`' argument)."""
     return {
         "trials": tables.trials,
         "epochs": tables.epochs,
         "events": tables.events,
         "layer_events": tables.layer_events,
+        "fits": fits,
     }
 
 

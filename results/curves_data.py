@@ -111,12 +111,23 @@ def _by_config(cols, mask: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(mask & (cols["config_key"] == k)) for k in sorted(set(keys))]
 
 
-def _mean_curve(ep, ids: list[str], label: str, role: str) -> MeanCurve:
-    rows = np.isin(ep["trial_id"], ids)
-    epochs = np.unique(ep["epoch"][rows])
+def trial_rows(trial_id: np.ndarray) -> dict[str, np.ndarray]:
+    """Each trial id's row indices in `trial_id` ((n_rows,)), ascending: one sort for a panel
+    instead of a scan of every row per trial."""
+    order = np.argsort(trial_id, kind="stable")  # stable: a trial's rows stay ascending
+    ids, first = np.unique(trial_id[order], return_index=True)
+    parts = np.split(order, first[1:]) if len(ids) else []  # no rows: no trial
+    return dict(zip(ids, parts, strict=True))
+
+
+_NO_ROWS = np.zeros(0, dtype=np.intp)
+
+
+def _mean_curve(ep, by_trial, ids: list[str], label: str, role: str) -> MeanCurve:
+    per_trial = [by_trial.get(tid, _NO_ROWS) for tid in ids]
+    epochs = np.unique(ep["epoch"][np.concatenate([_NO_ROWS, *per_trial])])
     acc = np.full((len(ids), len(epochs)), np.nan)
-    for i, tid in enumerate(ids):
-        m = ep["trial_id"] == tid
+    for i, m in enumerate(per_trial):
         acc[i, np.searchsorted(epochs, ep["epoch"][m])] = ep["test_acc"][m]
     n = np.isfinite(acc).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -132,6 +143,7 @@ def noise_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> tuple[NoiseGro
     if not arms.any():
         return ()
     ep = _epoch_arrays(epochs, ("test_acc",))
+    by_trial = trial_rows(ep["trial_id"])
     others = [f for f in varying_fields(cols) if f not in NOISE_FIELDS]
 
     def curves(mask: np.ndarray, role: str) -> list[MeanCurve]:
@@ -139,7 +151,7 @@ def noise_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> tuple[NoiseGro
         for members in _by_config(cols, mask):
             label = _noise_label(cols, members[0], others, role)
             ids = [str(t) for t in cols["trial_id"][members]]
-            out.append(_mean_curve(ep, ids, label, role))
+            out.append(_mean_curve(ep, by_trial, ids, label, role))
         return sorted(out, key=lambda c: c.label)
 
     shared = curves(base, "unpruned") + curves(refs, "reference")
@@ -166,9 +178,15 @@ def _noise_label(cols, i: int, others: list[str], role: str) -> str:
     return f"{head} ({config_label(cols, i, others)})" if others else head
 
 
-def trial_rounds(ep: dict[str, np.ndarray], trial_id: str) -> dict[str, np.ndarray]:
-    """One IMP trial's rounds (module docstring): round, sparsity, test_error, train accuracies."""
-    m = np.flatnonzero(ep["trial_id"] == trial_id)
+def trial_rounds(
+    ep: dict[str, np.ndarray], trial_id: str, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """One IMP trial's rounds (module docstring): round, sparsity, test_error, train accuracies.
+
+    `rows`: the trial's row indices in `ep`, ascending (:func:`trial_rows`); found by a scan of
+    ``ep["trial_id"]`` when None.
+    """
+    m = np.flatnonzero(ep["trial_id"] == trial_id) if rows is None else rows
     m = m[np.argsort(ep["epoch"][m], kind="stable")]
     rounds = ep["imp_round"][m]
     out: dict[str, list] = {k: [] for k in ("round", "sparsity", "test_error", "noisy", "clean")}
@@ -192,12 +210,16 @@ def imp_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> ImpPanel | None:
     if not imp.any():
         return None
     ep = _epoch_arrays(epochs, ROUND_KEYS)
+    by_trial = trial_rows(ep["trial_id"])
     fields = varying_fields(cols)
     curves = []
     for members in _by_config(cols, imp):
         i = members[0]
         control = str(cols["pruning_imp_control"][i])
-        per_trial = [trial_rounds(ep, str(t)) for t in cols["trial_id"][members]]
+        per_trial = [
+            trial_rounds(ep, str(t), by_trial.get(str(t), _NO_ROWS))
+            for t in cols["trial_id"][members]
+        ]
         n_rounds = min(len(t["round"]) for t in per_trial)
         mean = {k: np.mean([t[k][:n_rounds] for t in per_trial], axis=0) for k in per_trial[0]}
         if control == "extended_dense":

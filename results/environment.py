@@ -76,9 +76,9 @@ def _git() -> dict[str, Any]:
     if top is None or Path(top).resolve() != SOURCE_ROOT:
         return unknown
     commit = _run_git("rev-parse", "HEAD")
-    status = _run_git("status", "--porcelain", "--untracked-files=no")
     if commit is None:
         return unknown
+    status = _run_git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": None if status is None else status != ""}
 
 

@@ -15,7 +15,7 @@ from results.curves_data import ImpPanel, NoiseGroup
 from results.panels_data import Corr, Line, PeriodPanel, Scatter
 from results.report_data import Panels
 from results.report_html import num, pval
-from results.report_style import PALETTE, div, esc, label, rgba, series_colour
+from results.report_style import PALETTE, band_trace, div, esc, label, series_colour
 
 BARTOLDSON = "Bartoldson et al. 2020"
 JIN = "Jin et al. 2022"
@@ -52,16 +52,7 @@ def _points(sc: Scatter, fig: go.Figure, row: int, col: int, legend: bool) -> No
 
 def _line(ln: Line, colour: str, webgl: bool, fig: go.Figure, row: int, col: int) -> None:
     scatter = go.Scattergl if webgl else go.Scatter
-    band = scatter(
-        x=np.concatenate([ln.x, ln.x[::-1]]),
-        y=np.concatenate([ln.high, ln.low[::-1]]),
-        mode="lines",
-        fill="toself",
-        fillcolor=rgba(colour, 0.12),
-        line={"width": 0},
-        hoverinfo="skip",
-        showlegend=False,
-    )
+    band = band_trace(ln.x, ln.high, ln.low, colour, 0.12, webgl=webgl, mode="lines")
     name = f"{esc(ln.label)}: OLS ± 95% CI · {corr_text(ln.corr)}"
     fit = scatter(x=ln.x, y=ln.y, mode="lines", line={"color": colour, "width": 2}, name=name)
     fig.add_trace(band, row, col)
@@ -171,20 +162,8 @@ def noise_figure(groups: tuple[NoiseGroup, ...], name: str) -> go.Figure:
             arms += curve.role == "arm"
             if np.isfinite(curve.sem).any():
                 high, low = curve.mean + curve.sem, curve.mean - curve.sem
-                fig.add_trace(
-                    go.Scatter(
-                        x=np.concatenate([curve.epoch, curve.epoch[::-1]]),
-                        y=np.concatenate([high, low[::-1]]),
-                        mode="lines",
-                        fill="toself",
-                        fillcolor=rgba(colour, 0.12),
-                        line={"width": 0},
-                        hoverinfo="skip",
-                        showlegend=False,
-                    ),
-                    1,
-                    col,
-                )
+                band = band_trace(curve.epoch, high, low, colour, 0.12, mode="lines")
+                fig.add_trace(band, 1, col)
             legend = f"{esc(curve.label)} (n={curve.n})"
             fig.add_trace(
                 go.Scatter(
@@ -292,6 +271,6 @@ def panel_sections(panels: Panels | None, name: str) -> dict[str, str]:
     out = {}
     for key, attribute, title, note, figure in _PANELS:
         data = getattr(panels, attribute)
-        if data is not None and (not isinstance(data, (list, tuple, dict)) or data):
+        if data:  # absent: None or () (the panel dataclasses are always true)
             out[key] = _section(title, note, figure(data, name), key)
     return out

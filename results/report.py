@@ -29,7 +29,7 @@ from results.report_html import (
     running_section,
     slope_text,
 )
-from results.report_style import LABELS, PALETTE, SYMBOLS, TARGET_COLOURS, div, esc, rgba
+from results.report_style import LABELS, PALETTE, SYMBOLS, TARGET_COLOURS, band_trace, div, esc
 
 
 def _colour(grouping: str, group: str, index: int) -> str:
@@ -59,16 +59,7 @@ def _line_name(line: FitLine) -> str:
 def _line_traces(line: FitLine, colour: str, visible: bool, webgl: bool = False) -> list:
     """Band and line of one fit; WebGL like the points when they are (WebGL draws above SVG)."""
     scatter = go.Scattergl if webgl else go.Scatter
-    band = scatter(
-        x=np.concatenate([line.x, line.x[::-1]]),
-        y=np.concatenate([line.high, line.low[::-1]]),
-        fill="toself",
-        fillcolor=rgba(colour, 0.15),
-        line={"width": 0},
-        hoverinfo="skip",
-        showlegend=False,
-        visible=visible,
-    )
+    band = band_trace(line.x, line.high, line.low, colour, 0.15, webgl=webgl, visible=visible)
     fit = scatter(
         x=line.x,
         y=line.y,

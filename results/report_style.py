@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -28,6 +30,33 @@ esc = html.escape
 def rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def band_trace(
+    x: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    colour: str,
+    alpha: float,
+    *,
+    webgl: bool = False,
+    **extra: Any,
+) -> go.Scatter | go.Scattergl:
+    """The shaded band between `low` and `high` over `x` (each (n,)): one closed outline (x, then
+    x reversed) filled in `colour` at opacity `alpha`, no edge, no hover, no legend entry; `extra`
+    goes to the trace as is (``mode``, ``visible``). WebGL with `webgl` (like the points it sits
+    with: WebGL draws above SVG)."""
+    scatter = go.Scattergl if webgl else go.Scatter
+    return scatter(
+        x=np.concatenate([x, x[::-1]]),
+        y=np.concatenate([high, low[::-1]]),
+        fill="toself",
+        fillcolor=rgba(colour, alpha),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        **extra,
+    )
 
 
 def label(column: str) -> str:
