@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from orch_helpers import cli_env
 
 from orchestrator.lock import LEASE_FILE, LOCK_FILE, acquire
 from trainables.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
 FS = pafs.LocalFileSystem()
 # Short lease timings (seconds) so that expiry takes about a second.
 FAST = {"heartbeat_s": 0.1, "expire_s": 0.8, "settle_s": 0.05}
@@ -42,7 +42,7 @@ def _start_holder(study: Path, mode: str) -> subprocess.Popen:
         [sys.executable, "-c", _HOLDER, str(study), mode],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=cli_env(),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "held"
