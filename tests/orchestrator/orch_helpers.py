@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from orchestrator.study import Study, locate, open_for_run
+from search_spaces.expand import expand
+from search_spaces.spec import load_spec
 from search_spaces.yaml_io import dump_yaml
 from trainables.identity import trial_config, trial_key
 
@@ -61,6 +64,15 @@ def tiny_spec(path: Path, name: str, data_dir: Path, storage: Path, **overrides)
             spec[key] = value
     path.write_text(dump_yaml(spec))
     return path
+
+
+def created_study(tmp_path: Path, name: str = "s") -> Study:
+    """A created (not started) :func:`tiny_spec` study `name` under ``tmp_path / "st"``; its spec
+    is ``study.spec``."""
+    spec = load_spec(
+        str(tiny_spec(tmp_path / f"{name}.yaml", name, tmp_path / "d", tmp_path / "st"))
+    )
+    return open_for_run(locate(spec), spec, expand(spec))
 
 
 def cli_env(**extra: str) -> dict[str, str]:

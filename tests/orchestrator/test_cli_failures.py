@@ -10,13 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from orch_helpers import REPO, cli_env, tiny_spec
+from orch_helpers import REPO, cli_env, created_study, tiny_spec
 
 from orchestrator.cli import main
 from orchestrator.lock import acquire
-from orchestrator.study import locate, open_for_run
-from search_spaces.expand import expand
-from search_spaces.spec import load_spec
 
 
 def refused(capsys, code: int) -> str:
@@ -27,13 +24,6 @@ def refused(capsys, code: int) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("prunetune: error: ") and "Traceback" not in err
     return lines[0].removeprefix("prunetune: error: ")
-
-
-def created_study(tmp_path: Path, name: str = "s"):
-    spec = load_spec(
-        str(tiny_spec(tmp_path / f"{name}.yaml", name, tmp_path / "d", tmp_path / "st"))
-    )
-    return open_for_run(locate(spec), spec, expand(spec))
 
 
 # --- the spec file --------------------------------------------------------------------------------

@@ -4,23 +4,14 @@ overrides."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from orch_helpers import tiny_spec
+from orch_helpers import created_study
 
 from orchestrator.cli import main
-from orchestrator.study import locate, open_for_run
 from results.schema import prunetune_version
-from search_spaces.expand import expand
 from search_spaces.presets import list_presets, preset_description
 from search_spaces.spec import load_spec, spec_from_yaml
-
-
-def created_study(tmp_path: Path, name: str):
-    spec_file = tiny_spec(tmp_path / f"{name}.yaml", name, tmp_path / "d", tmp_path / "st")
-    spec = load_spec(str(spec_file))
-    return open_for_run(locate(spec), spec, expand(spec)), spec
 
 
 def test_version(capsys):
@@ -31,7 +22,8 @@ def test_version(capsys):
 
 
 def test_ls_lists_every_study_with_hash_counts_and_state(tmp_path, capsys):
-    a, spec_a = created_study(tmp_path, "alpha")
+    a = created_study(tmp_path, "alpha")
+    spec_a = a.spec
     created_study(tmp_path, "beta")
     damaged = tmp_path / "st" / "gamma"
     damaged.mkdir()
@@ -62,7 +54,8 @@ def test_ls_of_an_empty_or_missing_storage(tmp_path, capsys):
 
 
 def test_status_by_name_resolves_against_the_storage(tmp_path, capsys, monkeypatch):
-    study, spec = created_study(tmp_path, "alpha")
+    study = created_study(tmp_path, "alpha")
+    spec = study.spec
     assert main(["status", "alpha", "--storage", str(tmp_path / "st"), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["study"] == study.uri and status["spec_hash"] == spec.hash

@@ -330,7 +330,8 @@ def test_optuna_dashboard_and_visualization_open_the_file(tmp_path):
     import json
     from wsgiref.util import setup_testing_defaults
 
-    dashboard = pytest.importorskip("optuna_dashboard")
+    import optuna_dashboard as dashboard
+
     write_mirror(pafs.LocalFileSystem(), str(tmp_path), STUDY, mirror_trials(MIRROR, _views()))
     url = storage_url(str(tmp_path / "optuna.db"))
     app = dashboard.wsgi(url)

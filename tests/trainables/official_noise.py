@@ -51,11 +51,23 @@ class OfficialWindow:
     closed_epoch: int | None = None
 
 
+def prune_layer_k(
+    n_units: int, final_fraction: float, iteration: int, n_iter: int, pruned: int
+) -> int:
+    """``models.py::_prune_layer``'s k: the units to remove at iteration `iteration` (1-based) of
+    `n_iter` from a layer of `n_units` that has lost `pruned` so far.
+
+    ``final_kept = ceil((1 - f) * N)``, ``kept = ceil(final_kept + (N - final_kept) * (n - i) /
+    n)``, ``k = int(N - kept - pruned)``; may be <= 0: the official code prunes only ``if k > 0``.
+    """
+    final_kept = math.ceil((1 - final_fraction) * n_units)
+    kept = math.ceil(final_kept + (n_units - final_kept) * (n_iter - iteration) / n_iter)
+    return int(n_units - kept - pruned)
+
+
 def official_k(layer: Layer, iteration: int, n_iter: int, pruned: int) -> int:
-    """``models.py::_prune_layer``'s k for iteration `iteration` of `n_iter`."""
-    final_kept = math.ceil((1 - layer.final_fraction) * layer.n_units)
-    kept = math.ceil(final_kept + (layer.n_units - final_kept) * (n_iter - iteration) / n_iter)
-    return int(layer.n_units - kept - pruned)
+    """``models.py::_prune_layer``'s k for `layer` (:func:`prune_layer_k`)."""
+    return prune_layer_k(layer.n_units, layer.final_fraction, iteration, n_iter, pruned)
 
 
 def simulate(

@@ -24,11 +24,6 @@ from trainables.errors import UserError
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def mnist1d_dir(data_dir) -> str:
-    return data_dir
-
-
 def _cfg(data_dir: str, **kw) -> DatasetConfig:
     return DatasetConfig(name="mnist1d", data_dir=data_dir, **kw)
 
@@ -40,8 +35,8 @@ def _rows(x: torch.Tensor) -> list[bytes]:
 # --- MNIST-1D ------------------------------------------------------------------------------------
 
 
-def test_mnist1d_default_shapes_and_types(mnist1d_dir):
-    d = load_data(_cfg(mnist1d_dir), seed=0)
+def test_mnist1d_default_shapes_and_types(data_dir):
+    d = load_data(_cfg(data_dir), seed=0)
     assert d.x_train.shape == (4000, 1, 40) and d.x_test.shape == (1000, 1, 40)
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
     assert d.input_shape == (1, 40) and d.num_classes == 10
@@ -64,9 +59,9 @@ def test_mnist1d_is_the_packages_standard_dataset(tmp_path):
     assert torch.equal(d.y_test, torch.from_numpy(ref["y_test"]))
 
 
-def test_mnist1d_deterministic(mnist1d_dir):
-    a = load_data(_cfg(mnist1d_dir, validation_fraction=0.1, label_noise_fraction=0.2), seed=3)
-    b = load_data(_cfg(mnist1d_dir, validation_fraction=0.1, label_noise_fraction=0.2), seed=3)
+def test_mnist1d_deterministic(data_dir):
+    a = load_data(_cfg(data_dir, validation_fraction=0.1, label_noise_fraction=0.2), seed=3)
+    b = load_data(_cfg(data_dir, validation_fraction=0.1, label_noise_fraction=0.2), seed=3)
     for f in dataclasses.fields(a):
         va, vb = getattr(a, f.name), getattr(b, f.name)
         assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, f.name
@@ -91,9 +86,9 @@ def test_mnist1d_cache_is_reused(tmp_path, monkeypatch):
         load_data(_cfg(str(tmp_path), num_samples=200), seed=0)
 
 
-def test_validation_split(mnist1d_dir):
-    full = load_data(_cfg(mnist1d_dir), seed=0)
-    d = load_data(_cfg(mnist1d_dir, validation_fraction=0.1), seed=0)
+def test_validation_split(data_dir):
+    full = load_data(_cfg(data_dir), seed=0)
+    d = load_data(_cfg(data_dir, validation_fraction=0.1), seed=0)
     assert d.x_val.shape == (400, 1, 40) and d.x_train.shape == (3600, 1, 40)
     # the split partitions the training set: same examples, no overlap, labels follow their rows
     label_of = dict(zip(_rows(full.x_train), full.y_train.tolist(), strict=True))
@@ -102,12 +97,12 @@ def test_validation_split(mnist1d_dir):
     assert [label_of[r] for r in val_rows] == d.y_val.tolist()
     assert [label_of[r] for r in train_rows] == d.y_train.tolist()
     assert torch.equal(d.x_test, full.x_test)
-    other = load_data(_cfg(mnist1d_dir, validation_fraction=0.1), seed=1)
+    other = load_data(_cfg(data_dir, validation_fraction=0.1), seed=1)
     assert set(_rows(other.x_val)) != set(val_rows)
 
 
-def test_label_noise_counts_and_semantics(mnist1d_dir):
-    cfg = _cfg(mnist1d_dir, validation_fraction=0.1, label_noise_fraction=0.25)
+def test_label_noise_counts_and_semantics(data_dir):
+    cfg = _cfg(data_dir, validation_fraction=0.1, label_noise_fraction=0.25)
     d = load_data(cfg, seed=0)
     assert int(d.noisy_mask.sum()) == math.ceil(3600 * 0.25) == 900
     clean = ~d.noisy_mask
@@ -125,11 +120,11 @@ def test_label_noise_counts_and_semantics(mnist1d_dir):
     assert not torch.equal(other.noisy_mask, d.noisy_mask)
 
 
-def test_label_noise_count_is_exact_for_decimal_fractions(mnist1d_dir):
+def test_label_noise_count_is_exact_for_decimal_fractions(data_dir):
     # 3600 * 0.07 is 252.00000000000003 in floating point; the count is ceil of the decimal, 252
-    cfg = _cfg(mnist1d_dir, validation_fraction=0.1, label_noise_fraction=0.07)
+    cfg = _cfg(data_dir, validation_fraction=0.1, label_noise_fraction=0.07)
     assert int(load_data(cfg, seed=0).noisy_mask.sum()) == 252
-    full = load_data(_cfg(mnist1d_dir, label_noise_fraction=1.0), seed=0)
+    full = load_data(_cfg(data_dir, label_noise_fraction=1.0), seed=0)
     assert bool(full.noisy_mask.all())
 
 
@@ -336,8 +331,8 @@ def test_augment_batch_deterministic_given_generator_state():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bundle_and_augmentation_match_cpu(mnist1d_dir):
-    cfg = _cfg(mnist1d_dir, validation_fraction=0.1, label_noise_fraction=0.2)
+def test_cuda_bundle_and_augmentation_match_cpu(data_dir):
+    cfg = _cfg(data_dir, validation_fraction=0.1, label_noise_fraction=0.2)
     cpu, gpu = load_data(cfg, seed=0), load_data(cfg, seed=0, device="cuda")
     assert gpu.x_train.is_cuda and gpu.noisy_mask.is_cuda
     assert torch.equal(cpu.x_train, gpu.x_train.cpu()) and torch.equal(

@@ -15,11 +15,10 @@ Our side runs the preset's trial: its layer schedule, through the schedule plan 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from official_noise import prune_layer_k
 from torch import nn
 
 from search_spaces.expand import expand
@@ -113,12 +112,11 @@ def _reference(model: str) -> _RefResNet:
 
 @torch.no_grad()
 def _official_event(conv: nn.Conv2d, mask: torch.Tensor, iteration: int, n_iter: int) -> None:
-    """``_prune_layer``: k from the linear rule, then the k alive filters of smallest L1 norm,
-    cut at ``torch.topk``'s k-th value (random weights: no ties); their weights zeroed."""
-    n = conv.weight.shape[0]
-    final_kept = math.ceil((1 - F4_FRACTION) * n)
-    current_kept = math.ceil(final_kept + (n - final_kept) * (n_iter - iteration) / n_iter)
-    k = int(n - current_kept - (~mask.bool()).sum())
+    """``_prune_layer``: k from the linear rule (:func:`official_noise.prune_layer_k`), then the k
+    alive filters of smallest L1 norm, cut at ``torch.topk``'s k-th value (random weights: no
+    ties); their weights zeroed."""
+    pruned = int((~mask.bool()).sum())
+    k = prune_layer_k(conv.weight.shape[0], F4_FRACTION, iteration, n_iter, pruned)
     alive = mask.bool()
     target = conv.weight[alive].view(int(alive.sum()), -1).norm(p=1, dim=1)
     if k > 0:

@@ -1,6 +1,6 @@
 """The per-layer linear schedule reproduces the official code's counts.
 
-The official rule is written out below (:func:`_official_removals`) from
+The official rule is written out in ``official_noise.py`` (:func:`_official_removals` below) from
 bbartoldson/GeneralizationStabilityTradeoff (commit 6d100d5), ``models.py::_prune_layer``.
 """
 
@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from official_noise import prune_layer_k
 
 from trainables.pruning.schedule import (
     event_epochs,
@@ -38,14 +39,10 @@ VGG11 = [
 
 def _official_removals(n_filters: int, prune_frac: float, n_iter: int) -> list[int]:
     """The filters one layer loses at each of its ``n_iter`` events, by ``models.py::_prune_layer``:
-    at iteration 1 ``final_kept_filters = ceil((1 - prune_frac) * N_filters)``; at iteration i
-    ``current_kept_filters = ceil(final_kept + (N_filters - final_kept) * (N_iter - i) / N_iter)``
-    and ``k = int(N_filters - current_kept - pruned_count)``, pruned only ``if k > 0``."""
-    final_kept = math.ceil((1 - prune_frac) * n_filters)
+    k from the linear rule (:func:`official_noise.prune_layer_k`), pruned only ``if k > 0``."""
     pruned, out = 0, []
     for i in range(1, n_iter + 1):
-        current_kept = math.ceil(final_kept + (n_filters - final_kept) * (n_iter - i) / n_iter)
-        k = max(int(n_filters - current_kept - pruned), 0)
+        k = max(prune_layer_k(n_filters, prune_frac, i, n_iter, pruned), 0)
         pruned += k
         out.append(k)
     return out
