@@ -32,6 +32,7 @@ from orchestrator.study import (
     open_for_run,
 )
 from search_spaces.expand import StudyPlan, expand
+from search_spaces.overrides import OVERRIDES_HELP
 
 ADDRESS_HELP = (
     "Ray cluster to run on: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT; "
@@ -42,10 +43,6 @@ SMOKE_HELP = (
     "run every arm at toy scale as study <name>-smoke: few epochs, small models, a small data "
     "subset (synthetic data when the files are absent), one seed; checks that it runs end to end, "
     "its numbers mean nothing (search_spaces/smoke.py)"
-)
-OVERRIDES_HELP = (
-    "spec fields to change, Hydra style: train.epochs=5 seeds=1 'pruning.target=[smallest,largest]' "
-    "(values read as YAML; the resolved spec.yaml records them)"
 )
 
 
