@@ -1,14 +1,18 @@
 """`prunetune run` and `prunetune resume`: the driver of a study.
 
-Order, so that nothing is written before everything is checked (a refusal exits 2 and leaves no
-study directory behind): the spec is loaded and validated (with any ``KEY=VALUE`` overrides;
-``--smoke`` then maps it to its toy-scale version, :mod:`search_spaces.smoke`); the Ray address
-is checked (syntax, and reached with a bounded timeout); the study's place is checked (storage
-reachable, creatable, the spec hash agrees with an existing study); so are the datasets (files
-on disk, or a download server that answers); Ray starts and the trials' resources are checked
-against its nodes; only then is the study directory created, its driver lock taken (one driver
-per study: :mod:`orchestrator.lock`), the experiments run (an Optuna search mirrored into
-``optuna.db`` as it goes), the tables exported and the report written.
+Order, so that nothing is written before the checks that can run first have passed (a refusal
+among them exits 2 and leaves no study directory behind): the spec is loaded and validated (with
+any ``KEY=VALUE`` overrides; ``--smoke`` then maps it to its toy-scale version,
+:mod:`search_spaces.smoke`); the Ray address is checked (syntax, and reached with a bounded
+timeout); the study's place is checked (storage reachable, creatable, the spec hash agrees with an
+existing study, no other driver runs it); so are the datasets (files on disk, or a download server
+that answers); Ray starts and the trials' resources are checked against its nodes. Only then is
+the driver lock taken (one driver per study: :mod:`orchestrator.lock`), which creates the study
+directory if needed; under the lock the study is created (spec.yaml, study.json) or opened. On a
+cluster (``--address``) the check that every node reaches the study directory
+(:func:`orchestrator.cluster.check_storage_shared`) runs after that, so its refusal (exit 2) leaves
+the study created. Then the experiments run (an Optuna search mirrored into ``optuna.db`` as it
+goes), the tables are exported and the report written.
 
 Output: progress and notes go to stderr; Ray's and Tune's own console output only with ``-v``;
 stdout carries the command's result with the study directory as its last line (for scripts:
@@ -32,6 +36,7 @@ from orchestrator.study import (
     open_for_run,
 )
 from search_spaces.expand import StudyPlan, expand
+from search_spaces.overrides import OVERRIDES_HELP
 
 ADDRESS_HELP = (
     "Ray cluster to run on: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT; "
@@ -42,10 +47,6 @@ SMOKE_HELP = (
     "run every arm at toy scale as study <name>-smoke: few epochs, small models, a small data "
     "subset (synthetic data when the files are absent), one seed; checks that it runs end to end, "
     "its numbers mean nothing (search_spaces/smoke.py)"
-)
-OVERRIDES_HELP = (
-    "spec fields to change, Hydra style: train.epochs=5 seeds=1 'pruning.target=[smallest,largest]' "
-    "(values read as YAML; the resolved spec.yaml records them)"
 )
 
 

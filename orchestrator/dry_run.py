@@ -56,13 +56,12 @@ def _nodes(address: str | None) -> tuple[list[dict[str, float]], str]:
 
 
 def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | None]:
-    from orchestrator.holder import driver_of
     from orchestrator.runtime import capacity_refusal
     from orchestrator.study import locate
     from search_spaces.smoke import check_data
 
     try:
-        target = locate(spec)
+        target = locate(spec)  # also refuses a study that another driver runs now
         check_data(spec)
     except UserError as exc:
         return "refused", str(exc)
@@ -70,9 +69,6 @@ def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | N
     if refusal:
         return "refused", refusal
     if target.exists:
-        driver = driver_of(target.fs, target.path)
-        if driver is not None:
-            return "refused", f"a driver runs this study now ({driver.describe()})"
         return "resume", None
     return "start", None
 

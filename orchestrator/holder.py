@@ -25,6 +25,9 @@ import pyarrow.fs as pafs
 from results.storage import LEASE_FILE, LOCK_FILE
 from trainables.errors import UserError
 
+# A lease whose heartbeat is this old (seconds) is stale: its driver died or hung.
+LEASE_EXPIRE_S = 120.0
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -120,7 +123,9 @@ def read_holder_fd(fd: int) -> Holder | None:
 # --- who drives a study (read-only) ---------------------------------------------------------------
 
 
-def driver_of(fs: pafs.FileSystem, study_path: str, expire_s: float = 120.0) -> Holder | None:
+def driver_of(
+    fs: pafs.FileSystem, study_path: str, expire_s: float = LEASE_EXPIRE_S
+) -> Holder | None:
     """The driver holding the study's lock now, or None; reads only, takes nothing.
 
     Local: a shared non-blocking ``flock`` probe on ``.driver.lock`` (refused while a driver holds
@@ -140,10 +145,26 @@ def driver_of(fs: pafs.FileSystem, study_path: str, expire_s: float = 120.0) -> 
             os.close(fd)  # also drops our shared probe lock
         return None
     try:
+        lease = read_lease(fs, study_path)
+    except OSError:
+        return None
+    return lease if lease is not None and lease_fresh(lease, expire_s) else None
+
+
+# --- the lease file (object stores) ---------------------------------------------------------------
+
+
+def read_lease(fs: pafs.FileSystem, study_path: str) -> Holder | None:
+    """The holder the study's lease file names; None when there is no lease file or its content
+    is unreadable. Other storage errors (OSError) propagate."""
+    try:
         with fs.open_input_stream(posixpath.join(study_path, LEASE_FILE)) as f:
-            lease = Holder.from_json(f.readall().decode("utf-8", "replace"))
-    except (FileNotFoundError, OSError):
+            return Holder.from_json(f.readall().decode("utf-8", "replace"))
+    except FileNotFoundError:
         return None
-    if lease is None or time.time() - lease.heartbeat >= expire_s:
-        return None
-    return lease
+
+
+def lease_fresh(lease: Holder, expire_s: float = LEASE_EXPIRE_S) -> bool:
+    """Whether the lease's last heartbeat is younger than `expire_s` seconds (by this machine's
+    clock: the writer's and the reader's clocks must agree)."""
+    return time.time() - lease.heartbeat < expire_s

@@ -54,7 +54,7 @@ def follow(client: JobSubmissionClient, sid: str, poll_s: float = 1.0) -> int:
     try:
         asyncio.run(_stream_logs(client, sid))
     except RuntimeError as exc:  # the log socket dropped: the job may still be running
-        _say(f"note: log stream interrupted ({exc}); waiting for the job to end")
+        say(f"note: log stream interrupted ({exc}); waiting for the job to end")
     while True:
         info = client.get_job_info(sid)
         status = str(info.status)
@@ -62,7 +62,7 @@ def follow(client: JobSubmissionClient, sid: str, poll_s: float = 1.0) -> int:
             break
         time.sleep(poll_s)
     detail = f": {info.message}" if info.message and status != "SUCCEEDED" else ""
-    _say(f"job {sid} {status}{detail}")
+    say(f"job {sid} {status}{detail}")
     return TERMINAL_EXIT[status]
 
 
@@ -129,5 +129,6 @@ def job_status_line(study_dir: str | Path) -> str | None:
     return f"job {sid} at {address}: {info.status}{message}"
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """A note for the user: one line on stderr, at once."""
     print(text, file=sys.stderr, flush=True)

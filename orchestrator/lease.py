@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import pyarrow.fs as pafs
 
-from orchestrator.holder import Holder, StudyLock, refusal
+from orchestrator.holder import Holder, StudyLock, lease_fresh, read_lease, refusal
 from results.storage import LEASE_FILE
 
 
@@ -42,7 +42,7 @@ class LeaseLock(StudyLock):
     def take(self, settle_s: float) -> None:
         """Write our lease unless a fresh one of another driver exists; start the heartbeat."""
         current = self._read()
-        if current is not None and self._fresh(current):
+        if current is not None and lease_fresh(current, self._expire_s):
             raise refusal(self.study_uri, self._describe(current))
         self._fs.create_dir(self._study_path, recursive=True)
         self._write()
@@ -98,14 +98,7 @@ class LeaseLock(StudyLock):
             sink.write(data)
 
     def _read(self) -> Holder | None:
-        try:
-            with self._fs.open_input_stream(self._path) as f:
-                return Holder.from_json(f.readall().decode("utf-8", "replace"))
-        except FileNotFoundError:
-            return None
-
-    def _fresh(self, other: Holder) -> bool:
-        return time.time() - other.heartbeat < self._expire_s
+        return read_lease(self._fs, self._study_path)
 
     def _describe(self, other: Holder) -> str:
         age = max(0.0, time.time() - other.heartbeat)

@@ -37,12 +37,18 @@ from typing import Literal
 
 import pyarrow.fs as pafs
 
-from orchestrator.holder import Holder, StudyLock, current_holder, read_holder_fd, refusal
+from orchestrator.holder import (
+    LEASE_EXPIRE_S,
+    Holder,
+    StudyLock,
+    current_holder,
+    read_holder_fd,
+    refusal,
+)
 from orchestrator.lease import LeaseLock
-from results.storage import LEASE_FILE, LOCK_FILE
+from results.storage import LEASE_FILE as LEASE_FILE  # the tests name both files through here
+from results.storage import LOCK_FILE
 
-# The files a lock leaves in a study directory (a flock file stays after release, empty).
-LOCK_FILES = frozenset({LOCK_FILE, LEASE_FILE})
 Mode = Literal["auto", "flock", "lease"]
 
 
@@ -52,7 +58,7 @@ def acquire(
     study_uri: str,
     *,
     heartbeat_s: float = 30.0,
-    expire_s: float = 120.0,
+    expire_s: float = LEASE_EXPIRE_S,
     settle_s: float = 2.0,
     mode: Mode = "auto",
     command: str | None = None,

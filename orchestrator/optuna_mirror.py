@@ -50,7 +50,6 @@ reported (stderr, or Tune's log for the Callback) and the next update repairs it
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import math
@@ -63,21 +62,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 from ray.tune import Callback
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from orchestrator.optuna_db import Memo, MirrorStudy, MirrorTrial, Written, write_mirror
 from orchestrator.study import Study
-from results.snapshot import SNAPSHOT_PATTERN, TuneTrial, read_snapshot
+from results.snapshot import TUNE_ENDED, TuneTrial, newest_snapshot_info, read_snapshot
 from results.status import trial_status
 from results.storage import OPTUNA_EXPERIMENT
 from search_spaces.expand import StudyPlan
 from trainables.identity import KeyCache
 
 logger = logging.getLogger(__name__)
-
-ENDED = ("TERMINATED", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ def mirror_trials(
     keys = keys or KeyCache()
     out = []
     for order, group in enumerate(_groups(sorted(views, key=lambda v: v.created))):
-        if len(group) == len(spec.seeds) and all(v.tune_status in ENDED for v in group):
+        if len(group) == len(spec.seeds) and all(v.tune_status in TUNE_ENDED for v in group):
             out.append((order, _trial(spec, group, keys)))
     out.sort(key=lambda item: (item[1].end_s, item[0]))
     return [trial for _, trial in out]
@@ -290,8 +286,11 @@ class OptunaMirror(Callback):
         context) belongs to, unless it was mirrored already."""
         try:
             fs, exp_path = context.storage_filesystem, context.experiment_fs_path
-            seen = _newest_snapshot(fs, exp_path)
-            if seen is None or seen == self._seen:
+            newest = newest_snapshot_info(fs, exp_path)
+            if newest is None:
+                return
+            seen = (newest.base_name, newest.mtime_ns, newest.size)
+            if seen == self._seen:
                 return
             snapshot = read_snapshot(fs, exp_path)
             self._keys = self._keys or KeyCache()
@@ -305,13 +304,3 @@ class OptunaMirror(Callback):
             self._seen = seen
         except Exception:  # the mirror must never stop a study; the next update repairs it
             logger.warning("optuna.db not updated; the next update repairs it", exc_info=True)
-
-
-def _newest_snapshot(fs: Any, exp_path: str) -> tuple[str, int | None, int | None] | None:
-    """(name, mtime in ns, size) of the experiment's newest stored snapshot; None before one."""
-    infos = fs.get_file_info(pafs.FileSelector(exp_path, allow_not_found=True))
-    snapshots = [i for i in infos if fnmatch.fnmatch(i.base_name, SNAPSHOT_PATTERN)]
-    if not snapshots:
-        return None
-    newest = max(snapshots, key=lambda i: i.base_name)
-    return newest.base_name, newest.mtime_ns, newest.size

@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.study import Study, open_existing
 from results import storage
+from results.status import FINISHED
 from search_spaces.expand import expand
 from search_spaces.spec import DEFAULT_STORAGE, NAME_RE
 from trainables.errors import UserError
@@ -57,11 +58,15 @@ def _state(statuses: list, driven: bool) -> str:
     """running (a driver holds the lock) | complete | incomplete | not started."""
     if driven:
         return "running"
-    if all(s.counts["ok"] + s.counts["diverged"] == s.expected for s in statuses):
+    if all(_finished(s.counts) == s.expected for s in statuses):
         return "complete" if any(s.phase == "snapshotted" for s in statuses) else "not started"
     if all(s.phase == "absent" for s in statuses):
         return "not started"
     return "incomplete"
+
+
+def _finished(counts: dict[str, int]) -> int:
+    return sum(counts[status] for status in FINISHED)
 
 
 def gain_extremes(study: Study) -> dict[str, Any] | None:
@@ -118,7 +123,7 @@ def _ls_row(study: Study) -> dict[str, Any]:
         "study": study.uri,
         "spec_hash": study.spec_hash,
         "state": status["state"],
-        "finished": counts["ok"] + counts["diverged"],
+        "finished": _finished(counts),
         "expected": expected,
         "counts": counts,
         "updated": updated,
@@ -127,12 +132,12 @@ def _ls_row(study: Study) -> dict[str, Any]:
 
 def _last_update(study: Study) -> str | None:
     """The newest modification time among the study record and its experiments' snapshots."""
-    from results.snapshot import read_snapshot
+    from results.snapshot import newest_snapshot_info
 
-    files = [posixpath.join(study.path, storage.META_FILE)]
+    infos = study.fs.get_file_info([posixpath.join(study.path, storage.META_FILE)])
     for e in study.experiments:
-        snapshot = read_snapshot(study.fs, study.tune_path(e))
-        if snapshot is not None:
-            files.append(snapshot.file)
-    times = [i.mtime for i in study.fs.get_file_info(files) if i.mtime is not None]
+        newest = newest_snapshot_info(study.fs, study.tune_path(e))
+        if newest is not None:
+            infos.append(newest)
+    times = [i.mtime for i in infos if i.mtime is not None]
     return max(times).isoformat(timespec="seconds") if times else None

@@ -26,21 +26,21 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import cluster
-from orchestrator.commands import OVERRIDES_HELP
 from orchestrator.jobs import (
     follow,
     jobs_of_study,
     next_submission_id,
     record_submission,
+    say,
     submission_id,
 )
 from results.storage import SUBMISSION_FILE, is_uri
+from search_spaces.overrides import OVERRIDES_HELP
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     address = cluster.resolve_address(args.address)
     client = cluster.connect(address)
     if cluster.auth_mode(address) == "disabled":
-        _say(
+        say(
             f"warning: the cluster at {address} has token auth disabled: anyone who reaches its "
             "dashboard can run code there (start every node with RAY_AUTH_MODE=token)"
         )
@@ -107,21 +107,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if attached:
         job = (active or done)[0]
         sid = job.submission_id
-        _say(f"study {spec.name} already has job {sid} ({job.status}): not submitting another")
+        say(f"study {spec.name} already has job {sid} ({job.status}): not submitting another")
     else:
         sid = _submit(
             client, spec, next_submission_id(base, [j.submission_id for j in jobs]), code_root
         )
-        _say(f"submitted job {sid} to {address}")
+        say(f"submitted job {sid} to {address}")
     print(sid, flush=True)
     recorded = record_submission(
         spec.storage, spec.name, sid, address, spec.hash, overwrite=not attached
     )
     if not recorded:
-        _say(f"note: {spec.storage} is not reachable from here; no {SUBMISSION_FILE} written")
+        say(f"note: {spec.storage} is not reachable from here; no {SUBMISSION_FILE} written")
     if args.follow:
         return follow(client, sid)
-    _say(f"follow it: prunetune submit {shlex.quote(args.spec)} --address {address} --follow")
+    say(f"follow it: prunetune submit {shlex.quote(args.spec)} --address {address} --follow")
     return 0
 
 
@@ -180,7 +180,3 @@ def _submit(client: JobSubmissionClient, spec, sid: str, code_root: Path | None)
             if "already exists" in str(exc):  # another submit of this study won the race
                 return sid
             raise
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

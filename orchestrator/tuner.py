@@ -49,7 +49,7 @@ from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
 from orchestrator.progress import ProgressCallback
 from orchestrator.status import expected_trials
 from orchestrator.study import Study
-from results.snapshot import Snapshot, phase, read_snapshot
+from results.snapshot import TUNE_ENDED, Snapshot, phase, read_snapshot
 from results.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join_uri
 from search_spaces.expand import StudyPlan
 from search_spaces.tune_space import grid_param_space, optuna_param_space
@@ -108,7 +108,7 @@ def run_experiment(
     expected = expected_trials(plan, experiment)
     # After a normal end every trial is TERMINATED or ERROR; anything else means Tune stopped on
     # SIGINT (it snapshots, then returns from fit instead of raising).
-    unfinished = any(t.tune_status not in ("TERMINATED", "ERROR") for t in snapshot.trials)
+    unfinished = any(t.tune_status not in TUNE_ENDED for t in snapshot.trials)
     interrupted = unfinished or len(snapshot.trials) < expected
     return ExperimentOutcome(
         experiment,

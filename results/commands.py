@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from results import storage
-from results.api import ExportSummary, export_study, write_report
-from results.report_html import num, pval
 from trainables.errors import UserError
+
+if TYPE_CHECKING:
+    from results.api import ExportSummary
 
 MAX_IDS = 10
 
@@ -42,7 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.set_defaults(func=run_report)
 
 
+# results.api and results.report_html are imported where they are used: they load scipy (~1 s),
+# which `prunetune --version`, `presets` and every other command would otherwise pay when the
+# parser is built.
+
+
 def run_aggregate(args: argparse.Namespace) -> int:
+    from results.api import export_study
+
     storage.open_location(args.study_dir)  # a storage that does not answer: one line, in time
     summary = export_study(args.study_dir)
     print("\n".join(summary_lines(summary)))
@@ -50,6 +59,8 @@ def run_aggregate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from results.api import export_study, write_report
+
     storage.open_location(args.study_dir)
     if args.output is not None:
         check_output(args.output)
@@ -109,6 +120,8 @@ def summary_lines(s: ExportSummary) -> list[str]:
 
 
 def _ci(row: dict, stat: str, method: str) -> str:
+    from results.report_html import num, pval
+
     return (
         f"{num(row[stat])} [{num(row[f'{method}_ci_low'])}, {num(row[f'{method}_ci_high'])}] "
         f"p={pval(row[f'{method}_p'])}"

@@ -24,17 +24,20 @@ import json
 import posixpath
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow.fs as pafs
 
 from results.history import RESULT_FILE
-from results.status import count_statuses, trial_status
+from results.status import FINISHED, count_statuses, trial_status
 from trainables.errors import UserError
 
 SNAPSHOT_PATTERN = "experiment_state-*.json"
 TUNER_FILE = "tuner.pkl"
+# Tune's statuses of a trial that ended: it finished or was stopped (TERMINATED), or failed
+TUNE_ENDED: tuple[str, ...] = ("TERMINATED", "ERROR")
 Phase = Literal["absent", "stale", "snapshotted"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes Ray puts in error.txt
 
@@ -85,7 +88,7 @@ class Snapshot:
 
     def complete(self, expected: int) -> bool:
         """Every expected trial exists and finished (ok or diverged)."""
-        finished = sum(t.status in ("ok", "diverged") for t in self.trials)
+        finished = sum(t.status in FINISHED for t in self.trials)
         return len(self.trials) >= expected and finished == len(self.trials)
 
 
@@ -106,6 +109,20 @@ def phase(fs: pafs.FileSystem, exp_path: str) -> Phase:
     return "stale" if TUNER_FILE in names else "absent"
 
 
+def newest_snapshot_name(names: Iterable[str]) -> str | None:
+    """The snapshot Tune restores from among the file names of an experiment directory: the
+    lexicographically greatest ``experiment_state-*.json``; None when there is none."""
+    return max(fnmatch.filter(names, SNAPSHOT_PATTERN), default=None)
+
+
+def newest_snapshot_info(fs: pafs.FileSystem, exp_path: str) -> pafs.FileInfo | None:
+    """The directory listing's entry (name, mtime, size) of the experiment's newest snapshot,
+    without opening it; None when it has none yet."""
+    infos = {i.base_name: i for i in _infos(fs, exp_path)}
+    name = newest_snapshot_name(infos)
+    return None if name is None else infos[name]
+
+
 def read_snapshot(
     fs: pafs.FileSystem, exp_path: str, attempts: int = 3, retry_s: float = 0.5
 ) -> Snapshot | None:
@@ -115,10 +132,10 @@ def read_snapshot(
     after `retry_s`. If it still cannot be parsed (a copy cut short by a crash), this raises
     UserError: Tune would restart the experiment from scratch, so nothing may resume it blindly.
     """
-    files = sorted(fnmatch.filter(_list(fs, exp_path), SNAPSHOT_PATTERN))
-    if not files:
+    name = newest_snapshot_name(_list(fs, exp_path))
+    if name is None:
         return None
-    file = posixpath.join(exp_path, files[-1])
+    file = posixpath.join(exp_path, name)
     experiment = posixpath.basename(exp_path.rstrip("/"))
     for attempt in range(attempts):
         try:
@@ -189,12 +206,15 @@ def _trial(exp_path: str, experiment: str, state_json: str, meta_json: str) -> T
     )
 
 
-def _list(fs: pafs.FileSystem, path: str) -> list[str]:
+def _infos(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except NotADirectoryError:
         return []
-    return [i.base_name for i in infos]
+
+
+def _list(fs: pafs.FileSystem, path: str) -> list[str]:
+    return [i.base_name for i in _infos(fs, path)]
 
 
 def _subdirectories(fs: pafs.FileSystem, path: str) -> list[str]:

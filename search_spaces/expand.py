@@ -90,9 +90,10 @@ def expand(spec: StudySpec) -> StudyPlan:
     swept = all_swept(spec)
     points = _points(spec)
     optuna = None
+    build = _Builder(spec)
     if spec.search.algorithm == "optuna":
         first = {where: dist.args[0] for where, dist in swept if isinstance(dist, Dist)}
-        base = _config(spec, points[0], first, spec.seeds[0])
+        base = build.config(points[0], 0, first, spec.seeds[0])
         optuna = OptunaPlan(
             base=base.to_dict(),
             distributions=tuple(_as_distribution(w, v) for w, v in swept),
@@ -109,7 +110,6 @@ def expand(spec: StudySpec) -> StudyPlan:
         if dists:
             rng = np.random.default_rng(spec.search.seed)
             draws = [{w: sample(d, rng) for w, d in dists} for _ in range(spec.search.num_samples)]
-        build = _Builder(spec)
         searched = [
             build.config(point, i, draw, seed)
             for point in points
@@ -191,24 +191,12 @@ def _unique(trials: list[TrialConfig]) -> tuple[TrialConfig, ...]:
     return tuple(seen.values())
 
 
-def _config(spec: StudySpec, point: dict[str, Any], draw: dict[str, Any], seed: int) -> TrialConfig:
-    """The TrialConfig of one grid point with its distribution placeholders filled from `draw`."""
-    data = _fill(point, draw)
-    data.update(
-        seed=seed, generalization=spec.generalization, per_example_loss=spec.per_example_loss
-    )
-    pruning = data["pruning"]
-    if pruning["method"] == "schedule" and not pruning["layers"]:
-        model, dataset = data["model"], data["dataset"]
-        _, default, _ = model_facts(model["name"], model["width"], dataset["name"])
-        pruning["layers"] = [plain(layer) for layer in default]
-    return TrialConfig.from_dict(data)
-
-
 class _Builder:
-    """Builds many trial configs fast: each distinct section value is parsed (type-checked) once
-    and shared by every trial that has it; only the seed differs between a point's trials. The
-    result equals ``_config`` (a test pins this)."""
+    """Builds the trial configs: a grid point with its distribution placeholders filled from a
+    draw, the seed, and the model's default layers where a schedule trial lists none.
+
+    Fast for many trials: each distinct section value is parsed (type-checked) once and shared by
+    every trial that has it; only the seed differs between a point's trials."""
 
     def __init__(self, spec: StudySpec) -> None:
         self._spec = spec

@@ -39,6 +39,12 @@ from search_spaces.sweeps import Dist, Grid
 from search_spaces.yaml_io import load_yaml
 from trainables.errors import UserError
 
+# The command line's help for the KEY=VALUE arguments (`prunetune run`, `prunetune submit`).
+OVERRIDES_HELP = (
+    "spec fields to change, Hydra style: train.epochs=5 seeds=1 'pruning.target=[smallest,largest]' "
+    "(values read as YAML; the resolved spec.yaml records them)"
+)
+
 _EXAMPLE = "e.g. train.epochs=5"
 # Sweep value wrappers: a field typed ``int | Grid | Dist`` is still a leaf.
 _VALUE_WRAPPERS = (Grid, Dist)
