@@ -11,23 +11,19 @@ Five tables, one file each in the study directory (column meanings: ``results/RE
 Nothing here lists a record key by hand: the epoch columns are :data:`trainables.records.RECORD`
 (each key's type tag mapped by :func:`arrow_type`) plus the Tune keys of :data:`TUNE_STORED`; the
 per-trial record keys (``RecordField.per_trial``: pruning rate, device, torch version, ...) are
-trials columns too; the trial-config columns come from :class:`trainables.config.TrialConfig`
-(:func:`config_fields`).
+trials columns too; the trials columns are typed once in :mod:`trainables.trial_columns`.
 Every file carries ``prunetune.schema_version``, ``prunetune.version``, ``prunetune.spec_hash``
 and ``prunetune.table`` in its schema metadata.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from importlib import metadata
-from typing import Any, Literal
 
 import pyarrow as pa
 
-from trainables.config import TrialConfig
-from trainables.records import FLATNESS_KEYS, RECORD, Type
+from trainables.records import RECORD, Type
+from trainables.trial_columns import CONFIG_COLUMNS, TRIAL_COLUMNS
 
 SCHEMA_VERSION = "4"  # 4: the per-trial record keys in trials.parquet
 
@@ -113,40 +109,10 @@ LAYER_EVENTS = pa.schema(
     ]
 )
 
-# trials.parquet: identity and outcome columns first, then the flattened TrialConfig.
-TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    ("trial_id", pa.string()),  # Ray Tune's trial id
-    ("trial_key", pa.string()),  # content hash of the resolved TrialConfig (trainables.identity)
-    ("config_key", pa.string()),  # content hash of the config without its seed
-    ("baseline_key", pa.string()),
-    ("experiment", pa.string()),
-    ("status", pa.string()),  # results.status.STATUSES
-    ("tune_status", pa.string()),
-    ("error", pa.string()),
-    ("num_failures", pa.int64()),
-    ("is_baseline", pa.bool_()),
-    ("n_epochs", pa.int64()),
-    ("n_events", pa.int64()),
-    ("last_event_epoch", pa.int64()),
-    ("final_sparsity", pa.float64()),
-    ("mean_instability", pa.float64()),
-    ("mean_stability", pa.float64()),
-    ("generalization", pa.float64()),
-    ("generalization_epoch", pa.int64()),
-    ("test_acc_final", pa.float64()),
-    ("gen_gap", pa.float64()),
-    ("gain", pa.float64()),
-    ("n_baselines", pa.int64()),
-    ("train_acc_final", pa.float64()),
-    ("train_acc_noisy_final", pa.float64()),
-    ("train_acc_clean_final", pa.float64()),
-    ("control_train_acc", pa.float64()),
-    *((k, pa.float64()) for k in FLATNESS_KEYS),
-    ("runtime_s", pa.float64()),
-    ("node_ip", pa.string()),
-    ("hostname", pa.string()),
-    # The per-trial record keys, each the last value the trial reported (results.summarize).
-    *((f.name, arrow_type(f.type)) for f in RECORD if f.per_trial),
+# trials.parquet: identity and outcome columns first, then the flattened TrialConfig; both lists
+# are typed once in trainables.trial_columns.
+TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (name, arrow_type(tag)) for name, tag in TRIAL_COLUMNS
 )
 
 FITS = pa.schema(
@@ -191,46 +157,10 @@ FITS = pa.schema(
     ]
 )
 
-_RENAMED = {"generalization": "generalization_measure"}
-
-
-def _config_type(tp: Any) -> pa.DataType:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        return pa.struct(
-            [pa.field(f.name, _config_type(hints[f.name])) for f in dataclasses.fields(tp)]
-        )
-    if origin is tuple:
-        return pa.list_(_config_type(typing.get_args(tp)[0]))
-    if origin is Literal or tp is str:
-        return pa.string()
-    return {bool: pa.bool_(), int: pa.int64(), float: pa.float64()}[tp]
-
-
-def config_fields(
-    cls: type = TrialConfig, prefix: str = ""
-) -> list[tuple[str, tuple[str, ...], pa.DataType]]:
-    """The flattened config columns: (column name, path in ``to_dict()``, arrow type), in order.
-
-    Nested fields are joined with ``_`` (``pruning.target`` -> ``pruning_target``), tuples become
-    typed list columns, and the top-level ``generalization`` (the measure's *name*) becomes
-    ``generalization_measure`` because ``generalization`` holds the measured value.
-    """
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            for name, path, t in config_fields(tp, f"{prefix}{f.name}_"):
-                out.append((name, (f.name, *path), t))
-        else:
-            name = _RENAMED.get(f.name, f.name) if not prefix else f"{prefix}{f.name}"
-            out.append((name, (f.name,), _config_type(tp)))
-    return out
-
-
-CONFIG_FIELDS = config_fields()
+# (column name, path in TrialConfig.to_dict(), arrow type), in order.
+CONFIG_FIELDS: tuple[tuple[str, tuple[str, ...], pa.DataType], ...] = tuple(
+    (name, path, arrow_type(tag)) for name, path, tag in CONFIG_COLUMNS
+)
 TRIALS = pa.schema(
     [pa.field(n, t) for n, t in TRIAL_FIELDS] + [pa.field(n, t) for n, _, t in CONFIG_FIELDS]
 )

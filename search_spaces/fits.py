@@ -34,15 +34,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import pyarrow as pa
-
-from results.schema import CONFIG_FIELDS, TRIALS
 from search_spaces.yaml_io import load_yaml
 from trainables.coerce import coerce
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.fields import INVALID, param, problems_of, rule_of, type_hints
 from trainables.problems import Problems, kind_of, show
+from trainables.records import BOOL, FLOAT, INT, STR
+from trainables.trial_columns import COLUMN_TAGS, CONFIG_COLUMNS
 
 FitKind = Literal["pruned", "unpruned", "scratch"]
 FitLevel = Literal["trial", "config"]
@@ -50,20 +49,14 @@ KINDS: tuple[str, ...] = typing.get_args(FitKind)
 DEFAULT_FIT = "default"  # the ``fit`` of the default rows; no spec fit may take it
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# trials.parquet: column -> type; numeric ones may be x / y, scalar ones may filter and group.
-COLUMN_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in TRIALS}
-_KIND_OF_TYPE = (
-    (pa.types.is_boolean, "bool"),
-    (pa.types.is_integer, "int"),
-    (pa.types.is_floating, "float"),
-    (pa.types.is_string, "str"),
-)
+# trials.parquet columns (trainables.trial_columns): numeric ones may be x / y, scalar ones may
+# filter and group.
+_KIND_OF_TAG = {BOOL: "bool", INT: "int", FLOAT: "float", STR: "str"}
 
 
 def column_kind(name: str) -> str:
     """``bool``, ``int``, ``float``, ``str``, or ``nested`` (list / struct) of a trials column."""
-    tp = COLUMN_TYPES[name]
-    return next((kind for test, kind in _KIND_OF_TYPE if test(tp)), "nested")
+    return _KIND_OF_TAG.get(COLUMN_TAGS[name], "nested")
 
 
 _KIND_WORDS = {
@@ -74,9 +67,9 @@ _KIND_WORDS = {
     "nested": "a list or struct column",
 }
 NUMERIC: tuple[str, ...] = tuple(
-    n for n in COLUMN_TYPES if column_kind(n) in ("int", "float") and n != "seed"
+    n for n in COLUMN_TAGS if column_kind(n) in ("int", "float") and n != "seed"
 )
-SCALAR: tuple[str, ...] = tuple(n for n in COLUMN_TYPES if column_kind(n) != "nested")
+SCALAR: tuple[str, ...] = tuple(n for n in COLUMN_TAGS if column_kind(n) != "nested")
 
 
 def column_name(name: str) -> str:
@@ -88,7 +81,7 @@ def _column_rule(choices: tuple[str, ...], what: str):
     def rule(v: str) -> str | None:
         if v in choices:
             return None
-        if v in COLUMN_TYPES:
+        if v in COLUMN_TAGS:
             return f"must be {what}, got {v!r} ({_KIND_WORDS[column_kind(v)]})"
         return f"unknown trials.parquet column {v!r}; choose one of: {', '.join(choices)}"
 
@@ -179,7 +172,7 @@ _PY_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 def _config_value_types() -> dict[str, tuple[Any, Any]]:
     """Config column -> (field type, field rule): a filter value must be a value of the field."""
     out = {}
-    for name, path, _ in CONFIG_FIELDS:
+    for name, path, _ in CONFIG_COLUMNS:
         cls = TrialConfig
         for part in path[:-1]:
             cls = type_hints(cls)[part]
