@@ -1,6 +1,6 @@
 """Every use of Ray Tune's private internals, in one place (checked against Ray 2.60.0).
 
-The checkpoint janitor (:mod:`orchestrator.janitor`) needs two things Tune exposes no public API
+The Optuna mirror needs the Repeater's per-seed config key (:data:`TRIAL_INDEX`). The checkpoint janitor (:mod:`orchestrator.janitor`) needs two things Tune exposes no public API
 for: which checkpoint a trial would be restored from (its checkpoint manager's latest registered
 checkpoint, pickled into the snapshot's run metadata), and dropping checkpoints from a live
 trial's manager. If a Ray upgrade changes these shapes, :func:`latest_checkpoint_name` fails
@@ -15,6 +15,10 @@ import re
 from typing import Any
 
 CHECKED_RAY_VERSION = "2.60.0"
+# The config key the Repeater gives each seed of a suggestion (0, 1, ...): Ray Tune's
+# ``ray.tune.search.repeater.TRIAL_INDEX``, spelt here so the Optuna mirror needs no Ray (a test
+# pins it to Tune's).
+TRIAL_INDEX = "__trial_index__"
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
 

@@ -26,7 +26,7 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   Tune's few keys and the export parses it whole, fast.
 - The Optuna experiment is mirrored into ``optuna.db`` for Optuna's own tools
   (:mod:`orchestrator.optuna_mirror`): refreshed from the snapshot before and after ``fit``, and
-  by :class:`~orchestrator.optuna_mirror.OptunaMirror` each time Tune stored a new snapshot.
+  by :class:`~orchestrator.mirror_callback.OptunaMirror` each time Tune stored a new snapshot.
 - Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
   header), so stdout stays for the command's own result lines; progress comes from
   :class:`ProgressCallback`.
@@ -45,7 +45,8 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
-from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
+from orchestrator.mirror_callback import OptunaMirror
+from orchestrator.optuna_mirror import mirror_spec, refresh_mirror
 from orchestrator.progress import ProgressCallback
 from orchestrator.status import expected_trials
 from orchestrator.study import Study

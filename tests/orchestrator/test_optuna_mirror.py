@@ -20,8 +20,9 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Repeater, Searcher
 
+from orchestrator.mirror_callback import OptunaMirror
 from orchestrator.optuna_db import Memo, MirrorStudy, storage_url, write_mirror
-from orchestrator.optuna_mirror import MirrorSpec, OptunaMirror, TrialView, mirror_trials
+from orchestrator.optuna_mirror import MirrorSpec, TrialView, mirror_trials
 from search_spaces.expand import expand
 from search_spaces.spec import spec_from_yaml
 from trainables.identity import trial_config, trial_key
@@ -352,3 +353,11 @@ def test_optuna_dashboard_and_visualization_open_the_file(tmp_path):
     figure = optuna.visualization.plot_optimization_history(_db(tmp_path))
     assert list(figure.data[0].y) == [0.625, 0.25]
     assert np.isclose(max(figure.data[1].y), 0.625)
+
+
+def test_the_mirror_spells_the_repeaters_seed_key_as_tune_does():
+    from ray.tune.search.repeater import TRIAL_INDEX as TUNE_TRIAL_INDEX
+
+    from orchestrator.tune_internals import TRIAL_INDEX
+
+    assert TRIAL_INDEX == TUNE_TRIAL_INDEX
