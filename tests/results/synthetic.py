@@ -25,7 +25,7 @@ from trainables.config import (
     PruningConfig,
     TrialConfig,
 )
-from trainables.records import empty_record, event_instability
+from trainables.records import empty_record, event_instability, layer_units
 
 FAST_PLAN = BootstrapPlan(n_resamples=50, min_resamples=20, budget=200_000)
 
@@ -226,6 +226,7 @@ def noise_study(seeds: int = 3) -> Tables:
 
 
 IMP_ROUNDS, IMP_T = 2, 3  # rounds after the dense one; epochs per round
+IMP_WEIGHTS = 1000  # prunable weights (n_prunable)
 
 
 def imp_config(control: str, seed: int, noise: float = 0.0) -> TrialConfig:
@@ -265,19 +266,25 @@ def imp_record(cfg: TrialConfig, epoch: int) -> dict:
     )
     if cfg.dataset.label_noise_fraction > 0:
         rec.update(train_acc_noisy=0.2 + 0.1 * r, train_acc_clean=0.8 + 0.01 * r)
+    rec["n_prunable"] = IMP_WEIGHTS
     event = within == IMP_T - 1 and (
         r < IMP_ROUNDS or (r == IMP_ROUNDS and control == "sparse_from_start")
     )
-    if event:
+    if event and control != "extended_dense":  # fraction 0 removes nothing: no event
         after = acc - 0.1
-        pruned = control != "extended_dense" and r < IMP_ROUNDS
+        pruned = r < IMP_ROUNDS
+        sparsity_after = 1 - 0.8 ** (r + 1) if pruned else rec["sparsity"]
+        # the weights the prune removes (the reinit event: every zero of the final mask)
+        units = round(IMP_WEIGHTS * (sparsity_after - (rec["sparsity"] if pruned else 0.0)))
         rec.update(
             is_event=True,
             acc_before=acc,
             acc_after=after,
             test_loss_after=1.5,
             instability=event_instability(acc, after),
-            sparsity_after=1 - 0.8 ** (r + 1) if pruned else rec["sparsity"],
+            sparsity_after=sparsity_after,
+            units_removed=layer_units({"conv1": units // 2, "conv2": units - units // 2}),
+            units_removed_total=units,
         )
     return rec
 
