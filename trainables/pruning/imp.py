@@ -21,7 +21,7 @@ Controls:
 
 - ``extended_dense``: the same rounds, events and rewinds with fraction 0, so nothing is ever
   masked; the schedule replays exactly as in the matched IMP trial (Jin et al.'s "extended dense
-  training"). Its events have acc_before == acc_after, i.e. instability 0.
+  training"). Its events remove nothing, so the loop records none (and no instability).
 - ``sparse_from_start``: the trial first runs the IMP rounds exactly as the matched IMP trial (same
   seed, same data order, so on CPU the same final mask), then one more phase of T epochs: all
   parameters and buffers reset to their initial values (epoch 0), the final mask applied, a fresh
