@@ -8,16 +8,7 @@ lists in ``events.parquet`` / ``layer_events.parquet``); a test ties the two, so
 here always reaches a table.
 
 Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
-
-**The measured model.** An epoch with an event evaluates the test set before it (``acc_before``)
-and after it (``acc_after``). The epoch's ``test_acc``, ``test_loss``, ``sparsity``,
-``val_acc``, ``val_loss``, ``train_acc_noisy`` and ``train_acc_clean`` all describe one model, the
-*measured model* (:func:`measured_before_event`): the model after the event for schedule pruning
-and perturbation (Bartoldson et al.'s official code reports the post-pruning accuracy), the model
-before it for IMP, whose event epochs end a sparsity level (OpenLTH evaluates each level's trained
-model, then prunes: ``lottery/runner.py``). The post-event numbers of every event are
-``acc_after``, ``test_loss_after`` and ``sparsity_after`` whatever the method.
-Keys of features a trial does not use stay null (never zero-filled).
+An epoch's numbers, ``*_after`` keys aside, describe one model (:func:`measured_before_event`).
 
 Some keys are facts about the whole trial (``per_trial``): the schedule's pruning rate, and where
 the trial really ran (device, torch build, threads, model size). They are reported on every
@@ -82,7 +73,6 @@ RECORD: tuple[RecordField, ...] = (
     # Null on the one epoch that does not train (scratch pruning's epoch 0).
     RecordField("train_loss", FLOAT, "nats", "mean training loss over the epoch's batches"),
     RecordField("train_acc", FLOAT, "fraction", "running training-batch accuracy"),
-    # The measured model (measured_before_event): after the event for schedules, before for IMP.
     RecordField("test_loss", FLOAT, "nats", "test loss of the measured model", True),
     RecordField("test_acc", FLOAT, "fraction", "test accuracy of the measured model", True),
     RecordField("sparsity", FLOAT, "fraction", "prunable weights masked, measured model", True),
@@ -134,8 +124,8 @@ PER_TRIAL_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD if f.per_trial)
 
 
 def measured_before_event(method: str) -> bool:
-    """Whether an event epoch's record measures the model before its event (module docstring):
-    True for ``pruning.method: imp`` (the trained model of the level that the event closes)."""
+    """Whether an event epoch's record measures the model before its event: IMP's (OpenLTH
+    evaluates each level's trained model, then prunes); schedules' after it (Bartoldson et al.)."""
     return method == "imp"
 
 
