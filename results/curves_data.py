@@ -6,17 +6,21 @@
   pruning reference (ok pruned trials without perturbation: Prune_L in the paper) and the
   unpruned baselines. One group per (mode, variant): zeroing / gaussian with ``iter`` are Fig. 5's
   two plots, ``cumulative`` zeroing is Fig. D2's.
-- :func:`imp_panel` (Jin et al. 2022): per ok IMP trial (``pruning_method`` imp) and round, the
-  test error of the round's final model and its sparsity, averaged per ``config_key`` (one curve
-  per configuration, e.g. per ``pruning_imp_control`` x label noise), and the training accuracy
-  on the relabelled (``train_acc_noisy``) and untouched (``train_acc_clean``) examples.
+- :func:`imp_panel` (Jin et al. 2022): per ok IMP trial (``pruning_method`` imp) and sparsity
+  level, the test error, training loss and sparsity of the level's trained model, averaged per
+  ``config_key`` (one curve per configuration: ``pruning_imp_control`` x rewinding x ...), and
+  its training accuracy on the relabelled (``train_acc_noisy``) and untouched
+  (``train_acc_clean``) examples; one column of the figure per label-noise level, so IMP,
+  extended dense training and sparse-from-start stand side by side at each noise level.
 
-Round r's *final model* is its last epoch's: the test accuracy before that epoch's event (the
-prune that opens round r + 1) when there is one, else the epoch's test accuracy. Its *sparsity* is
-the one it trained at: the sparsity recorded at the end of round r - 1 (after that round's
-event), 0 for round 0. Extended dense training masks nothing; its round r is placed at the
-sparsity IMP reaches after r rounds, ``1 - (1 - pruning_imp_fraction) ** r`` (to one weight per
-round). A sparse-from-start trial contributes its last phase only (the final mask trained from
+A level's numbers are its level-end row's (:func:`results.summarize.level_end_rows`, the rows
+``val_selected`` chooses from): an IMP event epoch's record measures the level's trained model
+before the prune (``trainables.records.measured_before_event``), so test error, training loss,
+noisy/clean accuracies and sparsity all belong to one model, the one OpenLTH evaluates per level.
+``train_loss`` is the level's last epoch's mean training-batch loss (train mode, the labels
+trained on). Extended dense training masks nothing; its level r is placed at the sparsity IMP
+reaches after r rounds, ``1 - (1 - pruning_imp_fraction) ** r`` (to one weight per round). A
+sparse-from-start trial contributes its last phase only (the final mask trained from
 initialisation; its earlier rounds repeat IMP).
 """
 
@@ -29,6 +33,7 @@ import pyarrow as pa
 
 from results.aggregate import trial_kinds
 from results.report_base import config_label, varying_fields
+from results.summarize import level_end_rows
 
 NOISE_FIELDS = (
     "pruning_perturbation_mode",
@@ -37,11 +42,12 @@ NOISE_FIELDS = (
     "pruning_perturbation_restore",
 )
 NOISE_FIGURES = {"iter": "Fig. 5", "cumulative": "Fig. D2"}
+NOISE_COLUMN = "dataset_label_noise_fraction"  # the IMP panel's columns
 ROUND_KEYS = (
     "imp_round",
     "sparsity",
     "test_acc",
-    "acc_before",
+    "train_loss",
     "train_acc_noisy",
     "train_acc_clean",
 )
@@ -65,12 +71,14 @@ class NoiseGroup:
 
 @dataclass(frozen=True)
 class RoundCurve:
-    label: str
+    label: str  # the configuration, label noise left out (the figure's column says it)
     control: str  # none | extended_dense | sparse_from_start
+    noise: float  # dataset_label_noise_fraction: the figure column
     n: int
     round: np.ndarray  # (n_rounds,)
     sparsity: np.ndarray  # mean over the trials
     test_error: np.ndarray
+    train_loss: np.ndarray
     train_acc_noisy: np.ndarray  # NaN without label noise
     train_acc_clean: np.ndarray
 
@@ -78,6 +86,7 @@ class RoundCurve:
 @dataclass(frozen=True)
 class ImpPanel:
     curves: tuple[RoundCurve, ...]
+    noise_levels: tuple[float, ...]  # the figure's columns, ascending
     has_noise: bool  # some curve has train_acc_noisy
 
 
@@ -181,27 +190,23 @@ def _noise_label(cols, i: int, others: list[str], role: str) -> str:
 def trial_rounds(
     ep: dict[str, np.ndarray], trial_id: str, rows: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """One IMP trial's rounds (module docstring): round, sparsity, test_error, train accuracies.
+    """One IMP trial's levels (module docstring): round, sparsity, test_error, train_loss,
+    noisy, clean, each its level-end row's.
 
     `rows`: the trial's row indices in `ep`, ascending (:func:`trial_rows`); found by a scan of
     ``ep["trial_id"]`` when None.
     """
     m = np.flatnonzero(ep["trial_id"] == trial_id) if rows is None else rows
     m = m[np.argsort(ep["epoch"][m], kind="stable")]
-    rounds = ep["imp_round"][m]
-    out: dict[str, list] = {k: [] for k in ("round", "sparsity", "test_error", "noisy", "clean")}
-    trained_at = 0.0
-    for r in np.unique(rounds[np.isfinite(rounds)]):
-        last = m[rounds == r][-1]
-        event = ep["is_event"][last] and np.isfinite(ep["acc_before"][last])
-        acc = ep["acc_before"][last] if event else ep["test_acc"][last]
-        out["round"].append(int(r))
-        out["sparsity"].append(trained_at)
-        out["test_error"].append(1.0 - acc)
-        out["noisy"].append(ep["train_acc_noisy"][last])
-        out["clean"].append(ep["train_acc_clean"][last])
-        trained_at = ep["sparsity"][last]
-    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+    ends = m[level_end_rows(ep["imp_round"][m])]
+    return {
+        "round": ep["imp_round"][ends],
+        "sparsity": ep["sparsity"][ends],
+        "test_error": 1.0 - ep["test_acc"][ends],
+        "train_loss": ep["train_loss"][ends],
+        "noisy": ep["train_acc_noisy"][ends],
+        "clean": ep["train_acc_clean"][ends],
+    }
 
 
 def imp_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> ImpPanel | None:
@@ -211,7 +216,7 @@ def imp_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> ImpPanel | None:
         return None
     ep = _epoch_arrays(epochs, ROUND_KEYS)
     by_trial = trial_rows(ep["trial_id"])
-    fields = varying_fields(cols)
+    fields = [f for f in varying_fields(cols) if f != NOISE_COLUMN]
     curves = []
     for members in _by_config(cols, imp):
         i = members[0]
@@ -227,10 +232,12 @@ def imp_panel(cols: dict[str, np.ndarray], epochs: pa.Table) -> ImpPanel | None:
         keep = slice(n_rounds - 1, n_rounds) if control == "sparse_from_start" else slice(None)
         curves.append(
             RoundCurve(
-                config_label(cols, i, fields), control, len(members), mean["round"][keep],
-                mean["sparsity"][keep], mean["test_error"][keep], mean["noisy"][keep],
+                config_label(cols, i, fields), control, float(cols[NOISE_COLUMN][i]),
+                len(members), mean["round"][keep], mean["sparsity"][keep],
+                mean["test_error"][keep], mean["train_loss"][keep], mean["noisy"][keep],
                 mean["clean"][keep],
             )
         )  # fmt: skip
     has_noise = any(np.isfinite(c.train_acc_noisy).any() for c in curves)
-    return ImpPanel(tuple(curves), has_noise)
+    levels = tuple(sorted({c.noise for c in curves}))
+    return ImpPanel(tuple(curves), levels, has_noise)

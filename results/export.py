@@ -211,7 +211,8 @@ def _events_table(epochs: pa.Table, spec_hash: str) -> pa.Table:
         "instability": ev.column("instability"),
         "units_removed": ev.column("units_removed_total"),
         "units_removed_by_layer": by_layer,
-        "sparsity": ev.column("sparsity"),
+        # after the event (records before sparsity_after existed: their sparsity, then post-event)
+        "sparsity": pc.coalesce(ev.column("sparsity_after"), ev.column("sparsity")),
         "imp_round": ev.column("imp_round"),
     }
     return pa.table(columns, schema=schema.with_metadata(schema.EVENTS, "events", spec_hash))

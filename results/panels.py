@@ -186,57 +186,48 @@ def noise_figure(groups: tuple[NoiseGroup, ...], name: str) -> go.Figure:
 
 
 def imp_figure(panel: ImpPanel, name: str) -> go.Figure:
-    titles = ["test error vs. sparsity"]
-    if panel.has_noise:
-        titles.append("training accuracy: relabelled (solid) vs. untouched (dotted) examples")
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
-    for i, c in enumerate(panel.curves):
-        colour = PALETTE[i % len(PALETTE)]
+    """One column per label-noise level; rows: test error, training loss and (with label noise)
+    training accuracy on relabelled / untouched examples, each against sparsity."""
+    rows = ["test error", "training loss"] + (["training accuracy"] if panel.has_noise else [])
+    cols = panel.noise_levels
+    titles = [f"{y}, label noise {noise:g}" for y in rows for noise in cols]
+    fig = make_subplots(rows=len(rows), cols=len(cols), subplot_titles=titles)
+    labels = list(dict.fromkeys(c.label for c in panel.curves))
+    shown: set[str] = set()
+    for c in panel.curves:
+        colour = PALETTE[labels.index(c.label) % len(PALETTE)]
         dash = "dash" if c.control == "extended_dense" else "solid"
-        legend = f"{esc(c.label)} (n={c.n})"
-        style = {
-            "mode": "lines+markers",
-            "legendgroup": legend,
-            "hovertext": [f"round {r:g}" for r in c.round],
-        }
-        marker = {
-            "color": colour,
-            "symbol": "star" if c.control == "sparse_from_start" else "circle",
-            "size": 9,
-        }
-        fig.add_trace(
-            go.Scatter(
-                x=c.sparsity,
-                y=c.test_error,
-                name=legend,
-                line={"color": colour, "dash": dash},
-                marker=marker,
-                **style,
-            ),
-            1,
-            1,
-        )
+        symbol = "star" if c.control == "sparse_from_start" else "circle"
+        col = cols.index(c.noise) + 1
+        ys = [(c.test_error, dash, 1), (c.train_loss, dash, 2)]
         if panel.has_noise:
-            for y, line_dash in ((c.train_acc_noisy, dash), (c.train_acc_clean, "dot")):
-                fig.add_trace(
-                    go.Scatter(
-                        x=c.sparsity,
-                        y=y,
-                        showlegend=False,
-                        line={"color": colour, "dash": line_dash},
-                        marker=marker,
-                        **style,
-                    ),
-                    1,
-                    2,
-                )
-    for col in range(1, len(titles) + 1):
-        fig.update_xaxes(title_text="sparsity (fraction of prunable weights)", row=1, col=col)
-    fig.update_yaxes(title_text="test error", row=1, col=1)
-    if panel.has_noise:
-        fig.update_yaxes(title_text="training accuracy", row=1, col=2)
-    title = f"{esc(name)}: IMP, extended dense training and sparse-from-start ({JIN})"
-    return _layout(fig, title, 560)
+            ys += [(c.train_acc_noisy, dash, 3), (c.train_acc_clean, "dot", 3)]
+        for y, line_dash, row in ys:
+            fig.add_trace(
+                go.Scatter(
+                    x=c.sparsity,
+                    y=y,
+                    mode="lines+markers",
+                    name=esc(c.label),
+                    legendgroup=esc(c.label),
+                    showlegend=c.label not in shown,
+                    line={"color": colour, "dash": line_dash},
+                    marker={"color": colour, "symbol": symbol, "size": 9},
+                    hovertext=[f"round {r:g}, n={c.n}" for r in c.round],
+                ),
+                row,
+                col,
+            )
+            shown.add(c.label)
+    for col in range(1, len(cols) + 1):
+        fig.update_xaxes(title_text="sparsity", row=len(rows), col=col)
+    for row, y in enumerate(rows, start=1):
+        fig.update_yaxes(title_text=y, row=row, col=1)
+    title = (
+        f"{esc(name)}: IMP, extended dense training and sparse-from-start per label-noise level"
+        f" ({JIN}); relabelled examples solid, untouched dotted"
+    )
+    return _layout(fig, title, 300 * len(rows) + 120)
 
 
 def _section(title: str, note: str, fig: go.Figure, div_id: str) -> str:
@@ -258,8 +249,9 @@ _PANELS = (
      "Every ok trial; unpruned and scratch trials at stability 100 by definition.",
      fig6_figure),
     ("imp", "imp", f"Pruning vs. its controls ({JIN})",
-     "Per round, the round's final model; extended dense training at IMP's sparsity for the "
-     "same rounds.",
+     "Per level, the level's trained model (before its prune): the rows val_selected ranks. "
+     "Extended dense training at IMP's sparsity for the same rounds; sparse-from-start (star) "
+     "is the final mask trained once from initialisation.",
      imp_figure),
 )  # fmt: skip
 

@@ -47,7 +47,7 @@ MAX_CONFIG_ROWS = 500
 MAX_LISTED = 200
 CURVE_COLUMNS = (
     "trial_id", "epoch", "test_acc", "acc_before", "acc_after", "is_event", "imp_round",
-    "sparsity", "train_acc_noisy", "train_acc_clean",
+    "sparsity", "train_loss", "train_acc_noisy", "train_acc_clean",
 )  # fmt: skip
 _NUMBERS = (
     "mean_instability",

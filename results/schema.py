@@ -25,7 +25,10 @@ import pyarrow as pa
 from trainables.records import RECORD, Type
 from trainables.trial_columns import CONFIG_COLUMNS, TRIAL_COLUMNS
 
-SCHEMA_VERSION = "4"  # 4: the per-trial record keys in trials.parquet
+# 4: the per-trial record keys in trials.parquet; 5: an IMP event epoch's row is the level's
+# trained model (before the prune; trainables.records.measured_before_event), and every event
+# records test_loss_after and sparsity_after.
+SCHEMA_VERSION = "5"
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 

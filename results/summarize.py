@@ -9,12 +9,18 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
   instability 0 (stability 100) by definition, as the official ``add_pruning_status_vars`` treats
   an event at the first epoch as no pruned epoch; its event stays in the records, ``n_events``
   and ``last_event_epoch`` (0, so its generalization window is every epoch, as the official one);
+- every number of a row is the *measured model*'s (``trainables.records``): the model after the
+  epoch's event, or, for IMP, before it, so an IMP level-end row is that level's trained model
+  (OpenLTH evaluates each level, then prunes) and its train, test, validation and noisy/clean
+  accuracies, losses and sparsity all belong to it;
 - generalization, by the config's measure: ``best_after_last_event`` = the best test accuracy at
-  or after the last event epoch (all epochs when there is none), the earliest such epoch on ties;
+  or after the last event epoch (all epochs when there is none; for IMP strictly after it, the
+  event epoch's row being the model before the event), the earliest such epoch on ties;
   ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
   the best validation accuracy (earliest on ties; null without a validation split), chosen for
   an IMP trial among the epochs that end a sparsity level only (:func:`level_end_rows`);
-- ``gen_gap`` = train accuracy - test accuracy at the generalization epoch;
+- ``gen_gap`` = train accuracy - test accuracy at the generalization epoch (for IMP both belong
+  to the level's trained model, before the event);
 - ``pruning_rate``: the rate the trainable recorded (record key ``pruning_rate``: percent of the
   most-pruned layer's units removed per event; 0 unpruned; ``100 * imp.fraction`` for IMP);
   null until the trial has reported. Every per-trial record key (``RecordField.per_trial``:
@@ -34,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from trainables.config import TrialConfig
-from trainables.records import FIELDS, FLATNESS_KEYS, INT, PER_TRIAL_KEYS
+from trainables.records import FIELDS, FLATNESS_KEYS, INT, PER_TRIAL_KEYS, measured_before_event
 
 # The per-epoch columns :func:`summarize` reads.
 INPUT_KEYS = (
@@ -51,9 +57,13 @@ def generalization(
     epoch: np.ndarray,
     last_event_epoch: int | None,
     selectable: np.ndarray | None = None,
+    before_event: bool = False,
 ) -> int | None:
     """Row index of the generalization epoch (None when undefined). Arrays: (n_epochs,), NaN=null;
-    ``selectable``: bool (n_epochs,), the rows ``val_selected`` may choose (None = all)."""
+    ``selectable``: bool (n_epochs,), the rows ``val_selected`` may choose (None = all);
+    ``before_event``: an event epoch's row measures the model before its event
+    (``trainables.records.measured_before_event``), so "after the last event" starts one row
+    later."""
     if measure == "final":
         return len(test_acc) - 1 if len(test_acc) and np.isfinite(test_acc[-1]) else None
     if measure == "val_selected":
@@ -61,7 +71,7 @@ def generalization(
         return _argmax(val_acc, allowed if selectable is None else allowed & selectable)
     window = np.isfinite(test_acc)
     if last_event_epoch is not None:
-        window &= epoch >= last_event_epoch
+        window &= epoch > last_event_epoch if before_event else epoch >= last_event_epoch
     return _argmax(test_acc, window)
 
 
@@ -141,6 +151,7 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
             cols["epoch"],
             out["last_event_epoch"],
             selectable_rows(cols, cfg),
+            measured_before_event(cfg.pruning.method),
         )
         if row is not None:
             out["generalization"] = float(cols["test_acc"][row])

@@ -91,7 +91,9 @@ class PruningMethod(Hooks):
 
         Returns None when the model was not changed (the test set is evaluated once); else
         {layer: units removed or targeted}: the test set is evaluated again (``acc_after``, the
-        epoch's ``test_acc``), and it is a pruning event when some count is > 0. An empty dict
+        epoch's ``test_acc`` unless the record measures the model before the event:
+        ``trainables.records.measured_before_event``), and it is a pruning event when some count
+        is > 0. An empty dict
         asks for that second evaluation without an event (a perturbation window that counts
         evaluation passes, as the official code evaluated twice every epoch).
         """

@@ -8,7 +8,13 @@ neither):
     train one epoch -> model.eval() -> acc_before on the test set -> prune (if an event is due)
     -> acc_after on the same set -> (validation / noisy-label accuracies) -> LR step
 
-with no training and no BN recalibration between the two evaluations. Accuracies are fractions in
+with no training and no BN recalibration between the two evaluations. The epoch's record
+describes the model after the event (``test_acc`` = ``acc_after``). IMP
+(:func:`trainables.records.measured_before_event`) measures the model before it instead, as
+OpenLTH evaluates each level's trained model and then prunes (``lottery/runner.py``): its
+validation and noisy-label accuracies run right after ``acc_before`` and ``test_acc`` =
+``acc_before``; every event keeps its post-event numbers as ``acc_after``, ``test_loss_after``
+and ``sparsity_after``. Accuracies are fractions in
 [0, 1], losses mean cross-entropy in nats. An epoch the method does not train
 (``PruningMethod.trains``: scratch pruning's epoch 0) skips the training and the LR step, as the
 official code does; its ``train_loss`` / ``train_acc`` stay null.
@@ -53,7 +59,7 @@ from trainables.methods import method_class
 from trainables.models import build_model
 from trainables.provenance import run_facts
 from trainables.pruning.masks import MaskSet
-from trainables.records import empty_record, event_instability, layer_units
+from trainables.records import empty_record, event_instability, layer_units, measured_before_event
 from trainables.state import GENERATORS, LoopState, load_state, restore_state
 
 
@@ -111,6 +117,7 @@ class TrialRunner:
         self._hooks: list[Hooks] = [self.method, *self.extensions.values()]
         self._eval_hooks = [h for h in self._hooks if overrides(h, "before_eval_batch")]
         self._bf16 = self.device.type == "cuda" and cfg.train.bf16
+        self._measured_before = measured_before_event(cfg.pruning.method)
 
     @classmethod
     def from_checkpoint(
@@ -159,6 +166,10 @@ class TrialRunner:
             return self._finish(record, start, "diverged")
         for hooks in self._hooks:
             hooks.before_event(self, record)
+        if self._measured_before:  # the level's trained model (IMP), whatever the event does
+            record["test_loss"], record["test_acc"] = test_loss, acc_before
+            record["sparsity"] = self.masks.sparsity
+            self._extra_evaluations(record)
         changed = self.method.event(self, epoch)
         acc_after = acc_before
         if changed is not None:
@@ -166,9 +177,11 @@ class TrialRunner:
             removed = {layer: n for layer, n in changed.items() if n > 0}
             if removed:
                 self._record_event(record, acc_before, acc_after, removed)
-        record["test_loss"], record["test_acc"] = test_loss, acc_after
-        record["sparsity"] = self.masks.sparsity
-        self._extra_evaluations(record)
+                record.update(test_loss_after=test_loss, sparsity_after=self.masks.sparsity)
+        if not self._measured_before:  # the model after the event (schedule pruning)
+            record["test_loss"], record["test_acc"] = test_loss, acc_after
+            record["sparsity"] = self.masks.sparsity
+            self._extra_evaluations(record)
         if trains:  # an untrained epoch takes no LR step: later milestones come one epoch late
             self.scheduler.step()
         for hooks in self._hooks:
@@ -259,7 +272,8 @@ class TrialRunner:
         record["units_removed"] = layer_units(removed)
 
     def _extra_evaluations(self, record: dict[str, Any]) -> None:
-        """Validation split and noisy/clean training accuracies (post-event, eval mode)."""
+        """Validation split and noisy/clean training accuracies of the measured model (eval
+        mode; ``trainables.records``: after the event, or before it for IMP)."""
         data = self.data
         if data.x_val is not None:
             record["val_loss"], record["val_acc"] = self._evaluate(data.x_val, data.y_val)

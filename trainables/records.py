@@ -8,7 +8,7 @@ lists in ``events.parquet`` / ``layer_events.parquet``); a test ties the two, so
 here always reaches a table.
 
 Accuracies are fractions in [0, 1]; losses are mean cross-entropy in nats; times are seconds.
-Keys of features a trial does not use stay null (never zero-filled).
+An epoch's numbers, ``*_after`` keys aside, describe one model (:func:`measured_before_event`).
 
 Some keys are facts about the whole trial (``per_trial``): the schedule's pruning rate, and where
 the trial really ran (device, torch build, threads, model size). They are reported on every
@@ -73,21 +73,21 @@ RECORD: tuple[RecordField, ...] = (
     # Null on the one epoch that does not train (scratch pruning's epoch 0).
     RecordField("train_loss", FLOAT, "nats", "mean training loss over the epoch's batches"),
     RecordField("train_acc", FLOAT, "fraction", "running training-batch accuracy"),
-    RecordField("test_loss", FLOAT, "nats", "test loss after this epoch's event, if any", True),
-    RecordField(
-        "test_acc", FLOAT, "fraction", "test accuracy after the event (post-pruning)", True
-    ),
-    RecordField("sparsity", FLOAT, "fraction", "prunable weights masked after the event", True),
+    RecordField("test_loss", FLOAT, "nats", "test loss of the measured model", True),
+    RecordField("test_acc", FLOAT, "fraction", "test accuracy of the measured model", True),
+    RecordField("sparsity", FLOAT, "fraction", "prunable weights masked, measured model", True),
     RecordField("lr", FLOAT, "", "learning rate this epoch trained with", True),
     RecordField("epoch_time_s", FLOAT, "s", "wall time of the epoch", True),
     RecordField("is_event", BOOL, "", "units were pruned or perturbed after this epoch", True),
     RecordField(
         "status", STR, "", "running | done | diverged (the last record: done/diverged)", True
     ),
-    RecordField("val_loss", FLOAT, "nats", "validation loss (validation split only)"),
-    RecordField("val_acc", FLOAT, "fraction", "validation accuracy (validation split only)"),
+    RecordField("val_loss", FLOAT, "nats", "validation loss of the measured model"),
+    RecordField("val_acc", FLOAT, "fraction", "validation accuracy of the measured model"),
     RecordField("acc_before", FLOAT, "fraction", "event epochs: test accuracy before the event"),
     RecordField("acc_after", FLOAT, "fraction", "event epochs: test accuracy after it"),
+    RecordField("test_loss_after", FLOAT, "nats", "event epochs: test loss after the event"),
+    RecordField("sparsity_after", FLOAT, "fraction", "event epochs: weights masked after it"),
     RecordField("instability", FLOAT, "", "event epochs: (acc_before - acc_after) / acc_before"),
     RecordField("units_removed", LAYER_UNITS, "units", "event epochs: units per layer"),
     RecordField("units_removed_total", INT, "units", "event epochs: units over all layers"),
@@ -97,8 +97,8 @@ RECORD: tuple[RecordField, ...] = (
         "num_events", INT, "events", "the schedule's number of event epochs", per_trial=True
     ),
     RecordField("imp_round", INT, "round", "IMP: the round of this epoch (0 = dense)"),
-    RecordField("train_acc_noisy", FLOAT, "fraction", "label noise: accuracy on relabelled set"),
-    RecordField("train_acc_clean", FLOAT, "fraction", "label noise: accuracy on untouched set"),
+    RecordField("train_acc_noisy", FLOAT, "fraction", "label noise: measured model, relabelled"),
+    RecordField("train_acc_clean", FLOAT, "fraction", "label noise: measured model, untouched"),
     RecordField("hessian_topk_sum", FLOAT, "", "flatness epochs: sum of top-k Hessian eigenvalues"),
     RecordField("grad_noise_trace", FLOAT, "", "flatness epochs: Tr(C), mean squared grad norm"),
     RecordField("eps_flatness", FLOAT, "", "flatness epochs: epsilon (0.01 grid) at the rise"),
@@ -121,6 +121,12 @@ FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_f
 FIELDS: dict[str, RecordField] = {f.name: f for f in RECORD}
 # The per-trial keys (RecordField.per_trial), in record order.
 PER_TRIAL_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD if f.per_trial)
+
+
+def measured_before_event(method: str) -> bool:
+    """Whether an event epoch's record measures the model before its event: IMP's (OpenLTH
+    evaluates each level's trained model, then prunes); schedules' after it (Bartoldson et al.)."""
+    return method == "imp"
 
 
 def empty_record(epoch: int) -> dict[str, Any]:

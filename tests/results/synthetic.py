@@ -25,7 +25,7 @@ from trainables.config import (
     PruningConfig,
     TrialConfig,
 )
-from trainables.records import empty_record, event_instability
+from trainables.records import empty_record, event_instability, layer_units
 
 FAST_PLAN = BootstrapPlan(n_resamples=50, min_resamples=20, budget=200_000)
 
@@ -226,6 +226,7 @@ def noise_study(seeds: int = 3) -> Tables:
 
 
 IMP_ROUNDS, IMP_T = 2, 3  # rounds after the dense one; epochs per round
+IMP_WEIGHTS = 1000  # prunable weights (n_prunable)
 
 
 def imp_config(control: str, seed: int, noise: float = 0.0) -> TrialConfig:
@@ -242,7 +243,9 @@ def imp_record(cfg: TrialConfig, epoch: int) -> dict:
     """A closed-form IMP record: round r = epoch // T; after the last epoch of round r < R an event
     prunes to density 0.8^(r+1) (nothing for extended_dense); sparse_from_start's transition after
     round R keeps the final mask. Test accuracy 0.6 + 0.05 r + 0.01 (epoch mod T) + 0.001 seed,
-    dropping by 0.1 at an event."""
+    dropping by 0.1 at an event; training loss 0.5 - 0.01 r. As the loop records IMP, an event
+    epoch's row is the level's trained model (test_acc = acc_before, the sparsity it trained at);
+    the pruned model is acc_after / sparsity_after."""
     control = cfg.pruning.imp.control
     r, within = divmod(epoch, IMP_T)
     density = 0.8 ** min(r, IMP_ROUNDS)
@@ -250,7 +253,7 @@ def imp_record(cfg: TrialConfig, epoch: int) -> dict:
     rec = empty_record(epoch)
     last_epoch = IMP_T * (IMP_ROUNDS + 1 + (control == "sparse_from_start")) - 1
     rec.update(
-        train_loss=0.5,
+        train_loss=0.5 - 0.01 * r,
         train_acc=0.9,
         test_loss=1.0,
         test_acc=acc,
@@ -263,37 +266,45 @@ def imp_record(cfg: TrialConfig, epoch: int) -> dict:
     )
     if cfg.dataset.label_noise_fraction > 0:
         rec.update(train_acc_noisy=0.2 + 0.1 * r, train_acc_clean=0.8 + 0.01 * r)
+    rec["n_prunable"] = IMP_WEIGHTS
     event = within == IMP_T - 1 and (
         r < IMP_ROUNDS or (r == IMP_ROUNDS and control == "sparse_from_start")
     )
-    if event:
+    if event and control != "extended_dense":  # fraction 0 removes nothing: no event
         after = acc - 0.1
-        pruned = control != "extended_dense" and r < IMP_ROUNDS
+        pruned = r < IMP_ROUNDS
+        sparsity_after = 1 - 0.8 ** (r + 1) if pruned else rec["sparsity"]
+        # the weights the prune removes (the reinit event: every zero of the final mask)
+        units = round(IMP_WEIGHTS * (sparsity_after - (rec["sparsity"] if pruned else 0.0)))
         rec.update(
             is_event=True,
             acc_before=acc,
             acc_after=after,
-            test_acc=after,
+            test_loss_after=1.5,
             instability=event_instability(acc, after),
-            sparsity=1 - 0.8 ** (r + 1) if pruned else rec["sparsity"],
+            sparsity_after=sparsity_after,
+            units_removed=layer_units({"conv1": units // 2, "conv2": units - units // 2}),
+            units_removed_total=units,
         )
     return rec
 
 
-def imp_study(seeds: int = 2, noise: float = 0.2) -> Tables:
-    """Jin et al.'s controls at toy scale: IMP, extended dense and sparse-from-start trials (label
-    noise `noise`), `seeds` seeds each, plus a baseline per seed."""
+def imp_study(seeds: int = 2, noise: float | tuple[float, ...] = 0.2) -> Tables:
+    """Jin et al.'s controls at toy scale: IMP, extended dense and sparse-from-start trials at each
+    label-noise level `noise`, `seeds` seeds each, plus a baseline per seed and noise level."""
     trials, blobs = [], []
-    for seed in range(seeds):
-        base = dataclasses.replace(imp_config("none", seed, noise), pruning=PruningConfig())
-        trials.append(tune_trial(base, f"b{seed}"))
-        blobs.append(history(base, f"b{seed}"))
-        for control in ("none", "extended_dense", "sparse_from_start"):
-            cfg = imp_config(control, seed, noise)
-            tid = f"{control}{seed}"
-            trials.append(tune_trial(cfg, tid))
-            n = IMP_T * (IMP_ROUNDS + 1 + (control == "sparse_from_start"))
-            blobs.append(
-                b"".join(result_line(cfg, tid, imp_record(cfg, e), e + 1) for e in range(n))
-            )
+    for level in noise if isinstance(noise, tuple) else (noise,):
+        tag = "" if level == 0.2 else f"n{level:g}_"
+        for seed in range(seeds):
+            base = dataclasses.replace(imp_config("none", seed, level), pruning=PruningConfig())
+            trials.append(tune_trial(base, f"{tag}b{seed}"))
+            blobs.append(history(base, f"{tag}b{seed}"))
+            for control in ("none", "extended_dense", "sparse_from_start"):
+                cfg = imp_config(control, seed, level)
+                tid = f"{tag}{control}{seed}"
+                trials.append(tune_trial(cfg, tid))
+                n = IMP_T * (IMP_ROUNDS + 1 + (control == "sparse_from_start"))
+                blobs.append(
+                    b"".join(result_line(cfg, tid, imp_record(cfg, e), e + 1) for e in range(n))
+                )
     return tables(trials, blobs)

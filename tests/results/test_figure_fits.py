@@ -340,4 +340,6 @@ def test_the_sgd_presets_fit_fig_4_per_resnet_on_the_pruned_runs():
 def test_the_jin_preset_summarises_gain_against_label_noise_per_control():
     cols, fits = _plan_columns("jin2022-imp")
     rows = aggregate.fits(cols, S.FAST_PLAN, fits)
-    assert _n(rows, "gain_vs_label_noise") == {"extended_dense": 12, "none": 12}
+    three = {"none": 12, "extended_dense": 12, "sparse_from_start": 12}  # LR rewinding
+    assert _n(rows, "gain_vs_label_noise") == three
+    assert _n(rows, "gain_vs_label_noise_wr") == {"all": 12}  # IMP with weight rewinding

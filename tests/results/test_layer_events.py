@@ -110,3 +110,27 @@ def test_schema_metadata_and_file(tables, tmp_path):
     fs, path = storage.resolve(str(tmp_path))
     write_tables(fs, path, {"layer_events": table})
     assert pq.read_table(tmp_path / "layer_events.parquet").equals(table)
+
+
+def test_imp_epochs_events_and_layer_events_agree_on_each_model():
+    """An IMP event epoch: the epochs row and the event's acc_before are the level's trained
+    model (at the sparsity it trained at); events' acc_after and sparsity are the pruned model;
+    the layer_events rows of that epoch are the weights the prune removed, i.e. the difference of
+    the two sparsities."""
+    tables = S.imp_study(seeds=1)
+    epochs = {(r["trial_id"], r["epoch"]): r for r in tables.epochs.to_pylist()}
+    removed: dict[tuple, int] = {}
+    for r in tables.layer_events.to_pylist():
+        key = (r["trial_id"], r["epoch"])
+        removed[key] = removed.get(key, 0) + r["units"]
+    events = tables.events.to_pylist()
+    assert {e["trial_id"] for e in events} == {"none0", "sparse_from_start0"}
+    for e in events:
+        row = epochs[e["trial_id"], e["epoch"]]
+        assert e["acc_before"] == row["test_acc"] and e["acc_after"] < row["test_acc"]
+        assert e["sparsity"] == row["sparsity_after"]
+        reinit = e["imp_round"] == S.IMP_ROUNDS  # sparse_from_start: the final mask, from 0
+        before = 0.0 if reinit else row["sparsity"]
+        assert removed[e["trial_id"], e["epoch"]] == e["units_removed"]
+        assert e["units_removed"] == round(S.IMP_WEIGHTS * (e["sparsity"] - before))
+    assert [e["sparsity"] for e in events if e["trial_id"] == "none0"] == pytest.approx([0.2, 0.36])

@@ -124,40 +124,38 @@ def test_noise_groups_mirror_fig5_and_d2_with_seed_means():
     assert groups[1].curves[-1].label == "zeroing 89 steps, restore"
 
 
-def test_imp_rounds_follow_the_round_end_rule():
-    tables = S.imp_study(seeds=2)
-    ep = {
-        k: np.asarray(v, dtype=object if k == "trial_id" else float)
-        for k, v in tables.epochs.to_pydict().items()
-        if k
-        in (
-            "trial_id",
-            "epoch",
-            "imp_round",
-            "sparsity",
-            "test_acc",
-            "acc_before",
-            "is_event",
-            "train_acc_noisy",
-            "train_acc_clean",
-        )
-    }
-    ep["is_event"] = ep["is_event"].astype(bool)
+def test_imp_levels_are_the_trained_models_of_the_level_end_rows():
+    """Each level's numbers are its level-end row's, the level's trained model (before its prune):
+    test error, training loss, noisy/clean accuracy and the sparsity it trained at, one model."""
+    tables = S.imp_study(seeds=2, noise=(0.0, 0.2))
+    keys = ("epoch", "imp_round", "sparsity", "test_acc", "train_loss")
+    ep = {k: np.asarray(v, dtype=float) for k, v in tables.epochs.to_pydict().items() if k in keys}
+    ep["trial_id"] = np.asarray(tables.epochs.column("trial_id").to_pylist(), dtype=object)
+    for k in ("train_acc_noisy", "train_acc_clean"):
+        ep[k] = np.asarray(tables.epochs.column(k).to_pylist(), dtype=float)
     rounds = trial_rounds(ep, "none0")
     assert_array_equal(rounds["round"], [0, 1, 2])
-    assert_allclose(rounds["sparsity"], [0, 0.2, 0.36])  # trained at: after the previous event
+    assert_allclose(rounds["sparsity"], [0, 0.2, 0.36])  # the sparsity each level trained at
     assert_allclose(rounds["test_error"], [1 - 0.62, 1 - 0.67, 1 - 0.72])  # before the prune
+    assert_allclose(rounds["train_loss"], [0.5, 0.49, 0.48])
     assert_allclose(rounds["noisy"], [0.2, 0.3, 0.4])
     panel = _data(tables).panels.imp
-    by_control = {c.control: c for c in panel.curves}
-    assert set(by_control) == {"none", "extended_dense", "sparse_from_start"} and panel.has_noise
-    dense = by_control["extended_dense"]
+    assert panel.noise_levels == (0.0, 0.2) and panel.has_noise
+    by = {(c.control, c.noise): c for c in panel.curves}
+    assert set(by) == {(c, n) for c in ("none", "extended_dense", "sparse_from_start")
+                       for n in (0.0, 0.2)}  # fmt: skip
+    assert len({c.label for c in panel.curves}) == 3  # one label (and colour) per arm
+    dense = by["extended_dense", 0.2]
     assert_allclose(dense.sparsity, [0, 0.2, 0.36])  # IMP's sparsity after as many rounds
     assert_allclose(dense.test_error, 1 - np.array([0.6205, 0.6705, 0.7205]))  # seed mean
-    scratch = by_control["sparse_from_start"]
+    scratch = by["sparse_from_start", 0.2]
     assert_array_equal(scratch.round, [3]) and scratch.n == 2
     assert_allclose(scratch.sparsity, [0.36])
     assert_allclose(scratch.test_error, [1 - (0.6 + 0.15 + 0.02 + 0.0005)])
+    assert np.isnan(by["none", 0.0].train_acc_noisy).all()
+    fig = panels.imp_figure(panel, "s")
+    assert len(fig.layout.annotations) == 3 * 2  # 3 rows x 2 noise levels
+    assert "training loss, label noise 0.2" in {a.text for a in fig.layout.annotations}
 
 
 def test_panels_render_with_their_figure_names_and_escape_labels(figures):

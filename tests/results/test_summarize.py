@@ -174,6 +174,22 @@ def test_sparse_from_start_selects_the_end_of_its_control_phase():
     assert (out["generalization"], out["generalization_epoch"]) == (0.35, 5)
 
 
+def test_imp_best_after_last_event_starts_after_the_event_epochs_trained_model():
+    """An IMP event epoch's row is the level's trained model, before the prune: "best after the
+    last event" is the best of the rows after it (the last level), not that row; and the gap is
+    taken within one model's row."""
+    cfg = dataclasses.replace(_imp(rounds=1, epochs=2), generalization="best_after_last_event")
+    test = [0.5, 0.8, 0.6, 0.7]  # epoch 1: level 0's trained model (the event's acc_before)
+    cols = _imp_cols(cfg, [0.1] * 4, test)
+    cols["train_acc"] = np.array([0.6, 0.95, 0.7, 0.9])
+    out = S.summarize(cols, cfg, "ok")
+    assert (out["generalization"], out["generalization_epoch"]) == (0.7, 3)
+    assert out["gen_gap"] == pytest.approx(0.9 - 0.7)
+    schedule = dataclasses.replace(config("smallest", 0), generalization="best_after_last_event")
+    out = S.summarize(_cols(test, events=[1]), schedule, "ok")  # row 1: after its event
+    assert out["generalization_epoch"] == 1
+
+
 @pytest.mark.parametrize(
     "imp",
     [

@@ -26,7 +26,7 @@ COUNTS = {
     "bartoldson2020-resnet18-sgd": (20, 10, 30),  # 2 periods x 10 seeds + 10
     "bartoldson2020-noise": (110, 10, 120),  # (1 + 2 x 3 + 4) perturbations x 10 seeds + 10
     "bartoldson2020-flatness": (50, 10, 60),  # (1 + 3 + scratch) pruning cfgs x 10 seeds + 10
-    "jin2022-imp": (24, 12, 36),  # 2 controls x 4 noise levels x 3 seeds + 4 x 3
+    "jin2022-imp": (48, 12, 60),  # 4 arms x 4 noise levels x 3 seeds + 4 x 3
 }
 
 

@@ -343,11 +343,16 @@ def test_jin_matches_openlth_recipe() -> None:
     spec = load_spec("jin2022-imp")
     for trial in expand(spec).pruned:
         assert {k: value_at(trial, k) for k in OPENLTH_CIFAR_RESNET_20} == OPENLTH_CIFAR_RESNET_20
-    p = spec.pruning
+    lrr, wr = spec.pruning.values
     assert spec.dataset.label_noise_fraction == Grid((0.0, 0.1, 0.2, 0.4))
-    assert (p.imp.rounds, p.imp.rewind) == (16, "lr")
-    assert p.imp.control == Grid(("none", "extended_dense"))
-    assert round(0.8**p.imp.rounds, 4) == 0.0281  # density after 16 rounds
+    assert (lrr.imp.rounds, lrr.imp.rewind) == (16, "lr")
+    # IMP, the longer-training control and the smaller-size control (Jin et al.'s two factors)
+    assert lrr.imp.control == Grid(("none", "extended_dense", "sparse_from_start"))
+    # weight rewinding to the initialisation: OpenLTH's default, without --rewinding_steps
+    assert (wr.imp.rounds, wr.imp.rewind, wr.imp.rewind_epoch, wr.imp.control) == (
+        16, "weight", 0, "none",
+    )  # fmt: skip
+    assert round(0.8**lrr.imp.rounds, 4) == 0.0281  # density after 16 rounds
     assert (spec.generalization, spec.dataset.validation_fraction) == ("val_selected", 0.1)
     assert "UNVERIFIED against the PDF" in preset_text("jin2022-imp")
 

@@ -247,9 +247,11 @@ def test_imp_trial_records_rounds_sparsity_and_replayed_lr(data_dir):
     assert [r["imp_round"] for r in records] == [0, 0, 1, 1, 2, 2]
     assert [r["lr"] for r in records] == pytest.approx([3e-3, 1.5e-3] * 3)
     assert [r["epoch"] for r in records if r["is_event"]] == [1, 3]
-    sparsity = [r["sparsity"] for r in records]
-    assert sparsity[0] == 0.0 and sparsity[1] == sparsity[2] == pytest.approx(0.2, abs=1e-3)
-    assert sparsity[3] == sparsity[5] == pytest.approx(0.36, abs=1e-3)
+    sparsity = [r["sparsity"] for r in records]  # the model each row measures: trained, unpruned
+    assert sparsity[0] == sparsity[1] == 0.0
+    assert sparsity[2] == sparsity[3] == pytest.approx(0.2, abs=1e-3)
+    assert sparsity[4] == sparsity[5] == pytest.approx(0.36, abs=1e-3)
+    assert [records[e]["sparsity_after"] for e in (1, 3)] == [sparsity[2], sparsity[4]]
     for r in records:  # each round records train loss/acc, test and validation accuracy
         assert None not in (r["train_loss"], r["train_acc"], r["test_acc"], r["val_acc"])
     assert records[-1]["status"] == "done"

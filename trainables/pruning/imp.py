@@ -21,7 +21,7 @@ Controls:
 
 - ``extended_dense``: the same rounds, events and rewinds with fraction 0, so nothing is ever
   masked; the schedule replays exactly as in the matched IMP trial (Jin et al.'s "extended dense
-  training"). Its events have acc_before == acc_after, i.e. instability 0.
+  training"). Its events remove nothing, so the loop records none (and no instability).
 - ``sparse_from_start``: the trial first runs the IMP rounds exactly as the matched IMP trial (same
   seed, same data order, so on CPU the same final mask), then one more phase of T epochs: all
   parameters and buffers reset to their initial values (epoch 0), the final mask applied, a fresh
@@ -29,7 +29,7 @@ Controls:
   final IMP model; acc_after: the masked initialisation; units_removed: the mask's zeros per
   layer), so the default generalization measure ("best after the last event") is taken over the
   control phase only; its instability is not a pruning instability (exclude controls from
-  instability fits). Its epochs carry ``imp_round = R + 1``. Cost: (R + 1) * T + T epochs; the IMP
+  instability fits). Its epoch's record is the final IMP model, the last level's. Its epochs carry ``imp_round = R + 1``. Cost: (R + 1) * T + T epochs; the IMP
   records are real and can be checked against the matched IMP trial. This is the honest way to
   get "the final round's mask trained from initialisation" inside one trial without a dependency
   between trials.
@@ -67,7 +67,9 @@ class Imp:
 
     - ``before_epoch(epoch, model)`` before every epoch's training (saves the WR rewind point and,
       for sparse_from_start, the initialisation);
-    - after an epoch whose ``plan.event_kind(epoch)`` is not None: ``acc_before``, then
+    - after an epoch whose ``plan.event_kind(epoch)`` is not None: ``acc_before`` and the
+      epoch's other evaluations (the level's trained model: its record, as OpenLTH evaluates each
+      level before pruning it; ``trainables.records.measured_before_event``), then
       ``event(epoch, model, masks)``, then ``acc_after``, then ``start_round(epoch + 1, model,
       optimizer, masks)`` (the rewind of the next round);
     - ``lr(epoch)`` for the learning rate of every epoch (the replayed schedule).
