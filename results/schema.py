@@ -161,6 +161,7 @@ FITS = pa.schema(
         pa.field("level", pa.string()),  # trial | config
         pa.field("grouping", pa.string()),  # all | target | model | dataset | a group_by column
         pa.field("group", pa.string()),  # "all" or the group's value
+        pa.field("panel", pa.string()),  # the report panel drawing this row; null = none
         pa.field("n", pa.int64()),
         *[
             pa.field(name, pa.float64())
