@@ -29,7 +29,7 @@ import pyarrow as pa
 from trainables.config import TrialConfig
 from trainables.records import FLATNESS_KEYS, RECORD, Type
 
-SCHEMA_VERSION = "4"  # 4: the per-trial record keys in trials.parquet
+SCHEMA_VERSION = "5"  # 4: the per-trial record keys in trials.parquet; 5: trials tic, fits panel
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
 
@@ -142,6 +142,7 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("train_acc_clean_final", pa.float64()),
     ("control_train_acc", pa.float64()),
     *((k, pa.float64()) for k in FLATNESS_KEYS),
+    ("tic", pa.float64()),  # grad_noise_trace / hessian_topk_sum (Bartoldson et al.'s Fig. E5)
     ("runtime_s", pa.float64()),
     ("node_ip", pa.string()),
     ("hostname", pa.string()),
