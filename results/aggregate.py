@@ -198,7 +198,7 @@ def _spec_rows(trials, kinds, spec: FitSpec, plan: BootstrapPlan, cache: dict) -
         for value in groups:
             group_by = spec.group_by or None
             head = _head(spec.name, spec.include, where, group_by, spec.x, spec.y, level)
-            panel = spec.panel if spec.panel and level == "trial" else None
+            panel = spec.panel if spec.panel != "none" and level == "trial" else None
             head.update(grouping=spec.group_by or "all", group=value, panel=panel)
             rows.append(_row(trials, head, member & (labels == value), reason, plan, cache))
     return rows

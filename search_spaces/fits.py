@@ -11,7 +11,7 @@ model, dataset). A spec may ask for more, one list item per fit::
         where: {pruning.target: [smallest, largest]}   # keep trials holding one of the values
         group_by: pruning.period     # one fit per value; '' = one pooled fit
         levels: [trial]              # trial: a point per trial; config: seeds averaged first
-        panel: fig3                  # the report panel that draws it ('' = the fits table only)
+        panel: fig3                  # the report panel that draws it (none: the fits table only)
 
 ``where`` is one mapping (every column must hold one of its values) or a list of such mappings
 (a trial passing any one of them is kept), for subsets that are no cross product: Bartoldson et
@@ -54,7 +54,7 @@ from trainables.problems import Problems, kind_of, show
 
 FitKind = Literal["pruned", "unpruned", "scratch"]
 FitLevel = Literal["trial", "config"]
-FitPanel = Literal["", "fig2", "fig3", "flatness"]
+FitPanel = Literal["none", "fig2", "fig3", "flatness"]
 KINDS: tuple[str, ...] = typing.get_args(FitKind)
 DEFAULT_FIT = "default"  # the ``fit`` of the default rows; no spec fit may take it
 SINGLE_PANELS = ("fig2", "fig3")  # panels that draw one fit each
@@ -164,9 +164,9 @@ class FitSpec:
         _distinct(typing.get_args(FitLevel)),
     )
     panel: FitPanel = param(
-        "",
+        "none",
         "the report panel drawing this fit's trial-level rows: fig2, fig3 (needs group_by), "
-        "flatness; '' = none",
+        "flatness, or none",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +219,7 @@ def parse_fits(value: Any, problems: Problems) -> tuple[FitSpec, ...] | Any:
     for i, spec in enumerate(specs):
         if spec is not INVALID and names.count(spec.name) > 1 and spec.name in names[:i]:
             problems.add(f"fits[{i}].name", f"fit names must be unique, got {spec.name!r} twice")
-    panels = [s.panel if s is not INVALID else "" for s in specs]
+    panels = [s.panel if s is not INVALID else "none" for s in specs]
     for i, panel in enumerate(panels):
         if panel in SINGLE_PANELS and panel in panels[:i]:
             problems.add(f"fits[{i}].panel", f"only one fit may draw panel {panel!r}")
@@ -262,7 +262,7 @@ def _parse_one(item: Any, at: str, problems: Problems) -> Any:
     if spec.x == spec.y:
         problems.add(f"{at}.y", f"must differ from x, got {spec.y!r} for both")
         return INVALID
-    if spec.panel and "trial" not in spec.levels:
+    if spec.panel != "none" and "trial" not in spec.levels:
         problems.add(f"{at}.levels", f"must hold trial for panel {spec.panel!r} to draw it")
         return INVALID
     if spec.panel == "fig3" and not spec.group_by:

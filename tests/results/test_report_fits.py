@@ -55,6 +55,7 @@ FLATNESS = tuple(
     for name, x, y in (
         ("fig6_stability_hessian", "mean_stability", "hessian_topk_sum"),
         ("fig6_hessian_accuracy", "hessian_topk_sum", "generalization"),
+        ("figE5_stability_tic", "mean_stability", "tic"),
         ("figE6_stability_accuracy", "mean_stability", "generalization"),
     )
 )
@@ -161,3 +162,27 @@ def test_each_panel_draws_the_fit_that_names_it(study):
         (row,) = [r for r in rows if r["fit"] == spec.name]
         assert [ln.corr for ln in sc.lines] == [corr_of(row)]
         assert sum(len(s.x) for s in sc.series) == row["n"] == 4 * 11  # every trial
+
+
+def test_a_spec_names_each_single_panel_once_and_a_drawable_fit():
+    from search_spaces.spec import spec_from_yaml
+    from trainables.errors import UserError
+
+    bad = """name: s
+fits:
+  - {name: a, panel: fig2}
+  - {name: b, panel: fig2}
+  - {name: c, panel: fig3}
+  - {name: d, panel: flatness, levels: [config]}
+  - {name: e, panel: fig4}
+"""
+    with pytest.raises(UserError) as err:
+        spec_from_yaml(bad)
+    assert str(err.value).splitlines() == [
+        "fits[2].group_by: must name a column for panel 'fig3' (one r per group)",
+        "fits[3].levels: must hold trial for panel 'flatness' to draw it",
+        "fits[4].panel: must be one of none, fig2, fig3, flatness, got 'fig4'",
+        "fits[1].panel: only one fit may draw panel 'fig2'",
+    ]
+    with pytest.raises(UserError, match="'default.fig3' names the default fits"):
+        spec_from_yaml("name: s\nfits:\n  - {name: default.fig3, group_by: pruning.period}\n")
