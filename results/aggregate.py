@@ -24,6 +24,16 @@ config's included trials). Grouping ``all`` pools everything; ``target`` / ``mod
 the listed kinds that pass every ``where`` filter, one row per (level, value of ``group_by``)
 (``grouping`` = the column, or ``all`` when pooled), for the one (x, y) pair.
 
+**Panels** (column ``panel``): the report draws each figure panel from the trial-level rows that
+name it, and from no other number (:func:`row_members` gives the trials a row fitted). A spec fit
+names its panel; a panel that no spec fit draws gets its default (:func:`panel_defaults`, after
+the spec fits), only where the study has the panel's dimension: ``fig2``, the default rows of
+mean_stability~generalization (groupings all and target) when the pruned trials have two or more
+targets; ``fig3``, the fit ``default.fig3`` (pruned schedule trials, one row per
+``pruning_period``) when they have two or more periods; ``flatness``, the fits
+``default.flatness`` of mean_stability~measure and measure~generalization over every trial
+(unpruned and scratch at stability 100), per flatness measure some trial has.
+
 A member trial is excluded, with its reason counted, when it is diverged, error, incomplete
 (stopped / running / pending), lacks a baseline (gain only) or lacks x or y (missing_x /
 missing_y).
@@ -36,6 +46,7 @@ row's points that have the covariate (``partial_n_*`` of them), by the residual 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -43,7 +54,7 @@ import numpy as np
 from results import bootstrap, stats
 from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
 from results.status import INCOMPLETE
-from search_spaces.fits import DEFAULT_FIT, FitSpec
+from search_spaces.fits import DEFAULT_FIT, KINDS, FitFilter, FitSpec
 from trainables.records import FLATNESS_KEYS
 
 GROUPINGS: dict[str, str | None] = {
@@ -60,6 +71,7 @@ BASE_PAIRS = (
 )
 CONTROLS = {"sparsity": "final_sparsity", "train_acc": "control_train_acc"}
 REASONS = ("diverged", "error", "incomplete", "no_baseline", "missing_x", "missing_y")
+FIG2_PAIR = ("mean_stability", "generalization")  # the pair of Figs. 2, 3 and E6
 SCRATCH = "pruning_scratch"  # the config column of scratch pruning (absent in older tables)
 
 
@@ -126,12 +138,14 @@ def fits(
     plan: BootstrapPlan = DEFAULT_PLAN,
     specs: Sequence[FitSpec] = (),
 ) -> list[dict]:
-    """All fit rows (``results.schema.FITS`` columns): the defaults, then each spec fit's."""
+    """All fit rows (``results.schema.FITS`` columns): the defaults, then each spec fit's, then
+    the panels' defaults (module docstring)."""
     trials = by_definition(trials)
     kinds = trial_kinds(trials)
     cache: dict[tuple, dict] = {}
     rows: list[dict] = []
     pruned = kinds == "pruned"
+    fig2 = "fig2" not in {s.panel for s in specs} and len(set(trials["pruning_target"][pruned])) > 1
     for x, y in fit_pairs(trials):
         reason = exclusions(trials, x, y)
         for level in LEVELS:
@@ -140,19 +154,42 @@ def fits(
                 for value in values:
                     member = pruned if column is None else pruned & (trials[column] == value)
                     head = _head(DEFAULT_FIT, ("pruned",), [], column, x, y, level)
-                    head.update(grouping=grouping, group=value)
+                    drawn = fig2 and (x, y, level) == (*FIG2_PAIR, "trial")
+                    drawn &= grouping in ("all", "target")
+                    head.update(grouping=grouping, group=value, panel="fig2" if drawn else None)
                     rows.append(_row(trials, head, member, reason, plan, cache))
-    for spec in specs:
+    for spec in (*specs, *panel_defaults(trials, kinds, specs)):
         rows += _spec_rows(trials, kinds, spec, plan, cache)
     return rows
 
 
+def panel_defaults(trials, kinds: np.ndarray, specs: Sequence[FitSpec]) -> list[FitSpec]:
+    """The default fits of the panels fig3 and flatness that no spec fit draws (module docstring)."""
+    stated = {s.panel for s in specs}
+    out = []
+    periods = np.zeros(0)
+    if {"pruning_method", "pruning_period"} <= trials.keys():  # hand-made tables may lack them
+        schedule = (kinds == "pruned") & (trials["pruning_method"] == "schedule")
+        periods = trials["pruning_period"][schedule]
+    if "fig3" not in stated and len(np.unique(periods[np.isfinite(periods)])) > 1:
+        where = ((FitFilter("pruning_method", ("schedule",)),),)
+        x, y = FIG2_PAIR
+        fig3 = FitSpec(f"{DEFAULT_FIT}.fig3", x, y, ("pruned",), where, "pruning_period")
+        out.append(dataclasses.replace(fig3, levels=("trial",), panel="fig3"))
+    if "flatness" not in stated:
+        for key in (k for k in FLATNESS_KEYS if k in trials and np.isfinite(trials[k]).any()):
+            for x, y in (("mean_stability", key), (key, "generalization")):
+                name = f"{DEFAULT_FIT}.flatness"
+                out.append(FitSpec(name, x, y, KINDS, (), "", ("trial",), "flatness"))
+    return out
+
+
 def _spec_rows(trials, kinds, spec: FitSpec, plan: BootstrapPlan, cache: dict) -> list[dict]:
-    member = np.isin(kinds, spec.include) & _passes(trials, spec.where)
-    reason = exclusions(trials, spec.x, spec.y)
     where = [{f.column: [value_text(v) for v in f.values] for f in c} for c in spec.where]
+    member = np.isin(kinds, spec.include) & _passes(trials, where)
+    reason = exclusions(trials, spec.x, spec.y)
     if spec.group_by:
-        labels = np.array([value_text(v) for v in trials[spec.group_by]], dtype=object)
+        labels = _labels(trials[spec.group_by])
         groups = _ordered(trials[spec.group_by][member])
     else:
         labels, groups = np.full(len(kinds), "all", dtype=object), ["all"]
@@ -161,9 +198,20 @@ def _spec_rows(trials, kinds, spec: FitSpec, plan: BootstrapPlan, cache: dict) -
         for value in groups:
             group_by = spec.group_by or None
             head = _head(spec.name, spec.include, where, group_by, spec.x, spec.y, level)
-            head.update(grouping=spec.group_by or "all", group=value)
+            panel = spec.panel if spec.panel != "none" and level == "trial" else None
+            head.update(grouping=spec.group_by or "all", group=value, panel=panel)
             rows.append(_row(trials, head, member & (labels == value), reason, plan, cache))
     return rows
+
+
+def row_members(trials: Mapping[str, np.ndarray], row: Mapping) -> np.ndarray:
+    """Indices of the trials a fits row fitted (its points at trial level), from the row's own
+    include / where / group_by / group / x / y, as stored in fits.parquet or as :func:`fits`
+    returns it; `trials` as :func:`fits` sees them (after :func:`by_definition`)."""
+    member = np.isin(trial_kinds(trials), list(row["include"])) & _passes(trials, row["where"])
+    if row["group_by"]:
+        member &= _labels(trials[row["group_by"]]) == row["group"]
+    return np.flatnonzero(member & (exclusions(trials, row["x"], row["y"]) == ""))
 
 
 def _head(fit, include, where, group_by, x, y, level) -> dict:
@@ -192,18 +240,23 @@ def _row(trials, head: dict, member: np.ndarray, reason, plan: BootstrapPlan, ca
 
 def _passes(trials: Mapping[str, np.ndarray], where) -> np.ndarray:
     """Trials that pass a clause of `where` (all trials when it has none): a clause passes when
-    each of its columns holds one of the filter's values (NaN / null never matches)."""
+    each of its columns holds one of the filter's values, compared as :func:`value_text` (NaN /
+    null never matches). `where` as the rows hold it: per clause {column: [text]} or its items."""
     n = len(trials["status"])
     if not where:
         return np.ones(n, dtype=bool)
     keep = np.zeros(n, dtype=bool)
     for clause in where:
         passes = np.ones(n, dtype=bool)
-        for f in clause:
-            allowed = set(f.values)
-            passes &= np.fromiter((v in allowed for v in trials[f.column]), dtype=bool, count=n)
+        for column, values in dict(clause).items():
+            allowed = set(values) - {"null"}
+            passes &= np.isin(_labels(trials[column]), list(allowed))
         keep |= passes
     return keep
+
+
+def _labels(values: np.ndarray) -> np.ndarray:
+    return np.array([value_text(v) for v in values], dtype=object)
 
 
 def value_text(value: object) -> str:

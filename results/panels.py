@@ -1,4 +1,5 @@
-"""Render the figure panels of :class:`results.report_data.Panels` (Plotly; numbers come as given).
+"""Render the figure panels of :class:`results.report_data.Panels` (Plotly; numbers come as given:
+every correlation is a fits.parquet row's, ``results.panels_data``).
 
 One figure per panel, each titled with the figure it mirrors; every label from the study is
 escaped; point traces switch to WebGL with the panel's ``webgl`` flag (lines and bands follow, as
@@ -134,8 +135,9 @@ def fig3_figure(panel: PeriodPanel, name: str) -> go.Figure:
 
 
 def fig6_figure(scatters: tuple[Scatter, ...], name: str) -> go.Figure:
-    titles = [
-        f"{label(sc.y)} vs. {label(sc.x)}<br><sub>{corr_text(sc.lines[0].corr)}</sub>"
+    titles = [  # a fit grouped by a column has a line (and its r in the legend) per group
+        f"{label(sc.y)} vs. {label(sc.x)}"
+        + (f"<br><sub>{corr_text(sc.lines[0].corr)}</sub>" if len(sc.lines) == 1 else "")
         for sc in scatters
     ]
     rows = (len(scatters) + 1) // 2
@@ -143,10 +145,12 @@ def fig6_figure(scatters: tuple[Scatter, ...], name: str) -> go.Figure:
     for i, sc in enumerate(scatters):
         row, col = i // 2 + 1, i % 2 + 1
         _points(sc, fig, row, col, i == 0)
-        _line(sc.lines[0], "#222222", sc.webgl, fig, row, col)
+        for j, ln in enumerate(sc.lines):
+            pooled = j == len(sc.lines) - 1
+            _line(ln, "#222222" if pooled else PALETTE[j % len(PALETTE)], sc.webgl, fig, row, col)
         fig.update_xaxes(title_text=label(sc.x), row=row, col=col)
         fig.update_yaxes(title_text=label(sc.y), row=row, col=col)
-    title = f"{esc(name)}: flatness vs. stability and generalization ({BARTOLDSON}, Fig. 6)"
+    title = f"{esc(name)}: flatness vs. stability and generalization ({BARTOLDSON}, Figs. 6, E)"
     return _layout(fig, title, 420 * rows + 120)
 
 
@@ -237,7 +241,7 @@ def _section(title: str, note: str, fig: go.Figure, div_id: str) -> str:
 # (div id, Panels attribute, title, note, figure function), in the page's order.
 _PANELS = (
     ("fig2", "fig2", f"Test accuracy vs. stability per target ({BARTOLDSON}, Fig. 2)",
-     "Pruned trials per target, each with its OLS line; unpruned baselines for reference.",
+     "The Fig. 2 fit's trials by target, an OLS line per fits row; unpruned baselines unfitted.",
      fig2_figure),
     ("fig3", "fig3", f"Correlation per retrain period ({BARTOLDSON}, Fig. 3)",
      "One correlation per retrain period (and its iterative pruning rate), pruned trials.",

@@ -14,8 +14,9 @@ renderer escapes them all).
 - Per-configuration table: ok trials grouped by ``config_key``: n, mean and sd (ddof 1) of gain
   and mean instability, mean generalization; sorted by (baselines first, mean instability).
 - Figure panels (:class:`Panels`), each mirroring a figure of the papers, when the study has its
-  dimensions: ``results.panels_data`` (Bartoldson et al. Figs. 2, 3, 6) and
-  ``results.curves_data`` (Figs. 5 / D2; Jin et al.'s IMP controls).
+  dimensions: ``results.panels_data`` (Bartoldson et al. Figs. 2, 3, 6 / E, drawn from the
+  fits rows that name them, never a correlation of their own) and ``results.curves_data``
+  (Figs. 5 / D2; Jin et al.'s IMP controls).
 - Environment: the driver's, from ``study.json`` (``results.environment``), and the trials per
   (device, torch version, threads) they reported.
 
@@ -331,18 +332,18 @@ def build_report_data(
         config_rows=tuple(config_rows),
         n_configs=n_configs,
         fit_rows=tuple(fit_rows),
-        panels=_panels(cols, epochs),
+        panels=_panels(cols, epochs, fit_rows),
         environment=environment_rows(meta.environment),
         trial_environments=trial_environments(cols),
     )
 
 
-def _panels(cols: dict[str, np.ndarray], epochs: pa.Table) -> Panels:
+def _panels(cols: dict[str, np.ndarray], epochs: pa.Table, fit_rows: list[dict]) -> Panels:
     threshold = WEBGL_THRESHOLD
     return Panels(
-        fig2=panels_data.fig2(cols, threshold),
-        fig3=panels_data.fig3(cols, threshold),
-        fig6=panels_data.fig6(cols, threshold),
+        fig2=panels_data.fig2(cols, fit_rows, threshold),
+        fig3=panels_data.fig3(cols, fit_rows, threshold),
+        fig6=panels_data.fig6(cols, fit_rows, threshold),
         noise=curves_data.noise_panel(cols, epochs),
         imp=curves_data.imp_panel(cols, epochs),
     )

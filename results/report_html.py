@@ -156,7 +156,8 @@ def _spec_fits(fit_rows: tuple[dict, ...]) -> str:
         for r in named
     )
     return (
-        "<h3>Figure fits (the spec's <code>fits</code>)</h3>"
+        "<h3>Figure fits (the spec's <code>fits</code>; <code>default.*</code>: the default fit "
+        "of a figure panel no spec fit draws)</h3>"
         '<table><tr><th class="l">fit</th><th class="l">y ~ x</th><th class="l">level</th>'
         f'<th class="l">group</th><th class="l">trials</th>{_FIT_HEAD}</tr>{rows}</table>'
     )

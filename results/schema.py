@@ -26,8 +26,8 @@ from trainables.records import RECORD, Type
 from trainables.trial_columns import CONFIG_COLUMNS, TRIAL_COLUMNS
 
 # 4: the per-trial record keys in trials.parquet; 5: an IMP event epoch's row is the level's
-# trained model (before the prune; trainables.records.measured_before_event), and every event
-# records test_loss_after and sparsity_after.
+# trained model (before the prune; trainables.records.measured_before_event), every event
+# records test_loss_after and sparsity_after; trials tic; fits panel.
 SCHEMA_VERSION = "5"
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
@@ -130,6 +130,7 @@ FITS = pa.schema(
         pa.field("level", pa.string()),  # trial | config
         pa.field("grouping", pa.string()),  # all | target | model | dataset | a group_by column
         pa.field("group", pa.string()),  # "all" or the group's value
+        pa.field("panel", pa.string()),  # the report panel drawing this row; null = none
         pa.field("n", pa.int64()),
         *[
             pa.field(name, pa.float64())

@@ -142,6 +142,8 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
     )
     for key in FLATNESS_KEYS:
         out[key] = _last_measured(cols[key])
+    noise, hessian = out["grad_noise_trace"], out["hessian_topk_sum"]
+    out["tic"] = noise / hessian if noise is not None and hessian else None
     out.update(generalization=None, generalization_epoch=None, gen_gap=None, control_train_acc=None)
     if status == "ok" and n:
         row = generalization(

@@ -11,6 +11,7 @@ model, dataset). A spec may ask for more, one list item per fit::
         where: {pruning.target: [smallest, largest]}   # keep trials holding one of the values
         group_by: pruning.period     # one fit per value; '' = one pooled fit
         levels: [trial]              # trial: a point per trial; config: seeds averaged first
+        panel: fig3                  # the report panel that draws it (none: the fits table only)
 
 ``where`` is one mapping (every column must hold one of its values) or a list of such mappings
 (a trial passing any one of them is kept), for subsets that are no cross product: Bartoldson et
@@ -18,6 +19,13 @@ al.'s Fig. 2 takes Prune_S at periods 4 and 40 but Prune_L at 40 only::
 
         where: [{pruning.target: smallest, pruning.period: [4, 40]},
                 {pruning.target: largest, pruning.period: 40}]
+
+``panel`` names the report panel that draws the fit from its trial-level rows (one number per
+figure: the panel shows the fit's r, never one of its own): ``fig2`` (its trials by target, a line
+per group), ``fig3`` (a line and an r per group: needs ``group_by``), ``flatness`` (one subplot
+per fit; Figs. 6 / E). At most one fit per spec draws ``fig2``, at most one ``fig3``. A panel no
+spec fit draws gets the aggregator's default fit for it (``results.aggregate``, fit names
+starting with ``default``).
 
 Column names are trials.parquet columns (``results/README.md``); a config field may be spelled as
 its dotted path (``pruning.period`` is the column ``pruning_period``) and is stored as the column
@@ -45,8 +53,10 @@ from trainables.trial_columns import COLUMN_TAGS, CONFIG_COLUMNS
 
 FitKind = Literal["pruned", "unpruned", "scratch"]
 FitLevel = Literal["trial", "config"]
+FitPanel = Literal["none", "fig2", "fig3", "flatness"]
 KINDS: tuple[str, ...] = typing.get_args(FitKind)
 DEFAULT_FIT = "default"  # the ``fit`` of the default rows; no spec fit may take it
+SINGLE_PANELS = ("fig2", "fig3")  # panels that draw one fit each
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # trials.parquet columns (trainables.trial_columns): numeric ones may be x / y, scalar ones may
@@ -89,8 +99,8 @@ def _column_rule(choices: tuple[str, ...], what: str):
 
 
 def _fit_name(v: str) -> str | None:
-    if v == DEFAULT_FIT:
-        return f"{DEFAULT_FIT!r} names the default fits; choose another name"
+    if v == DEFAULT_FIT or v.startswith(f"{DEFAULT_FIT}."):
+        return f"{v!r} names the default fits; choose another name"
     if _NAME_RE.fullmatch(v):
         return None
     return (
@@ -146,6 +156,11 @@ class FitSpec:
         "trial: a point per trial; config: seeds averaged first",
         _distinct(typing.get_args(FitLevel)),
     )
+    panel: FitPanel = param(
+        "none",
+        "the report panel drawing this fit's trial-level rows: fig2, fig3 (needs group_by), "
+        "flatness, or none",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML data that parses back to an equal FitSpec."""
@@ -157,6 +172,7 @@ class FitSpec:
             "where": _where_plain(self.where),
             "group_by": self.group_by,
             "levels": list(self.levels),
+            "panel": self.panel,
         }
 
 
@@ -196,6 +212,10 @@ def parse_fits(value: Any, problems: Problems) -> tuple[FitSpec, ...] | Any:
     for i, spec in enumerate(specs):
         if spec is not INVALID and names.count(spec.name) > 1 and spec.name in names[:i]:
             problems.add(f"fits[{i}].name", f"fit names must be unique, got {spec.name!r} twice")
+    panels = [s.panel if s is not INVALID else "none" for s in specs]
+    for i, panel in enumerate(panels):
+        if panel in SINGLE_PANELS and panel in panels[:i]:
+            problems.add(f"fits[{i}].panel", f"only one fit may draw panel {panel!r}")
     return INVALID if len(problems.lines) > before else tuple(specs)
 
 
@@ -234,6 +254,12 @@ def _parse_one(item: Any, at: str, problems: Problems) -> Any:
     spec = FitSpec(**kwargs)
     if spec.x == spec.y:
         problems.add(f"{at}.y", f"must differ from x, got {spec.y!r} for both")
+        return INVALID
+    if spec.panel != "none" and "trial" not in spec.levels:
+        problems.add(f"{at}.levels", f"must hold trial for panel {spec.panel!r} to draw it")
+        return INVALID
+    if spec.panel == "fig3" and not spec.group_by:
+        problems.add(f"{at}.group_by", "must name a column for panel 'fig3' (one r per group)")
         return INVALID
     return spec
 

@@ -45,6 +45,7 @@ TRIAL_COLUMNS: tuple[tuple[str, Type], ...] = (
     ("train_acc_clean_final", FLOAT),
     ("control_train_acc", FLOAT),
     *((k, FLOAT) for k in FLATNESS_KEYS),
+    ("tic", FLOAT),  # grad_noise_trace / hessian_topk_sum (Bartoldson et al.'s Fig. E5)
     ("runtime_s", FLOAT),
     ("node_ip", STR),
     ("hostname", STR),

@@ -137,7 +137,7 @@ def test_pairs_include_flatness_only_when_measured():
     cols["hessian_topk_sum"][3] = 120.0
     assert ("mean_instability", "hessian_topk_sum") in aggregate.fit_pairs(cols)
     rows = aggregate.fits(cols, PLAN)
-    row = _row(rows, y="hessian_topk_sum", level="trial", grouping="all")
+    row = _row(rows, fit="default", y="hessian_topk_sum", level="trial", grouping="all")
     assert row["n"] == 1 and row["excluded"]["missing_y"] == len(cols["gain"]) - 1
     assert np.isnan(row["pearson_r"])  # one point: undefined, reported as such
 

@@ -20,6 +20,12 @@ The official rules (repository bbartoldson/GeneralizationStabilityTradeoff, ``fi
 - ``Figure_6.py``: over all six Fig. 2 configurations, unpruned and scratch included: Mean
   Stability vs the Hessian sum and vs the gradient-noise trace, and the Hessian sum vs Best Test
   Accuracy.
+- ``Figure_Ei.py``: over the same six configurations, ``TIC = grad_covariance_trace /
+  hessian_first_100_eigen_sum`` per run, Mean Stability vs TIC and TIC vs Best Test Accuracy
+  (Fig. E5), and Mean Stability vs Best Test Accuracy (Fig. E6);
+- ``Figure_2.py`` (ResNet) and ``Figure_B2.py`` (both models): every run but the unpruned
+  reference (``F2_RN_0``, ``F2_VGG_0``), i.e. the three pruned cfgs;
+- ``Table_C1.py``: each cfg's mean and standard deviation, no correlation.
 
 The toy study (``synthetic.figure_study``): periods 1 / 2 / 3 stand for the paper's retrain
 periods; Prune_S at periods 1 and 2 and Prune_R / Prune_L at period 2 stand for Fig. 2's cfgs.
@@ -114,7 +120,7 @@ def study():
 
 def _rows(tables, *specs: FitSpec) -> list[dict]:
     rows = fits_table(tables.trials, "feedface", S.FAST_PLAN, specs).to_pylist()
-    return [r for r in rows if r["fit"] != "default"]
+    return [r for r in rows if not r["fit"].startswith("default")]
 
 
 def test_fig3_one_correlation_per_retrain_period(study):
@@ -222,10 +228,14 @@ def test_fig4_per_model_against_accuracy_and_gap(study):
         ("mean_stability", "hessian_topk_sum"),
         ("hessian_topk_sum", "generalization"),
         ("mean_stability", "grad_noise_trace"),
+        ("mean_stability", "tic"),  # Fig. E5
+        ("tic", "generalization"),  # Fig. E5
+        ("mean_stability", "generalization"),  # Fig. E6
     ],
 )
 def test_fig6_includes_the_unpruned_and_scratch_runs(study, x, y):
-    """``Figure_6.py``: all six Fig. 2 cfgs, no pruning and scratch at stability 100."""
+    """``Figure_6.py`` and ``Figure_Ei.py`` (E5, E6): all six Fig. 2 cfgs, no pruning and scratch
+    at stability 100."""
     tables, summary, cfg = study
     spec = FitSpec(
         name="fig6",
@@ -254,6 +264,7 @@ def test_fig6_includes_the_unpruned_and_scratch_runs(study, x, y):
         "generalization": lambda t: summary[t]["best"],
         "hessian_topk_sum": lambda t: cfg[t]["hessian"],
         "grad_noise_trace": lambda t: cfg[t]["noise"],
+        "tic": lambda t: cfg[t]["noise"] / cfg[t]["hessian"],  # Figure_Ei.py's summary['TIC']
     }
     _assert_row(row, _official([value[x](t) for t in runs], [value[y](t) for t in runs]))
     assert row["include"] == ["pruned", "unpruned", "scratch"]
@@ -313,8 +324,8 @@ def test_the_vgg11_preset_fits_figs_2_and_3_on_their_runs():
     periods = ("4", "20", "40", "60", "100", "200", "300")
     assert _n(rows, "fig3_per_period") == dict.fromkeys(periods, 15)  # 3 targets x 5 seeds
     assert _n(rows, "fig2_vgg") == {"all": 15}  # Prune_S 1%, Prune_S 13%, Prune_L 13% x 5
-    (fig2,) = [f for f in fits if f.name == "fig2_vgg"]
-    member = aggregate._passes(cols, fig2.where) & ~cols["is_baseline"]
+    (fig2,) = [r for r in rows if r["fit"] == "fig2_vgg" and r["level"] == "trial"]
+    member = aggregate.row_members(cols, fig2)
     chosen = set(zip(cols["pruning_target"][member], cols["pruning_period"][member], strict=True))
     assert chosen == {("smallest", 4), ("smallest", 40), ("largest", 40)}
 
@@ -343,3 +354,60 @@ def test_the_jin_preset_summarises_gain_against_label_noise_per_control():
     three = {"none": 12, "extended_dense": 12, "sparse_from_start": 12}  # LR rewinding
     assert _n(rows, "gain_vs_label_noise") == three
     assert _n(rows, "gain_vs_label_noise_wr") == {"all": 12}  # IMP with weight rewinding
+
+
+def _members(cols, rows, fit: str) -> set[tuple]:
+    """The (target, period, baseline) of the trials a fit's trial-level row fitted."""
+    (row,) = [r for r in rows if r["fit"] == fit and r["level"] == "trial"]
+    idx = aggregate.row_members(cols, row)
+    keys = ("pruning_target", "pruning_period", "is_baseline")
+    return set(zip(*(cols[k][idx] for k in keys), strict=True))
+
+
+PRUNED_CFGS = {("smallest", 4, False), ("smallest", 40, False), ("largest", 40, False)}
+
+
+@pytest.mark.parametrize(
+    ("preset", "fit"),
+    [
+        ("bartoldson2020-resnet18", "fig2_resnet18"),  # Figure_2.py: F2_RN_1..3
+        ("bartoldson2020-ebn", "figB2_vgg"),  # Figure_B2.py: FB2_VGG_1..3
+        ("bartoldson2020-ebn-resnet18", "figB2_resnet18"),  # Figure_B2.py: FB2_RN_1..3
+    ],
+)
+def test_the_fig2_and_b2_presets_fit_their_three_pruned_cfgs(preset, fit):
+    cols, fits = _plan_columns(preset)
+    rows = aggregate.fits(cols, S.FAST_PLAN, fits)
+    assert _n(rows, fit) == {"all": 30}  # 3 cfgs x 10 seeds; the 10 unpruned left out
+    assert _members(cols, rows, fit) == PRUNED_CFGS
+    assert [(f.name, f.panel) for f in fits] == [(fit, "fig2")]
+
+
+def test_table_c1_fits_nothing_and_every_paper_preset_says_so():
+    """``Table_C1.py`` prints means; every Bartoldson preset states its fits, [] when none."""
+    from search_spaces.presets import PRESETS, preset_text
+
+    assert _plan_columns("bartoldson2020-resnet18-c1")[1] == ()
+    papers = [p for p in PRESETS if p.startswith("bartoldson2020-")]
+    assert len(papers) == 9
+    for name in papers:
+        assert "\nfits:" in preset_text(name), name
+
+
+def test_the_presets_name_the_panels_that_draw_their_figures():
+    from search_spaces.spec import load_spec
+
+    panels = {
+        "bartoldson2020-vgg11": {"fig3_per_period": "fig3", "fig2_vgg": "fig2"},
+        "bartoldson2020-flatness": {"fig2_vgg": "fig2"},
+    }
+    for preset, expected in panels.items():
+        named = {f.name: f.panel for f in load_spec(preset).fits}
+        assert {k: named[k] for k in expected} == expected
+    flatness = [f for f in load_spec("bartoldson2020-flatness").fits if f.name != "fig2_vgg"]
+    assert {f.panel for f in flatness} == {"flatness"}
+    assert {(f.x, f.y) for f in flatness} >= {
+        ("mean_stability", "tic"),
+        ("tic", "generalization"),
+        ("mean_stability", "generalization"),
+    }

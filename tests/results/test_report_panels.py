@@ -10,7 +10,7 @@ from scipy import stats as st
 
 from results import panels, report
 from results.curves_data import trial_rounds
-from results.export import trial_arrays
+from results.export import fits_table, trial_arrays
 from results.report_data import build_report_data
 from results.storage import StudyMeta
 
@@ -94,8 +94,10 @@ def test_no_panel_without_its_dimension():
     one_target = tables.trials.filter(
         np.isin(tables.trials.column("pruning_target").to_numpy(zero_copy_only=False), ["smallest"])
     )
-    p = build_report_data(META, one_target, tables.epochs, S.fits(tables)).panels
+    fits = fits_table(one_target, "h", S.FAST_PLAN)
+    p = build_report_data(META, one_target, tables.epochs, fits).panels
     assert p.fig2 is None and p.fig3 is None and p.noise == () and p.imp is None
+    assert not {"fig2", "fig3"} & set(fits.column("panel").to_pylist())
 
 
 def test_noise_groups_mirror_fig5_and_d2_with_seed_means():
@@ -173,7 +175,6 @@ def test_panels_render_with_their_figure_names_and_escape_labels(figures):
 
 
 def test_the_spec_fits_get_their_own_table_saying_which_trials_they_fit(figures):
-    from results.export import fits_table
     from search_spaces.fits import FitFilter, FitSpec
 
     tables = figures[0]
@@ -185,6 +186,7 @@ def test_the_spec_fits_get_their_own_table_saying_which_trials_they_fit(figures)
     assert table.count('<td class="l">fig2_subset</td>') == 2  # trial and config level
     assert "pruned; pruning_target in {smallest}, pruning_period in {1, 2} or " in table
     assert "pruning_period in {3}" in table
-    assert "Figure fits" not in report.render_report(
+    no_spec = report.render_report(
         build_report_data(META, tables.trials, tables.epochs, S.fits(tables))
     )
+    assert "fig2_subset" not in no_spec and '<td class="l">default.fig3</td>' in no_spec

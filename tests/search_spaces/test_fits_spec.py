@@ -66,7 +66,8 @@ fits:
     lines = str(err.value).splitlines()
     numeric = ", ".join(NUMERIC)
     assert lines == [
-        "fits[0].extra: unknown key; valid keys: name, x, y, include, where, group_by, levels",
+        "fits[0].extra: unknown key; valid keys: name, x, y, include, where, group_by, levels, "
+        "panel",
         "fits[0].name: 'default' names the default fits; choose another name",
         f"fits[0].x: unknown trials.parquet column 'foo'; choose one of: {numeric}",
         "fits[0].y: must be a numeric column, got 'pruning_target' (a text column)",
@@ -81,7 +82,8 @@ fits:
         "fits[3].where.pruning.layers: must be a column of single values, got 'pruning_layers' "
         "(a list or struct column)",
         "fits[4].where: must be a mapping {column: [values]} or a list of them, got []",
-        "fits[5]: must be a mapping with keys name, x, y, include, where, group_by, levels, got 5",
+        "fits[5]: must be a mapping with keys name, x, y, include, where, group_by, levels, panel, "
+        "got 5",
     ]
 
 
