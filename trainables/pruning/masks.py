@@ -141,6 +141,7 @@ class MaskSet:
                 k,
                 target,
                 generator,
+                ties="cutoff" if self.granularity == "filter" else "index",
             ).view_as(self.masks[name])
             for name, k in units.items()
         }
@@ -149,12 +150,12 @@ class MaskSet:
         self, names: list[str], k: int, score: str, target: str, generator: torch.Generator
     ) -> dict[str, Tensor]:
         """Choose `k` alive units ranked jointly over the layers `names` (global pruning; OpenLTH's
-        ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position: layer order,
-        then flat index."""
+        ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position (a stable sort):
+        layer order, then flat index."""
         self._check_layers(names)
         flat_scores = torch.cat([self._scores(n, score).flatten() for n in names])
         flat_alive = torch.cat([self.masks[n].flatten() for n in names])
-        chosen = scores.select(flat_scores, flat_alive, k, target, generator)
+        chosen = scores.select(flat_scores, flat_alive, k, target, generator, ties="index")
         parts = chosen.split([self.masks[n].numel() for n in names])
         return {n: p.view_as(self.masks[n]) for n, p in zip(names, parts, strict=True)}
 

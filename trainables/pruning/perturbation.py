@@ -166,7 +166,7 @@ class Perturbation:
                 )
             values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
             alive = (~self.targeted[name]).to(values.device)
-            chosen[name] = scores.select(values, alive, k, target, generator)
+            chosen[name] = scores.select(values, alive, k, target, generator, ties="cutoff")
         return chosen
 
     # --- the loop's hooks ---------------------------------------------------------------------
