@@ -103,8 +103,9 @@ class PerturbationPruning(SchedulePruning):
 
     With ``eval_passes: official`` every window lasts N + 1 passes, N the official pass count of
     ``perturbation.steps`` at this run's E = ceil(test examples / eval batch) and B =
-    ceil(training examples / batch); while a window is open, epochs without an event evaluate
-    the test set a second time (``event`` returns ``{}``), as the official code always did.
+    ceil(training examples / batch); while a window is open, or when one closed inside the
+    pre-event evaluation, epochs without an event evaluate the test set a second time (``event``
+    returns ``{}``) and record that as ``test_acc``, as the official code always did.
     Records ``windows_closed`` on the epochs where windows close (open ones at the last epoch).
     """
 
@@ -125,7 +126,7 @@ class PerturbationPruning(SchedulePruning):
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
         if not units:
-            return {} if self.perturbation.counts_eval_passes() else None
+            return {} if self.perturbation.needs_second_evaluation() else None
         p = self.cfg.pruning
         chosen = self.perturbation.choose(
             units, score=p.score, target=p.target, generator=runner.loop.generators["targets"]

@@ -308,7 +308,8 @@ def _trial(data_dir: str, **perturbation) -> TrialConfig:
 
 
 def test_zeroing_trial_in_the_loop_re_enters_and_never_prunes(data_dir):
-    runner = TrialRunner(_trial(data_dir, mode="zeroing", steps=20), device="cpu", num_threads=1)
+    cfg = _trial(data_dir, mode="zeroing", steps=20, eval_passes="none")
+    runner = TrialRunner(cfg, device="cpu", num_threads=1)
     n_params = sum(p.numel() for p in runner.model.parameters())
     conv3 = runner.model.prunable_layers()["conv3"]
     records = [runner.run_epoch() for _ in range(3)]  # epoch 2 ends 13 steps into a 20-step window
@@ -356,7 +357,10 @@ def test_perturbation_needs_filter_granularity(data_dir):
         TrialRunner(cfg, device="cpu")
 
 
-def test_official_eval_passes_need_a_noise_mode(data_dir):
-    cfg = _trial(data_dir, mode="conv_mask", eval_passes="official")
-    with pytest.raises(UserError, match="pruning.perturbation.eval_passes: official needs"):
+def test_eval_passes_none_needs_a_noise_mode(data_dir):
+    """``official`` is the default (idle without a noise mode); ``none`` changes only noise runs."""
+    assert _trial(data_dir, mode="gaussian").pruning.perturbation.eval_passes == "official"
+    TrialRunner(_trial(data_dir, mode="conv_mask"), device="cpu")
+    cfg = _trial(data_dir, mode="conv_mask", eval_passes="none")
+    with pytest.raises(UserError, match="pruning.perturbation.eval_passes: none needs"):
         TrialRunner(cfg, device="cpu")
