@@ -61,6 +61,7 @@ class SchedulePruning(PruningMethod):
         names = [lp.name for lp in self.plan.layers]
         runner.masks.check_scoring(p.score, names)
         self.tracker = scores.make_tracker(p.score, runner.model, names)
+        self.pruned_score: float | None = None  # set by event, recorded by end_epoch
         summary = schedule_summary(layers, p.period)
         self.derived = {
             "pruning_rate": summary["pruning_rate"],
@@ -69,13 +70,16 @@ class SchedulePruning(PruningMethod):
 
     def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
         record.update(self.derived)
+        if record["is_event"]:  # scored at this epoch's event (scores.event_score)
+            record["pruned_score"] = self.pruned_score
+        self.pruned_score = None
 
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
         if not units:
             return None
         p = self.cfg.pruning
-        removed = runner.masks.prune(
+        chosen = runner.masks.select(
             units,
             score=p.score,
             target=p.target,
@@ -83,6 +87,8 @@ class SchedulePruning(PruningMethod):
             generator=runner.loop.generators["targets"],
             tracker=self.tracker,
         )
+        self.pruned_score = runner.masks.chosen_score(chosen, p.score, self.tracker)
+        removed = runner.masks.remove(chosen)
         runner.masks.zero_optimizer_state(runner.optimizer)
         return removed
 
@@ -131,6 +137,7 @@ class PerturbationPruning(SchedulePruning):
         chosen = self.perturbation.choose(
             units, score=p.score, target=p.target, generator=runner.loop.generators["targets"]
         )
+        self.pruned_score = self.perturbation.chosen_score(chosen, p.score)
         self.perturbation.on_event(epoch, chosen)
         return {name: int(c.sum()) for name, c in chosen.items()}
 

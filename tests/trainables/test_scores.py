@@ -197,6 +197,15 @@ def test_cutoff_choice_on_ebn_scores_with_exact_zeros():
     assert differ > 0  # the two rules do differ on these scores
 
 
+def test_event_score_is_the_official_mean_of_clamped_layer_means():
+    """Official ``_prune``: each pruned layer adds max(its chosen units' mean score, 0); the sum
+    is divided by the number of pruned layers; -1 when none was pruned."""
+    assert scores.event_score([0.0, 0.0]) == 0.0
+    assert scores.event_score([0.3, -0.1]) == pytest.approx(0.15)
+    assert scores.event_score([torch.tensor(0.5)]) == 0.5
+    assert scores.event_score([]) == -1.0
+
+
 def test_random_target_is_uniform_and_seeded():
     alive = torch.tensor([True, False, True, True, False, True])
     counts = torch.zeros(6)

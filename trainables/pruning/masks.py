@@ -159,6 +159,21 @@ class MaskSet:
         parts = chosen.split([self.masks[n].numel() for n in names])
         return {n: p.view_as(self.masks[n]) for n, p in zip(names, parts, strict=True)}
 
+    def chosen_score(
+        self,
+        chosen: Mapping[str, Tensor],
+        score: str,
+        tracker: scores.ScoreTracker | None = None,
+    ) -> float:
+        """:func:`scores.event_score` of the units `chosen` (as :meth:`select` returns them),
+        scored now, so call it before :meth:`remove`."""
+        means = [
+            self._scores(name, score, tracker).flatten()[pick.flatten()].float().mean()
+            for name, pick in chosen.items()
+            if pick.any()
+        ]
+        return scores.event_score(means)
+
     def _check_layers(self, names) -> None:
         for name in names:
             if name not in self.masks:

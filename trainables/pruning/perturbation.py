@@ -175,6 +175,15 @@ class Perturbation:
             chosen[name] = scores.select(values, alive, k, target, generator, ties="cutoff")
         return chosen
 
+    def chosen_score(self, chosen: Mapping[str, Tensor], score: str) -> float:
+        """:func:`scores.event_score` of the units `chosen` (as :meth:`choose` returns them)."""
+        means = []
+        for name, pick in chosen.items():
+            if pick.any():
+                values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
+                means.append(values[pick.to(values.device)].float().mean())
+        return scores.event_score(means)
+
     # --- the loop's hooks ---------------------------------------------------------------------
 
     def on_event(self, epoch: int, newly: Mapping[str, Tensor]) -> None:

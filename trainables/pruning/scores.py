@@ -56,6 +56,7 @@ __all__ = [
     "get_weight_score",
     "get_target",
     "unit_scores",
+    "event_score",
 ]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -149,6 +150,16 @@ def select(
         picked = pick(values, generator)[:k]
     chosen[alive_idx[picked]] = True
     return chosen
+
+
+def event_score(layer_means: Iterable[float]) -> float:
+    """The official pruned score of one event (``models.py::_prune``): the mean, over the layers
+    that lost units, of ``max(0, mean score of the units chosen in that layer)``; -1 when no layer
+    did. The official analysis (``figures_and_tables/utils.py::add_pruning_status_vars``) counts
+    an epoch as pruned only when this is > 0, i.e. when some layer's chosen units have a positive
+    mean score (``results.summarize`` applies the rule)."""
+    means = [max(float(m), 0.0) for m in layer_means]
+    return sum(means) / len(means) if means else -1.0
 
 
 def _at_cutoff(values: Tensor, k: int, *, largest: bool) -> Tensor:
