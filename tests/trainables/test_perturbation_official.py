@@ -263,6 +263,7 @@ def _drive(method: PerturbationPruning, runner, epochs: int, e: int, b: int) -> 
             for _ in range(e):
                 method.before_eval_batch(runner)
         record = {"epoch": epoch, "units_removed": None, "windows_closed": None}
+        record["is_event"] = bool(changed)  # as the loop sets it before end_epoch
         if changed:
             record["units_removed"] = [{"layer": k, "units": v} for k, v in changed.items()]
         method.end_epoch(runner, record)
