@@ -28,6 +28,8 @@ PACKAGES = ("numpy", "ray", "optuna", "pyarrow")
 # The checkout the running package comes from, when it runs from one.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 GIT_TIMEOUT_S = 5.0
+# Linux's CPU description, read for the CPU model.
+CPUINFO = Path("/proc/cpuinfo")
 
 # Every key of environment(), with what it holds (the study layout docs list the same).
 KEYS: dict[str, str] = {
@@ -41,6 +43,8 @@ KEYS: dict[str, str] = {
     **{f"{name}_version": f"the installed {name} version" for name in PACKAGES},
     "platform": "platform.platform()",
     "cpu_count": "os.cpu_count() on the driver",
+    "cpu_model": "the driver's CPU model name (Linux /proc/cpuinfo, macOS sysctl), else null",
+    "cpu_capability": "the CPU kernels torch dispatches to (torch.backends.cpu.get_cpu_capability())",
     "gpus": "names of the GPUs the driver sees ([] when none; null when torch is absent)",
 }
 
@@ -58,6 +62,7 @@ def environment() -> dict[str, Any]:
         out[f"{name}_version"] = _safe(lambda n=name: metadata.version(n))
     out["platform"] = _safe(platform.platform)
     out["cpu_count"] = _safe(os.cpu_count)
+    out["cpu_model"] = _safe(_cpu_model)
     return {key: out.get(key) for key in KEYS}
 
 
@@ -82,6 +87,27 @@ def _git() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": None if status is None else status != ""}
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name: CPU kernels differ between models, and so do the numbers a study
+    computes on the CPU with one torch build. None when it cannot be read."""
+    if CPUINFO.exists():
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    if platform.system() == "Darwin":
+        done = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.brand_string"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return platform.processor() or None
+
+
 def _run_git(*args: str) -> str | None:
     """git's stdout (stripped) run in :data:`SOURCE_ROOT`; None when git is missing or fails."""
     try:
@@ -98,7 +124,8 @@ def _run_git(*args: str) -> str | None:
 
 
 def _torch() -> dict[str, Any]:
-    """torch's version, its CUDA and cuDNN versions and the GPUs the driver sees."""
+    """torch's version, its CUDA and cuDNN versions, its CPU capability and the GPUs the driver
+    sees."""
     try:
         import torch
     except Exception:  # not installed, or broken: every torch fact is unknown
@@ -110,6 +137,7 @@ def _torch() -> dict[str, Any]:
         "cudnn_version": _safe(
             lambda: torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         ),
+        "cpu_capability": _safe(lambda: str(torch.backends.cpu.get_cpu_capability())),
         "gpus": _safe(lambda: _gpu_names(torch)),
     }
 

@@ -5,6 +5,11 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
 - event instability ``(acc_before - acc_after) / acc_before`` as recorded; ``mean_instability`` is
   its mean over the trial's events, 0 for an unpruned trial by definition, null for a pruned trial
   without events; ``mean_stability = 100 * (1 - mean_instability)``;
+- only the events the official analysis counts as pruned epochs enter ``mean_instability`` and
+  start the ``best_after_last_event`` window (:func:`counted_events`: the chosen units' official
+  pruned score is > 0; an E[BN] ``smallest`` event that removes only channels of score 0 does not
+  count); a pruned trial whose every event is uncounted has instability 0, as the official
+  analysis gives stability 100 to a run without pruned epochs;
 - a scratch trial (``pruning.scratch``: pruned at initialisation, before any training) has
   instability 0 (stability 100) by definition, as the official ``add_pruning_status_vars`` treats
   an event at the first epoch as no pruned epoch; its event stays in the records, ``n_events``
@@ -14,8 +19,8 @@ Definitions (Bartoldson et al.'s official ``figures_and_tables/utils.py``; docs/
   (OpenLTH evaluates each level, then prunes) and its train, test, validation and noisy/clean
   accuracies, losses and sparsity all belong to it;
 - generalization, by the config's measure: ``best_after_last_event`` = the best test accuracy at
-  or after the last event epoch (all epochs when there is none; for IMP strictly after it, the
-  event epoch's row being the model before the event), the earliest such epoch on ties;
+  or after the last counted event epoch (all epochs when there is none; for IMP strictly after
+  it, the event epoch's row being the model before the event), the earliest such epoch on ties;
   ``final`` = the last epoch's test accuracy; ``val_selected`` = the test accuracy at the epoch of
   the best validation accuracy (earliest on ties; null without a validation split), chosen for
   an IMP trial among the epochs that end a sparsity level only (:func:`level_end_rows`);
@@ -44,7 +49,8 @@ from trainables.records import FIELDS, FLATNESS_KEYS, INT, PER_TRIAL_KEYS, measu
 
 # The per-epoch columns :func:`summarize` reads.
 INPUT_KEYS = (
-    "epoch", "is_event", "status", "instability", "sparsity", "test_acc", "val_acc", "train_acc",
+    "epoch", "is_event", "status", "instability", "pruned_score", "sparsity", "test_acc", "val_acc",
+    "train_acc",
     "train_acc_noisy", "train_acc_clean", "time_total_s", "node_ip", "hostname", "imp_round",
     *FLATNESS_KEYS, *PER_TRIAL_KEYS,
 )  # fmt: skip
@@ -73,6 +79,13 @@ def generalization(
     if last_event_epoch is not None:
         window &= epoch > last_event_epoch if before_event else epoch >= last_event_epoch
     return _argmax(test_acc, window)
+
+
+def counted_events(is_event: np.ndarray, pruned_score: np.ndarray) -> np.ndarray:
+    """bool (n_epochs,): the events the official analysis counts as pruned epochs, those whose
+    ``pruned_score`` (``trainables.pruning.scores.event_score``) is > 0; an event without one
+    (IMP, or records written before the key existed; NaN) counts."""
+    return is_event & ~(pruned_score <= 0)
 
 
 def level_end_rows(imp_round: np.ndarray) -> np.ndarray:
@@ -121,10 +134,11 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
     events = cols["is_event"].astype(bool) if n else np.zeros(0, dtype=bool)
     out["n_events"] = int(events.sum())
     out["last_event_epoch"] = int(cols["epoch"][events].max()) if events.any() else None
-    if cfg.is_baseline or cfg.pruning.scratch:
+    pruned = counted_events(events, cols["pruned_score"]) if n else events
+    if cfg.is_baseline or cfg.pruning.scratch or (events.any() and not pruned.any()):
         mean_instability: float | None = 0.0
     else:
-        inst = cols["instability"][events] if n else np.zeros(0)
+        inst = cols["instability"][pruned] if n else np.zeros(0)
         inst = inst[~np.isnan(inst)]
         mean_instability = float(inst.mean()) if len(inst) else None
     out["mean_instability"] = mean_instability
@@ -151,7 +165,7 @@ def summarize(cols: Mapping[str, np.ndarray], cfg: TrialConfig, status: str) -> 
             cols["test_acc"],
             cols["val_acc"],
             cols["epoch"],
-            out["last_event_epoch"],
+            int(cols["epoch"][pruned].max()) if pruned.any() else None,
             selectable_rows(cols, cfg),
             measured_before_event(cfg.pruning.method),
         )

@@ -119,7 +119,9 @@ class PerturbationConfig:
     steps: int = param(0, "training steps the perturbation lasts after each event", at_least(0))
     restore: bool = param(False, "put the saved originals back when the window ends")
     eval_passes: EvalPasses = param(
-        "none", "official: test-evaluation batches are perturbed passes too, as officially counted"
+        "official",
+        "official: test-evaluation batches are perturbed passes too, as officially counted; "
+        "none: only training steps count (one pass at the event)",
     )
 
 

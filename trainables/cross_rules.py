@@ -128,12 +128,7 @@ _NEEDS = (
     ("pruning.perturbation.mode", "gaussian", "pruning.granularity", ("filter",)),
     ("pruning.perturbation.mode", "conv_mask", "pruning.method", ("schedule",)),
     ("pruning.perturbation.mode", "conv_mask", "pruning.granularity", ("filter",)),
-    (
-        "pruning.perturbation.eval_passes",
-        "official",
-        "pruning.perturbation.mode",
-        NOISE_MODES,
-    ),
+    ("pruning.perturbation.eval_passes", "none", "pruning.perturbation.mode", NOISE_MODES),
     ("dataset.augment", True, "dataset.name", datasets.IMAGE_DATASETS),
 )
 

@@ -61,6 +61,7 @@ class SchedulePruning(PruningMethod):
         names = [lp.name for lp in self.plan.layers]
         runner.masks.check_scoring(p.score, names)
         self.tracker = scores.make_tracker(p.score, runner.model, names)
+        self.pruned_score: float | None = None  # set by event, recorded by end_epoch
         summary = schedule_summary(layers, p.period)
         self.derived = {
             "pruning_rate": summary["pruning_rate"],
@@ -69,13 +70,16 @@ class SchedulePruning(PruningMethod):
 
     def end_epoch(self, runner: TrialRunner, record: dict[str, Any]) -> None:
         record.update(self.derived)
+        if record["is_event"]:  # scored at this epoch's event (scores.event_score)
+            record["pruned_score"] = self.pruned_score
+        self.pruned_score = None
 
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
         if not units:
             return None
         p = self.cfg.pruning
-        removed = runner.masks.prune(
+        chosen = runner.masks.select(
             units,
             score=p.score,
             target=p.target,
@@ -83,6 +87,8 @@ class SchedulePruning(PruningMethod):
             generator=runner.loop.generators["targets"],
             tracker=self.tracker,
         )
+        self.pruned_score = runner.masks.chosen_score(chosen, p.score, self.tracker)
+        removed = runner.masks.remove(chosen)
         runner.masks.zero_optimizer_state(runner.optimizer)
         return removed
 
@@ -103,8 +109,9 @@ class PerturbationPruning(SchedulePruning):
 
     With ``eval_passes: official`` every window lasts N + 1 passes, N the official pass count of
     ``perturbation.steps`` at this run's E = ceil(test examples / eval batch) and B =
-    ceil(training examples / batch); while a window is open, epochs without an event evaluate
-    the test set a second time (``event`` returns ``{}``), as the official code always did.
+    ceil(training examples / batch); while a window is open, or when one closed inside the
+    pre-event evaluation, epochs without an event evaluate the test set a second time (``event``
+    returns ``{}``) and record that as ``test_acc``, as the official code always did.
     Records ``windows_closed`` on the epochs where windows close (open ones at the last epoch).
     """
 
@@ -125,11 +132,12 @@ class PerturbationPruning(SchedulePruning):
     def event(self, runner: TrialRunner, epoch: int) -> dict[str, int] | None:
         units = self.plan.units_at(epoch)
         if not units:
-            return {} if self.perturbation.counts_eval_passes() else None
+            return {} if self.perturbation.needs_second_evaluation() else None
         p = self.cfg.pruning
         chosen = self.perturbation.choose(
             units, score=p.score, target=p.target, generator=runner.loop.generators["targets"]
         )
+        self.pruned_score = self.perturbation.chosen_score(chosen, p.score)
         self.perturbation.on_event(epoch, chosen)
         return {name: int(c.sum()) for name, c in chosen.items()}
 

@@ -90,6 +90,7 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("sparsity_after", FLOAT, "fraction", "event epochs: weights masked after it"),
     RecordField("instability", FLOAT, "", "event epochs: (acc_before - acc_after) / acc_before"),
     RecordField("units_removed", LAYER_UNITS, "units", "event epochs: units per layer"),
+    RecordField("pruned_score", FLOAT, "", "schedule events: event_score of chosen units"),
     RecordField("units_removed_total", INT, "units", "event epochs: units over all layers"),
     RecordField("windows_closed", WINDOWS, "", "perturbation: windows that closed this epoch"),
     RecordField("pruning_rate", FLOAT, "%", "% of the most-pruned layer per event", per_trial=True),

@@ -33,6 +33,8 @@ def test_every_key_with_its_type_and_value():
     assert env["numpy_version"] == np.__version__
     assert env["platform"] == platform.platform()
     assert env["cpu_count"] == os.cpu_count()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(env["cpu_model"], str) and env["cpu_model"]
     assert isinstance(env["gpus"], list) and all(isinstance(g, str) for g in env["gpus"])
     assert len(env["gpus"]) == torch.cuda.device_count()
 
@@ -99,6 +101,8 @@ def test_a_piece_that_fails_is_null_and_nothing_raises(monkeypatch):
     env = E.environment()
     assert env["platform"] is None and env["gpus"] is None
     assert env["cpu_count"] == os.cpu_count()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(env["cpu_model"], str) and env["cpu_model"]
 
 
 def test_without_torch_every_torch_fact_is_null():
@@ -148,3 +152,18 @@ def test_trial_environments_count_the_trials_that_reported():
     )
     old = {k: cols[k] for k in ("trial_id", "n_epochs")}  # a trials.parquet from before the keys
     assert E.trial_environments(old) == (("not recorded", "not recorded", "not recorded", 4),)
+
+
+def test_cpu_model_from_cpuinfo_and_null_when_unknown(tmp_path, monkeypatch):
+    """The model name two machines of one kind share, and which the CPU kernels depend on."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) 8480+\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) 8480+\n"
+    )
+    monkeypatch.setattr(E, "CPUINFO", info)
+    assert E.environment()["cpu_model"] == "Intel(R) Xeon(R) 8480+"
+    monkeypatch.setattr(E, "CPUINFO", tmp_path / "absent")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert E.environment()["cpu_model"] is None

@@ -39,6 +39,7 @@ def _cols(test_acc, events=(), val_acc=None, train_acc=None):
         k: np.full(n, np.nan)
         for k in (
             "instability",
+            "pruned_score",
             "sparsity",
             "time_total_s",
             "train_acc_noisy",
@@ -71,6 +72,38 @@ def test_best_after_last_event_takes_the_earliest_best_epoch_from_the_last_event
     assert out["mean_instability"] == pytest.approx(0.15)
     assert out["mean_stability"] == pytest.approx(85.0)
     assert out["n_events"] == 2 and out["last_event_epoch"] == 3
+
+
+def official_outcome(test_acc, events, instability, pruned_score):
+    """The official analysis (``figures_and_tables/utils.py``: ``add_pruning_status_vars``, then
+    ``summarize``), restated over 0-based epochs: an epoch is a pruned epoch when its logged
+    pruned score is > 0; mean stability is over pruned epochs (100 when there is none); the best
+    test accuracy is taken from the last pruned epoch on (every epoch when there is none)."""
+    pruned = [e for e, score in zip(events, pruned_score, strict=True) if score > 0]
+    stab = [100 * (1 - instability[events.index(e)]) for e in pruned]
+    start = max(pruned) if pruned else 0
+    return (sum(stab) / len(stab) if stab else 100.0), max(test_acc[start:])
+
+
+@pytest.mark.parametrize(
+    ("events", "pruned_score"),
+    [
+        ([1, 3, 5], [0.0, 0.4, 0.2]),  # an event of score 0 does not count
+        ([1, 3, 5], [0.4, 0.3, 0.0]),  # nor a last one: the window starts at epoch 3
+        ([1, 3], [0.0, 0.0]),  # no pruned epoch: stability 100, every epoch
+        ([1, 3], [0.5, 0.1]),
+    ],
+)
+def test_events_count_as_pruned_only_with_a_positive_pruned_score(events, pruned_score):
+    test_acc = [0.5, 0.6, 0.95, 0.7, 0.9, 0.6, 0.65]
+    cols = _cols(test_acc, events=events)
+    cols["pruned_score"][events] = pruned_score
+    instability = [0.1 * (i + 1) for i in range(len(events))]  # as _cols records them
+    out = S.summarize(cols, config("largest", 0), "ok")
+    stability, best = official_outcome(test_acc, events, instability, pruned_score)
+    assert out["mean_stability"] == pytest.approx(stability)
+    assert out["generalization"] == best
+    assert (out["n_events"], out["last_event_epoch"]) == (len(events), events[-1])  # as recorded
 
 
 def test_final_and_validation_selected_measures():

@@ -37,6 +37,24 @@ def test_key_cache_gives_the_keys_of_the_resolved_config():
     assert repeated.trial_key == trial_key(TrialConfig.from_dict(PRUNED | {"seed": 9}))
 
 
+def test_eval_passes_default_is_official_and_explicit_none_is_its_own_trial():
+    """eval_passes defaults to official: a noise trial that writes it has the same key as one
+    that does not, and ``none`` names a different trial (docs/reproducing.md)."""
+    noise = {"pruning": {"method": "schedule", "perturbation": {"mode": "gaussian", "steps": 5}}}
+
+    def key(eval_passes: str | None) -> str:
+        extra = {} if eval_passes is None else {"eval_passes": eval_passes}
+        data = {
+            "pruning": noise["pruning"] | {"perturbation": noise["pruning"]["perturbation"] | extra}
+        }
+        return trial_key(TrialConfig.from_dict(data))
+
+    assert TrialConfig.from_dict(noise).pruning.perturbation.eval_passes == "official"
+    # 958daa430a6e named this trial with ``none`` counting before the default changed
+    assert key(None) == key("official") == "958daa430a6e"
+    assert key("none") == "cc3ac932c711"
+
+
 def test_round_trip_and_baseline_matching():
     cfg = TrialConfig.from_dict(PRUNED)
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg

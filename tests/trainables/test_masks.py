@@ -207,3 +207,22 @@ def test_state_dict_round_trip_and_errors():
         masks.prune({"fc": 1}, score="l2", target="smallest", generator=torch.Generator())
     with pytest.raises(ValueError, match="cannot remove"):
         masks.prune({"conv3": 99}, score="l2", target="smallest", generator=torch.Generator())
+
+
+def test_filter_choice_uses_the_official_cutoff_rule_and_weights_a_stable_sort():
+    """Row norms [.3, .3, 0, .3, .9]: the filter rule prunes rows {0, 1} (official cutoff rule,
+    trainables.pruning.scores), the weight rule the stable sort's smallest entries."""
+    model = _mlp(width=5)
+    name = next(iter(MaskSet(model, "filter").layers))
+    with torch.no_grad():
+        weight = dict(model.prunable_layers())[name].weight
+        weight.zero_()
+        weight[:, 0] = torch.tensor([0.3, 0.3, 0.0, 0.3, 0.9])
+    gen = torch.Generator()
+    rows = MaskSet(model, "filter").select({name: 2}, score="l2", target="smallest", generator=gen)
+    assert rows[name].nonzero().flatten().tolist() == [0, 1]
+    flat = MaskSet(model, "weight").select(
+        {name: 2}, score="magnitude", target="largest", generator=gen
+    )
+    # |w| ranks .9 (row 4) first, then the first .3 by position (row 0): a stable sort
+    assert flat[name][:, 0].nonzero().flatten().tolist() == [0, 4]

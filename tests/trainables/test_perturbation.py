@@ -17,6 +17,7 @@ from torch import nn
 from trainables.config import PerturbationConfig, TrialConfig
 from trainables.errors import UserError
 from trainables.loop import TrialRunner
+from trainables.pruning import scores
 from trainables.pruning.perturbation import (
     Perturbation,
     first_alive_std,
@@ -308,7 +309,8 @@ def _trial(data_dir: str, **perturbation) -> TrialConfig:
 
 
 def test_zeroing_trial_in_the_loop_re_enters_and_never_prunes(data_dir):
-    runner = TrialRunner(_trial(data_dir, mode="zeroing", steps=20), device="cpu", num_threads=1)
+    cfg = _trial(data_dir, mode="zeroing", steps=20, eval_passes="none")
+    runner = TrialRunner(cfg, device="cpu", num_threads=1)
     n_params = sum(p.numel() for p in runner.model.parameters())
     conv3 = runner.model.prunable_layers()["conv3"]
     records = [runner.run_epoch() for _ in range(3)]  # epoch 2 ends 13 steps into a 20-step window
@@ -356,7 +358,34 @@ def test_perturbation_needs_filter_granularity(data_dir):
         TrialRunner(cfg, device="cpu")
 
 
-def test_official_eval_passes_need_a_noise_mode(data_dir):
-    cfg = _trial(data_dir, mode="conv_mask", eval_passes="official")
-    with pytest.raises(UserError, match="pruning.perturbation.eval_passes: official needs"):
+def test_eval_passes_none_needs_a_noise_mode(data_dir):
+    """``official`` is the default (idle without a noise mode); ``none`` changes only noise runs."""
+    assert _trial(data_dir, mode="gaussian").pruning.perturbation.eval_passes == "official"
+    TrialRunner(_trial(data_dir, mode="conv_mask"), device="cpu")
+    cfg = _trial(data_dir, mode="conv_mask", eval_passes="none")
+    with pytest.raises(UserError, match="pruning.perturbation.eval_passes: none needs"):
         TrialRunner(cfg, device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["none", "zeroing"])
+def test_events_record_the_official_pruned_score(data_dir, mode):
+    """E[BN] smallest: conv3's channels with beta << 0 score exactly 0 and are chosen first, so
+    the event's pruned score (official ``_prune``: mean of max(0, chosen units' mean)) is 0 and
+    the official analysis would not count the event; with positive scores it is their mean."""
+    cfg = _trial(data_dir, **({"mode": mode, "steps": 1} if mode != "none" else {}))
+    pruning = dataclasses.replace(cfg.pruning, target="smallest", score="ebn")
+    runner = TrialRunner(dataclasses.replace(cfg, pruning=pruning), device="cpu", num_threads=1)
+    bn = runner.model.following_bn()["conv3"]
+    with torch.no_grad():
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(torch.tensor([-50.0, -50.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    first = runner.run_epoch()  # training moves beta by ~lr per step: -50 stays at E[BN] = 0
+    assert first["is_event"] and first["pruned_score"] == 0.0
+    with torch.no_grad():
+        bn.bias.fill_(2.0)
+        bn.weight.fill_(1.0)
+        expected = float(scores.ebn(bn.weight, bn.bias)[0])
+    second = runner.run_epoch()
+    assert second["is_event"] and second["pruned_score"] == pytest.approx(expected, rel=0.1)
+    assert second["pruned_score"] > 0
+    assert runner.run_epoch()["pruned_score"] is None  # no event

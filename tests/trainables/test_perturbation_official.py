@@ -43,7 +43,7 @@ LAYERS = [
 EPOCHS, B, E, STEPS = 5, 12, 4, 20
 
 
-def _cfg(data_dir: str, **perturbation) -> TrialConfig:
+def _cfg(data_dir: str, layers: list[dict] = LAYERS, **perturbation) -> TrialConfig:
     return TrialConfig.from_dict(
         {
             "dataset": {
@@ -57,7 +57,7 @@ def _cfg(data_dir: str, **perturbation) -> TrialConfig:
             "pruning": {
                 "method": "schedule",
                 "target": "largest",
-                "layers": LAYERS,
+                "layers": layers,
                 "perturbation": {"steps": STEPS, "eval_passes": "official", **perturbation},
             },
             "seed": 3,
@@ -138,6 +138,28 @@ def test_only_the_two_test_evaluations_are_passes(data_dir):
     assert torch.equal(pert.layers["conv1"].weight.detach(), expected)
     assert torch.equal(pert.generator.get_state(), gen.get_state())
     assert pert.windows.open["conv1"].eval == E and pert.windows.open["conv1"].train == 0
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_a_window_closing_inside_the_pre_event_evaluation_logs_the_second_one(data_dir, restore):
+    """A budget derived from ``steps`` ends right after a training batch, so no preset reaches
+    this: a budget that ends on the second batch of an epoch's pre-event evaluation leaves that
+    evaluation partly perturbed. The official code evaluated twice every epoch and logged the
+    second (post-event) evaluation, which no window perturbs any more: the model as the window
+    left it, evaluated without perturbation."""
+    once = [{"name": "conv1", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 0}]
+    cfg = _cfg(data_dir, once, mode="gaussian", restore=restore)
+    runner = TrialRunner(cfg, device="cpu", num_threads=1)
+    # N + 1 = E + B + 2 passes: epoch 0's post-event evaluation, epoch 1's B training batches and
+    # the first two batches of its pre-event evaluation
+    runner.method.perturbation.passes = E + B + 1
+    first, second = runner.run_epoch(), runner.run_epoch()
+    assert first["is_event"] and not second["is_event"]
+    (closed,) = second["windows_closed"]
+    assert (closed["closed_by"], closed["noise_draws_eval"]) == ("duration", E + 2)
+    assert closed["noise_draws_train"] == B
+    loss, acc = runner._evaluate(runner.data.x_test, runner.data.y_test)  # no window is open
+    assert (second["test_loss"], second["test_acc"]) == (loss, acc)
 
 
 def test_zeroed_units_stay_zero_through_evaluation_passes_and_restore_on_the_last(data_dir):
@@ -241,6 +263,7 @@ def _drive(method: PerturbationPruning, runner, epochs: int, e: int, b: int) -> 
             for _ in range(e):
                 method.before_eval_batch(runner)
         record = {"epoch": epoch, "units_removed": None, "windows_closed": None}
+        record["is_event"] = bool(changed)  # as the loop sets it before end_epoch
         if changed:
             record["units_removed"] = [{"layer": k, "units": v} for k, v in changed.items()]
         method.end_epoch(runner, record)

@@ -116,11 +116,12 @@ def test_filter_norms_exclude_bias_and_follow_definition():
     target=st.sampled_from(["smallest", "largest", "random"]),
 )
 def test_select_picks_exactly_k_alive_extremes(n, data, target):
+    """ties="index" (weights): a stable sort never skips a strictly better-ranked score."""
     values = data.draw(st.lists(st.floats(-5, 5, allow_nan=False), min_size=n, max_size=n))
     alive = torch.tensor(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     k = data.draw(st.integers(0, int(alive.sum())))
     s = torch.tensor(values)
-    chosen = scores.select(s, alive, k, target, torch.Generator().manual_seed(1))
+    chosen = scores.select(s, alive, k, target, torch.Generator().manual_seed(1), ties="index")
     assert int(chosen.sum()) == k and not bool((chosen & ~alive).any())
     kept = alive & ~chosen
     if k and kept.any() and target != "random":
@@ -128,6 +129,81 @@ def test_select_picks_exactly_k_alive_extremes(n, data, target):
             assert s[chosen].max() <= s[kept].min()
         else:
             assert s[chosen].min() >= s[kept].max()
+
+
+def official_choice(values: list[float], alive: list[bool], k: int, largest: bool) -> set[int]:
+    """Bartoldson et al.'s filter choice (``models.py::_prune_layer``), restated: among the alive
+    units (in index order), the cutoff is the k-th best score (``topk``); every unit whose score is
+    at or beyond the cutoff is a candidate, and the first k candidates by index are pruned."""
+    live = [i for i, a in enumerate(alive) if a]
+    ranked = sorted((values[i] for i in live), reverse=largest)
+    if k == 0:
+        return set()
+    cutoff = ranked[k - 1]
+    candidates = [i for i in live if (values[i] >= cutoff if largest else values[i] <= cutoff)]
+    return set(candidates[:k])
+
+
+def _chosen(values, alive, k, target, ties="cutoff") -> set[int]:
+    pick = scores.select(
+        torch.tensor(values), torch.tensor(alive), k, target, torch.Generator(), ties=ties
+    )
+    return set(pick.nonzero().flatten().tolist())
+
+
+def test_cutoff_ties_follow_the_official_rule_and_can_skip_a_smaller_score():
+    values, alive = [0.3, 0.3, 0.0, 0.3, 0.9], [True] * 5
+    # k-th smallest = .3: candidates {0, 1, 2, 3} (all <= .3); the first two by index
+    assert (
+        _chosen(values, alive, 2, "smallest") == {0, 1} == official_choice(values, alive, 2, False)
+    )
+    assert _chosen(values, alive, 2, "smallest", ties="index") == {0, 2}  # the stable sort
+    # largest: k-th largest = .3, candidates {0, 1, 3, 4} (>= .3); the first two skip the .9
+    assert _chosen(values, alive, 2, "largest") == {0, 1} == official_choice(values, alive, 2, True)
+    # indices count among all units; a dead unit is never a candidate
+    dead = [False, True, True, True, True]
+    assert _chosen(values, dead, 2, "smallest") == {1, 2} == official_choice(values, dead, 2, False)
+    # no ties at the cutoff: the k best, as any rule
+    assert _chosen([0.5, 0.1, 0.4, 0.2], [True] * 4, 2, "smallest") == {1, 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), target=st.sampled_from(["smallest", "largest"]))
+def test_cutoff_choice_equals_the_official_rule_with_many_ties(data, target):
+    n = data.draw(st.integers(1, 40))
+    # few distinct values (exact zeros included, as E[BN] has): ties at the cutoff are common
+    pool = torch.tensor([0.0, 0.25, 0.5, 1.5, -0.75]).tolist()
+    values = data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))
+    alive = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    k = data.draw(st.integers(0, sum(alive)))
+    largest = target == "largest"
+    assert _chosen(values, alive, k, target) == official_choice(values, alive, k, largest)
+
+
+def test_cutoff_choice_on_ebn_scores_with_exact_zeros():
+    """E[BN] is exactly 0 where beta/|gamma| is very negative: Prune_S ties at 0 often."""
+    gen = torch.Generator().manual_seed(0)
+    differ = 0
+    for _ in range(100):
+        gamma = torch.randn(32, generator=gen) * 0.1
+        beta = torch.randn(32, generator=gen) - torch.rand(32, generator=gen) * 2
+        ebn = scores.ebn(gamma, beta).tolist()
+        alive = (torch.rand(32, generator=gen) < 0.8).tolist()
+        k = int(torch.randint(1, sum(alive) + 1, (1,), generator=gen))
+        assert _chosen(ebn, alive, k, "smallest") == official_choice(ebn, alive, k, False)
+        differ += _chosen(ebn, alive, k, "smallest", ties="index") != _chosen(
+            ebn, alive, k, "smallest"
+        )
+    assert differ > 0  # the two rules do differ on these scores
+
+
+def test_event_score_is_the_official_mean_of_clamped_layer_means():
+    """Official ``_prune``: each pruned layer adds max(its chosen units' mean score, 0); the sum
+    is divided by the number of pruned layers; -1 when none was pruned."""
+    assert scores.event_score([0.0, 0.0]) == 0.0
+    assert scores.event_score([0.3, -0.1]) == pytest.approx(0.15)
+    assert scores.event_score([torch.tensor(0.5)]) == 0.5
+    assert scores.event_score([]) == -1.0
 
 
 def test_random_target_is_uniform_and_seeded():

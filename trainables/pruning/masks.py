@@ -141,6 +141,7 @@ class MaskSet:
                 k,
                 target,
                 generator,
+                ties="cutoff" if self.granularity == "filter" else "index",
             ).view_as(self.masks[name])
             for name, k in units.items()
         }
@@ -149,14 +150,29 @@ class MaskSet:
         self, names: list[str], k: int, score: str, target: str, generator: torch.Generator
     ) -> dict[str, Tensor]:
         """Choose `k` alive units ranked jointly over the layers `names` (global pruning; OpenLTH's
-        ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position: layer order,
-        then flat index."""
+        ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position (a stable sort):
+        layer order, then flat index."""
         self._check_layers(names)
         flat_scores = torch.cat([self._scores(n, score).flatten() for n in names])
         flat_alive = torch.cat([self.masks[n].flatten() for n in names])
-        chosen = scores.select(flat_scores, flat_alive, k, target, generator)
+        chosen = scores.select(flat_scores, flat_alive, k, target, generator, ties="index")
         parts = chosen.split([self.masks[n].numel() for n in names])
         return {n: p.view_as(self.masks[n]) for n, p in zip(names, parts, strict=True)}
+
+    def chosen_score(
+        self,
+        chosen: Mapping[str, Tensor],
+        score: str,
+        tracker: scores.ScoreTracker | None = None,
+    ) -> float:
+        """:func:`scores.event_score` of the units `chosen` (as :meth:`select` returns them),
+        scored now, so call it before :meth:`remove`."""
+        means = [
+            self._scores(name, score, tracker).flatten()[pick.flatten()].float().mean()
+            for name, pick in chosen.items()
+            if pick.any()
+        ]
+        return scores.event_score(means)
 
     def _check_layers(self, names) -> None:
         for name in names:

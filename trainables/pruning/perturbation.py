@@ -42,7 +42,8 @@ Which passes count (``PerturbationConfig.eval_passes``):
   batch of the two test-set evaluations of an epoch, in the official order: after an event, the
   post-event evaluation (E batches); then per epoch B training batches, the pre-event evaluation
   (E) and the post-event evaluation (E), the latter run on epochs without an event too while a
-  window is open (the official code evaluated twice every epoch). A pass on which the budget runs
+  window is open or when one closed inside the pre-event evaluation (the official code evaluated
+  twice every epoch and logged the second as the test accuracy). A pass on which the budget runs
   out perturbs, then (``restore``) restores before its forward, as the official counter does.
   E.g. at E = 79, B = 391: "Zeroing 1" (steps 0, N = 0) perturbs only the first post-event test
   batch; "Gaussian 50" (N = 129) draws 130 times (79 test + 51 training batches); "Gaussian 1105"
@@ -135,6 +136,8 @@ class Perturbation:
         self.windows = Windows(list(self.layers))
         self.units: dict[str, Tensor] = {}  # layer -> bool [out] (CPU): its window's units
         self.saved: dict[str, dict[str, Tensor]] = {}  # restore: layer -> originals
+        # a window perturbed a test-evaluation pass since the last training step
+        self._eval_perturbed = False
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -146,9 +149,12 @@ class Perturbation:
         """Layers whose window is open, in model order."""
         return self.windows.layers()
 
-    def counts_eval_passes(self) -> bool:
-        """True while an open window counts test-evaluation passes (``eval_passes: official``)."""
-        return self.passes is not None and bool(self.windows.open)
+    def needs_second_evaluation(self) -> bool:
+        """``eval_passes: official`` on an epoch without an event: True when the post-event test
+        evaluation must run (the official code ran it every epoch and logged it as the test
+        accuracy): a window is open, or one perturbed a batch of the evaluation just run (the
+        pre-event one) and closed inside it, leaving that evaluation partly perturbed."""
+        return self.passes is not None and (bool(self.windows.open) or self._eval_perturbed)
 
     def choose(
         self, units: Mapping[str, int], *, score: str, target: str, generator: torch.Generator
@@ -166,8 +172,17 @@ class Perturbation:
                 )
             values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
             alive = (~self.targeted[name]).to(values.device)
-            chosen[name] = scores.select(values, alive, k, target, generator)
+            chosen[name] = scores.select(values, alive, k, target, generator, ties="cutoff")
         return chosen
+
+    def chosen_score(self, chosen: Mapping[str, Tensor], score: str) -> float:
+        """:func:`scores.event_score` of the units `chosen` (as :meth:`choose` returns them)."""
+        means = []
+        for name, pick in chosen.items():
+            if pick.any():
+                values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
+                means.append(values[pick.to(values.device)].float().mean())
+        return scores.event_score(means)
 
     # --- the loop's hooks ---------------------------------------------------------------------
 
@@ -197,6 +212,7 @@ class Perturbation:
 
     def before_step(self) -> None:
         """Before a training step's forward pass."""
+        self._eval_perturbed = False
         for name in self.windows.layers():
             if self.passes is None and self.windows.open[name].budget == 0:
                 self._close(name, "duration")  # a 0-step window ends before training
@@ -216,6 +232,7 @@ class Perturbation:
         if self.passes is None:
             return
         for name in self.windows.layers():
+            self._eval_perturbed = True
             self._pass(name, "eval")
 
     def end_trial(self) -> None:

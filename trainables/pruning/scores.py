@@ -16,8 +16,14 @@ linear row, scored from its weight tensor with the bias excluded):
 
 Targets pick ``k`` of the still-unpruned units: ``smallest`` (Prune_S), ``largest`` (Prune_L),
 ``random`` (Prune_R: exactly k uniformly random still-unpruned units, drawn from the given
-``torch.Generator``, which the caller checkpoints). Ties are broken by index (a stable sort), so the
-choice is deterministic.
+``torch.Generator``, which the caller checkpoints). Both rules below are deterministic:
+
+- ``ties="cutoff"`` (filter granularity; the official ``models.py::_prune_layer``): the cutoff is
+  the k-th ``topk`` value; the units at or below it (at or above it for ``largest``) are the
+  candidates, and the first k candidates by index are chosen. With ties at the cutoff this can
+  skip a strictly smaller score: on ``[.3, .3, 0, .3, .9]``, k = 2 smallest choose {0, 1}.
+- ``ties="index"`` (weight granularity, IMP and global pruning): a stable sort, ties broken by
+  index, so a smaller score is never skipped (``[.3, .3, 0, .3, .9]`` -> {2, 0}).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ __all__ = [
     "get_weight_score",
     "get_target",
     "unit_scores",
+    "event_score",
 ]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -105,7 +112,13 @@ def magnitude(weight: Tensor) -> Tensor:
 
 
 def select(
-    scores: Tensor, alive: Tensor, k: int, target: str, generator: torch.Generator
+    scores: Tensor,
+    alive: Tensor,
+    k: int,
+    target: str,
+    generator: torch.Generator,
+    *,
+    ties: str = "cutoff",
 ) -> Tensor:
     """Choose `k` still-alive entries to remove.
 
@@ -115,6 +128,8 @@ def select(
         k: how many to remove, 0 <= k <= alive.sum().
         target: ``smallest`` | ``largest`` | ``random``.
         generator: CPU generator; consumed only by ``random`` (exactly one ``randperm``).
+        ties: ``cutoff`` (the official filter rule) or ``index`` (a stable sort); module docstring.
+            ``random`` ignores it.
 
     Returns:
         [n] bool on `scores`' device, True at the k chosen entries (a subset of `alive`).
@@ -123,11 +138,36 @@ def select(
     alive_idx = alive.nonzero().flatten()
     if k > alive_idx.numel() or k < 0:
         raise ValueError(f"cannot remove {k} of {alive_idx.numel()} remaining units")
+    if ties not in ("cutoff", "index"):
+        raise ValueError(f"ties: must be 'cutoff' or 'index', got {ties!r}")
     chosen = torch.zeros_like(alive)
-    if k:
-        order = pick(scores[alive_idx], generator)
-        chosen[alive_idx[order[:k]]] = True
+    if not k:
+        return chosen
+    values = scores[alive_idx]
+    if ties == "cutoff" and target != "random":
+        picked = _at_cutoff(values.float(), k, largest=target == "largest")
+    else:
+        picked = pick(values, generator)[:k]
+    chosen[alive_idx[picked]] = True
     return chosen
+
+
+def event_score(layer_means: Iterable[float]) -> float:
+    """The official pruned score of one event (``models.py::_prune``): the mean, over the layers
+    that lost units, of ``max(0, mean score of the units chosen in that layer)``; -1 when no layer
+    did. The official analysis (``figures_and_tables/utils.py::add_pruning_status_vars``) counts
+    an epoch as pruned only when this is > 0, i.e. when some layer's chosen units have a positive
+    mean score (``results.summarize`` applies the rule)."""
+    means = [max(float(m), 0.0) for m in layer_means]
+    return sum(means) / len(means) if means else -1.0
+
+
+def _at_cutoff(values: Tensor, k: int, *, largest: bool) -> Tensor:
+    """The official filter choice: indices (into `values` [m]) of the first k entries, by index,
+    whose score is at or beyond the k-th ``topk`` value. [k] long."""
+    cutoff = torch.topk(values, k, largest=largest).values[-1]
+    candidates = values >= cutoff if largest else values <= cutoff
+    return candidates.nonzero().flatten()[:k]
 
 
 def _ascending(scores: Tensor, generator: torch.Generator) -> Tensor:
