@@ -27,7 +27,8 @@ from trainables.trial_columns import CONFIG_COLUMNS, TRIAL_COLUMNS
 
 # 4: the per-trial record keys in trials.parquet; 5: an IMP event epoch's row is the level's
 # trained model (before the prune; trainables.records.measured_before_event), every event
-# records test_loss_after and sparsity_after; trials tic; fits panel.
+# records test_loss_after and sparsity_after, and each event its pruned_score; trials tic; fits
+# panel.
 SCHEMA_VERSION = "5"
 
 _SCALARS = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
