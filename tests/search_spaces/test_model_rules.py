@@ -18,10 +18,12 @@ import torch
 from search_spaces.expand import expand
 from search_spaces.spec import spec_from_dict
 from trainables import config as C
+from trainables import datasets
 from trainables import cross_rules
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.loop import TrialRunner
+from trainables.models import build_model
 
 torch.set_num_threads(1)
 
@@ -163,3 +165,19 @@ def test_an_empty_layer_list_is_the_paper_schedule_everywhere(model, has_default
     built = TrialRunner(TrialConfig.from_dict(sections), device="cpu")
     assert trial.pruning.layers
     assert [ls.name for ls in trial.pruning.layers] == [lp.name for lp in built.method.plan.layers]
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_channels_last_is_refused_exactly_where_it_does_nothing(model):
+    """Channels-last memory reorders 4-d tensors only: on a model without 2-d input no parameter
+    changes layout, and the spec refuses the setting there, saying so."""
+    dataset, width, layers = MODELS[model]
+    sections = _sections(model, "l2", "filter", "smallest", "schedule", "none", layers[0])
+    sections["train"]["channels_last"] = True
+    refused = "train.channels_last: does nothing on model" in (_refused_at_spec_time(sections) or "")
+    info = datasets.get(dataset)
+    built = build_model(model, width, info.input_shape, info.num_classes)
+    before = [p.stride() for p in built.parameters()]
+    built.to(memory_format=torch.channels_last)
+    changed = before != [p.stride() for p in built.parameters()]
+    assert refused == (not changed)
