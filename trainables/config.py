@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from trainables import datasets, models
-from trainables.models import needs
 from trainables.coerce import parse_mapping
 from trainables.fields import INVALID, param, section
+from trainables.models import needs
 from trainables.problems import Problems, plain
 from trainables.pruning.schedule import LayerSchedule, layer_list_rule
 from trainables.value_rules import above, all_of, at_least, at_most, fraction, increasing, one_of

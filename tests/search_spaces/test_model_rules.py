@@ -18,8 +18,7 @@ import torch
 from search_spaces.expand import expand
 from search_spaces.spec import spec_from_dict
 from trainables import config as C
-from trainables import datasets
-from trainables import cross_rules
+from trainables import cross_rules, datasets
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.loop import TrialRunner
@@ -139,9 +138,13 @@ def test_spec_time_verdict_agrees_for_every_target(model, monkeypatch):
 def test_the_matrix_holds_both_verdicts():
     """The agreement above is not vacuous: some combinations run and some are refused."""
     verdicts = {
-        _refused_at_spec_time(_sections("mlp", "ebn", "filter", "smallest", "schedule", "none", "fc1"))
+        _refused_at_spec_time(
+            _sections("mlp", "ebn", "filter", "smallest", "schedule", "none", "fc1")
+        )
         is None,
-        _refused_at_spec_time(_sections("cnn1d", "ebn", "filter", "smallest", "schedule", "none", "conv1"))
+        _refused_at_spec_time(
+            _sections("cnn1d", "ebn", "filter", "smallest", "schedule", "none", "conv1")
+        )
         is None,
     }
     assert verdicts == {True, False}
@@ -161,7 +164,11 @@ def test_an_empty_layer_list_is_the_paper_schedule_everywhere(model, has_default
         with pytest.raises(UserError, match="has no default schedule"):
             TrialRunner(TrialConfig.from_dict(sections), device="cpu")
         return
-    (trial,) = [t for t in expand(spec_from_dict({"name": "t", "seeds": 1, **sections})).trials if not t.is_baseline]
+    (trial,) = [
+        t
+        for t in expand(spec_from_dict({"name": "t", "seeds": 1, **sections})).trials
+        if not t.is_baseline
+    ]
     built = TrialRunner(TrialConfig.from_dict(sections), device="cpu")
     assert trial.pruning.layers
     assert [ls.name for ls in trial.pruning.layers] == [lp.name for lp in built.method.plan.layers]
@@ -174,7 +181,9 @@ def test_channels_last_is_refused_exactly_where_it_does_nothing(model):
     dataset, width, layers = MODELS[model]
     sections = _sections(model, "l2", "filter", "smallest", "schedule", "none", layers[0])
     sections["train"]["channels_last"] = True
-    refused = "train.channels_last: does nothing on model" in (_refused_at_spec_time(sections) or "")
+    refused = "train.channels_last: does nothing on model" in (
+        _refused_at_spec_time(sections) or ""
+    )
     info = datasets.get(dataset)
     built = build_model(model, width, info.input_shape, info.num_classes)
     before = [p.stride() for p in built.parameters()]

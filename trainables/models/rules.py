@@ -49,7 +49,9 @@ def _needs(path: str) -> Check:
         what = CAPABILITIES[lacking[0]]
         models = ", ".join(with_capability(lacking[0]))
         if path in IDLE_WITHOUT:
-            message = f"does nothing on model {model}, which has no {what}; models with it: {models}"
+            message = (
+                f"does nothing on model {model}, which has no {what}; models with it: {models}"
+            )
             return [("", f"{message}; remove it")]
         word = value if isinstance(value, str) else show(value)
         return [("", f"{word} needs a model with {what}, got {model} (models with it: {models})")]
@@ -75,7 +77,10 @@ def _layers(
         return []  # reported by model.name's rules, or by the rule that an unpruned trial sets none
     valid = found.weight_layers if method == "imp" or granularity == "weight" else found.layers
     out = [
-        (f"[{i}].name", f"unknown layer {ls.name!r} of model {model}; choose one of: {', '.join(valid)}")
+        (
+            f"[{i}].name",
+            f"unknown layer {ls.name!r} of model {model}; choose one of: {', '.join(valid)}",
+        )
         for i, ls in enumerate(layers)
         if ls.name not in valid
     ]
