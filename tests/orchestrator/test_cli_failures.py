@@ -53,6 +53,7 @@ def test_a_local_file_named_like_a_preset_is_used_and_said(tmp_path, capsys, mon
     assert "/mine (spec" in out.splitlines()[0]
 
 
+@pytest.mark.timeout(120)  # the old code started Ray and ran the whole study here
 def test_a_model_without_what_the_score_needs_is_refused_before_ray(tmp_path, capsys):
     """The quickstart's MLP has no BatchNorm: E[BN] is refused in one line, before Ray starts and
     before anything is written (it used to start Ray and fail 9 of 10 trials)."""
