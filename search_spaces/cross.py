@@ -16,7 +16,7 @@ from typing import Any
 
 from search_spaces.sweeps import Dist, Grid, candidates, plain
 from trainables.config import TrialConfig
-from trainables.cross_rules import CROSS_RULES
+from trainables.cross_rules import CROSS_RULES, CrossRule
 from trainables.fields import INVALID, problems_of, rule_at, type_hints
 from trainables.problems import Problems, show
 
@@ -93,7 +93,12 @@ def _within(path: str, prefix: str) -> bool:
 def check_cross(spec: Any, problems: Problems) -> None:
     """The config's rules relating fields (``trainables.cross_rules.CROSS_RULES``), on every
     consistent combination of the fields' candidate values."""
-    for rule in CROSS_RULES:
+    check_rules(CROSS_RULES, spec, problems)
+
+
+def check_rules(rules: tuple[CrossRule, ...], spec: Any, problems: Problems) -> None:
+    """Each of `rules` on every consistent combination of its fields' candidate values."""
+    for rule in rules:
         for combo in combos(spec, *rule.paths):
             values = [v for _, v in combo]
             where = combo[rule.at][0]

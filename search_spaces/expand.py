@@ -15,7 +15,7 @@ unpruned trial per seed (``trainables.config.baseline_of``; equal ``baseline_key
 first in ``StudyPlan.trials``, so gains can be computed early. All orders are deterministic.
 
 Resolved here, once: a schedule trial whose ``pruning.layers`` is empty gets the model's paper
-default layers (from the model itself, ``search_spaces.model_check.model_facts``), so every
+default layers (the model registry's ``trainables.models.schedule_layers``), so every
 schedule trial's config states the layers it prunes and its derived schedule facts (pruning rate,
 number of events) follow from the config alone.
 """
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from search_spaces.cross import SECTION_TYPES, SECTIONS, all_swept, is_section, is_section_grid
-from search_spaces.model_check import model_facts
 from search_spaces.spec import ResourcesSpec, StudySpec
 from search_spaces.sweeps import Dist, DistKind, Grid, plain, sample
 from trainables.coerce import parse_mapping
 from trainables.config import TrialConfig, baseline_of
 from trainables.identity import baseline_key, trial_key
+from trainables.models import schedule_layers
 from trainables.problems import Problems
 
 __all__ = ["OptunaPlan", "StudyPlan", "expand"]
@@ -232,8 +232,8 @@ class _Builder:
     def _with_default_layers(self, pruning: Any, model: Any, dataset: Any) -> Any:
         key = (id(pruning), model.name, model.width, dataset.name)
         if key not in self._layers:
-            _, default, _ = model_facts(model.name, model.width, dataset.name)
-            self._layers[key] = dataclasses.replace(pruning, layers=tuple(default))
+            layers = schedule_layers((), model.name, model.width, dataset.name)
+            self._layers[key] = dataclasses.replace(pruning, layers=layers)
         return self._layers[key]
 
 

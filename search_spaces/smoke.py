@@ -44,12 +44,12 @@ from fractions import Fraction
 from typing import Any
 
 from search_spaces.cross import combos, is_section
-from search_spaces.model_check import model_facts
 from search_spaces.spec import ResourcesSpec, StudySpec, spec_from_dict
 from search_spaces.sweeps import Dist, Grid, candidates
 from trainables import datasets
 from trainables.config import DatasetConfig
 from trainables.errors import UserError
+from trainables.models import schedule_layers
 
 SMOKE_EPOCHS = 4
 SMOKE_IMP_ROUNDS = 2
@@ -183,7 +183,7 @@ def _defaults(spec: StudySpec) -> tuple:
     """The paper schedule layers every model of the spec shares (by name; the first model's
     entries), for a schedule whose layer list is empty."""
     pairs = combos(spec, "model.name", "dataset.name")
-    schedules = [model_facts(model, 0, dataset)[1] for (_, model), (_, dataset) in pairs]
+    schedules = [schedule_layers((), model, 0, dataset) for (_, model), (_, dataset) in pairs]
     shared = set.intersection(*({layer.name for layer in s} for s in schedules))
     layers = tuple(layer for layer in schedules[0] if layer.name in shared)
     if not layers:

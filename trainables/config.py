@@ -20,16 +20,19 @@ from typing import Any, Literal
 from trainables import datasets, models
 from trainables.coerce import parse_mapping
 from trainables.fields import INVALID, param, section
+from trainables.models import needs
 from trainables.problems import Problems, plain
 from trainables.pruning.schedule import LayerSchedule, layer_list_rule
 from trainables.value_rules import above, all_of, at_least, at_most, fraction, increasing, one_of
 
 Granularity = Literal["filter", "weight"]
-Score = Literal["l2", "l1", "ebn", "ebn_signed", "activations", "magnitude"]
-Target = Literal["smallest", "largest", "random"]
+# The names of scores, targets, methods and perturbation modes are the keys of the tables of what
+# each needs from a model (trainables.models.needs), their one source.
+Score = Literal[tuple(needs.SCORES)]
+Target = Literal[tuple(needs.TARGETS)]
 Scope = Literal["layer", "global"]
-Method = Literal["none", "schedule", "imp"]
-PerturbationMode = Literal["none", "zeroing", "gaussian", "conv_mask"]
+Method = Literal[tuple(needs.METHODS)]
+PerturbationMode = Literal[tuple(needs.PERTURBATION_MODES)]
 NOISE_MODES = ("zeroing", "gaussian")  # the modes whose units re-enter after a window
 PerturbationVariant = Literal["iter", "cumulative"]
 EvalPasses = Literal["none", "official"]

@@ -20,6 +20,7 @@ from trainables.config import (
     TrialConfig,
 )
 from trainables.fields import check_rules
+from trainables.models import rules as model_rules
 from trainables.problems import Problems, show
 from trainables.pruning.schedule import LayerSchedule
 
@@ -188,6 +189,13 @@ CROSS_RULES: tuple[CrossRule, ...] = (
 )
 
 
+# The model-dependent rules (trainables.models.rules): kept apart because they build the model on
+# the meta device (torch); the study spec checks them in search_spaces.model_check.
+MODEL_RULES: tuple[CrossRule, ...] = tuple(
+    CrossRule(paths, check, at) for paths, check, at in model_rules.RULES
+)
+
+
 def value_at(cfg: Any, path: str) -> Any:
     """The value of a dotted field path (``pruning.imp.rounds``) in a config."""
     for part in path.split("."):
@@ -196,9 +204,11 @@ def value_at(cfg: Any, path: str) -> Any:
 
 
 def validate(cfg: TrialConfig, prefix: str = "") -> None:
-    """Raise UserError listing every field-rule and cross-rule problem of `cfg` (all at once).
+    """Raise UserError listing every field-rule, cross-rule and model-rule problem of `cfg` (all
+    at once).
 
-    With ``prefix`` (``"dataset."``) only the rules whose fields all lie in that section run.
+    With ``prefix`` (``"dataset."``) only the rules whose fields all lie in that section run. A
+    model rule is skipped where one of its fields broke its own rule (it would build nonsense).
     """
     problems = Problems()
     if prefix:
@@ -207,7 +217,9 @@ def validate(cfg: TrialConfig, prefix: str = "") -> None:
         check_rules(type(part), part, name, problems)
     else:
         check_rules(TrialConfig, cfg, "", problems)
-    for rule in CROSS_RULES:
+    broken = [line.partition(":")[0] for line in problems.lines]  # fields that broke their rule
+    model_rules_ = [r for r in MODEL_RULES if not any(b.startswith(r.paths) for b in broken)]
+    for rule in (*CROSS_RULES, *model_rules_):
         if all(p.startswith(prefix) for p in rule.paths):
             values = [value_at(cfg, p) for p in rule.paths]
             for suffix, message in rule.check(*values):

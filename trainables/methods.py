@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from trainables.augment import derived_generator
 from trainables.errors import UserError
 from trainables.hooks import PruningMethod
+from trainables.models import schedule_layers
 from trainables.pruning import scores
 from trainables.pruning.imp import Imp
 from trainables.pruning.perturbation import Perturbation, official_passes_for_steps
@@ -38,7 +39,8 @@ class Unpruned(PruningMethod):
 
 
 class SchedulePruning(PruningMethod):
-    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty).
+    """Per-layer linear schedules (``pruning.layers``, or the model's paper default when empty;
+    the model rules, ``trainables.models.rules``, checked the names when the config was validated).
 
     A tracked score (``activations``: ``scores.TRACKED_SCORES``) gets its tracker here, over the
     scheduled layers, watching every training pass from the first; its state is this method's
@@ -48,18 +50,13 @@ class SchedulePruning(PruningMethod):
 
     def __init__(self, runner: TrialRunner):
         super().__init__(runner)
-        p = self.cfg.pruning
-        layers = p.layers or runner.model.default_schedule()
-        if not layers:
-            raise UserError(
-                f"pruning.layers: empty and model {self.cfg.model.name!r} has no default schedule"
-            )
+        p, m = self.cfg.pruning, self.cfg.model
+        layers = schedule_layers(p.layers, m.name, m.width, self.cfg.dataset.name)
         try:
             self.plan = plan_schedule(layers, runner.masks.n_units, p.period)
         except ValueError as e:
             raise UserError(str(e)) from None
         names = [lp.name for lp in self.plan.layers]
-        runner.masks.check_scoring(p.score, names)
         self.tracker = scores.make_tracker(p.score, runner.model, names)
         self.pruned_score: float | None = None  # set by event, recorded by end_epoch
         summary = schedule_summary(layers, p.period)
@@ -192,12 +189,6 @@ class ImpPruning(PruningMethod):
         super().__init__(runner)
         self.plan = ImpPlan.of(self.cfg)
         names = [ls.name for ls in self.cfg.pruning.layers] or None
-        unknown = sorted(set(names or ()) - set(runner.masks.layers))
-        if unknown:
-            valid = ", ".join(runner.masks.layers)
-            raise UserError(
-                f"pruning.layers: unknown prunable layer {unknown[0]!r}; choose one of: {valid}"
-            )
         t = self.cfg.train
         self.imp = Imp(self.plan, t.lr, t.milestones, t.gamma, layers=names)
         rate = 100.0 * self.cfg.pruning.imp.fraction  # the configured rate, controls included

@@ -53,6 +53,20 @@ def test_a_local_file_named_like_a_preset_is_used_and_said(tmp_path, capsys, mon
     assert "/mine (spec" in out.splitlines()[0]
 
 
+@pytest.mark.timeout(120)  # the old code started Ray and ran the whole study here
+def test_a_model_without_what_the_score_needs_is_refused_before_ray(tmp_path, capsys):
+    """The quickstart's MLP has no BatchNorm: E[BN] is refused in one line, before Ray starts and
+    before anything is written (it used to start Ray and fail 9 of 10 trials)."""
+    storage = tmp_path / "st"
+    args = ["pruning.score=ebn", "pruning.granularity=filter", "seeds=1", "--storage", str(storage)]
+    line = refused(capsys, main(["run", "quickstart", *args]))
+    assert line.startswith("pruning.score: ebn needs a model with a BatchNorm after each prunable")
+    assert "got mlp" in line
+    assert not storage.exists()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
 def test_a_name_with_a_trailing_newline_is_refused(tmp_path, capsys):
     line = refused(capsys, main(["run", "quickstart", "--name", "abc\n", "--dry-run"]))
     assert line.startswith("name: ")

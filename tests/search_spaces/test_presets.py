@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from search_spaces.expand import expand
-from search_spaces.model_check import model_facts
 from search_spaces.presets import list_presets, preset_description, preset_text
 from search_spaces.spec import load_spec, spec_from_yaml
 from search_spaces.sweeps import Grid
 from trainables.cross_rules import value_at
 from trainables.errors import UserError
+from trainables.models import schedule_layers
 from trainables.pruning.schedule import LayerSchedule, schedule_summary
 
 REQUIRED = {
@@ -106,7 +106,7 @@ def test_vgg11_matches_fig2_fig3() -> None:
     scheduled = {("l2", t, r, False, VGG11_LAYERS) for t in targets for r in periods}  # F3_*_r
     assert _arms(spec) == scheduled | {("l2", "smallest", 4, True, VGG11_SCRATCH)}  # + F2_VGG_5
     assert {t.pruning.granularity for t in expand(spec).pruned} == {"filter"}
-    assert model_facts("vgg11_bn", 0, "cifar10")[1] == VGG11_LAYERS  # the model's paper default
+    assert schedule_layers((), "vgg11_bn", 0, "cifar10") == VGG11_LAYERS  # the model's paper default
     events = [len(range(6, 275 + 1, r)) for r in periods]  # the last layer's events per period
     assert events == [68, 14, 7, 5, 3, 2, 1]
     plan = expand(spec)
@@ -121,7 +121,7 @@ def test_resnet18_matches_fig2() -> None:
         ("activations", "smallest", 40, False, RN18_LAYERS),
         ("activations", "largest", 40, False, RN18_LAYERS),
     }
-    assert model_facts("resnet18", 0, "cifar10")[1] == RN18_LAYERS  # the model's paper default
+    assert schedule_layers((), "resnet18", 0, "cifar10") == RN18_LAYERS  # the model's paper default
     plan = expand(spec)
     assert (len(plan.pruned), len(plan.trials)) == (30, 40)  # + F2_RN_0, 10 replicates
 

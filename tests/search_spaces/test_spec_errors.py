@@ -237,7 +237,8 @@ BAD_SPECS = [
     (
         "activations on a model without residual blocks",
         "name: t\ndataset: {name: cifar10}\nmodel: {name: vgg11_bn}\ntrain: {epochs: 300}\npruning: {method: schedule, score: activations}\n",
-        "pruning.score: 'activations' needs a ResNet with residual blocks, got model vgg11_bn",
+        "pruning.score: activations needs a model with residual blocks, got vgg11_bn (models with "
+        "it: openlth_resnet20, resnet18, resnet20, resnet56)",
     ),
     (
         "activations on the stem",

@@ -318,5 +318,5 @@ def test_activations_needs_residual_block_convs(data_dir):
             "pruning": {"method": "schedule", "score": "activations", "layers": [layer]},
         }
     )
-    with pytest.raises(UserError, match="pruning.score: 'activations' needs a ResNet"):
+    with pytest.raises(UserError, match="pruning.score: activations needs a model with residual"):
         TrialRunner(cfg, device="cpu")

@@ -115,4 +115,6 @@ def test_validate_reports_field_and_cross_rules_at_once():
         "train.milestones[1]: must be < train.epochs (5), got 7",
         "flatness.epochs[0]: must be < train.epochs (5), got 9",
         "pruning.scope: global needs pruning.granularity weight, got filter",
+        "pruning.layers: empty means model cnn1d's default schedule, which prunes until epoch 16; "
+        "that must be < train.epochs (5): list the layers",
     ]

@@ -151,22 +151,22 @@ def test_baseline_has_no_events_and_split_and_noise_metrics(data_dir):
 
 
 def test_default_schedule_and_clear_errors(data_dir):
-    cfg = _cfg(data_dir, pruning={"layers": []}, train={"epochs": 1})
+    cfg = _cfg(data_dir, pruning={"layers": []}, train={"epochs": 17})  # the default ends at 16
     runner = TrialRunner(cfg, device="cpu")
     assert [lp.name for lp in runner.method.plan.layers] == ["conv1", "conv2", "conv3"]
     bad = {"layers": [{"name": "fc", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 1}]}
-    with pytest.raises(UserError, match=r"pruning.layers\[0\].name: unknown prunable layer 'fc'"):
+    with pytest.raises(UserError, match=r"pruning.layers\[0\].name: unknown layer 'fc' of model cnn1d"):
         TrialRunner(_cfg(data_dir, pruning=bad), device="cpu")
 
 
 @pytest.mark.parametrize(
     ("pruning", "model", "message"),
     [
-        ({"score": "ebn"}, {"name": "mlp", "width": 8}, "'ebn' needs a BatchNorm after each layer"),
+        ({"score": "ebn"}, {"name": "mlp", "width": 8}, "ebn needs a model with a BatchNorm after"),
         (
             {"score": "ebn_signed"},
             {"name": "mlp", "width": 8},
-            "'ebn_signed' needs a BatchNorm after each layer",
+            "ebn_signed needs a model with a BatchNorm after each prunable layer, got mlp",
         ),
         ({"score": "magnitude"}, {}, "pruning.score: magnitude needs pruning.granularity weight"),
         ({"scope": "global"}, {}, "pruning.scope: global needs pruning.granularity weight"),

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from trainables.errors import UserError
 from trainables.pruning import scores
 
 
@@ -92,17 +91,6 @@ class MaskSet:
         """Bool mask of layer `name` (True = kept); filter [out], weight like the weight."""
         return self.masks[name]
 
-    def check_scoring(self, score: str, layers: list[str]) -> None:
-        """UserError now, not at the first event, when a BatchNorm score (E[BN]) scores a layer
-        without a BatchNorm after it (the rules relating score, target, scope and granularity are
-        config rules; a tracked score's tracker checks its layers when it is built)."""
-        missing = [name for name in layers if name not in self.bns]
-        if self.granularity == "filter" and score in scores.BN_SCORES and missing:
-            raise UserError(
-                f"pruning.score: {score!r} needs a BatchNorm after each layer; "
-                f"{missing[0]!r} has none"
-            )
-
     # --- choosing and removing -----------------------------------------------------------------
 
     def select(
@@ -131,7 +119,6 @@ class MaskSet:
             {layer: bool tensor shaped like the layer's mask, True = chosen}; chosen units are a
             subset of the alive ones and number exactly k per layer (or sum(k) globally).
         """
-        self._check_layers(units)
         if self.granularity == "weight" and scope == "global":
             return self.select_jointly(list(units), sum(units.values()), score, target, generator)
         return {
@@ -152,7 +139,6 @@ class MaskSet:
         """Choose `k` alive units ranked jointly over the layers `names` (global pruning; OpenLTH's
         ``sparse_global`` with ``magnitude``/``smallest``). Ties break by position (a stable sort):
         layer order, then flat index."""
-        self._check_layers(names)
         flat_scores = torch.cat([self._scores(n, score).flatten() for n in names])
         flat_alive = torch.cat([self.masks[n].flatten() for n in names])
         chosen = scores.select(flat_scores, flat_alive, k, target, generator, ties="index")
@@ -173,14 +159,6 @@ class MaskSet:
             if pick.any()
         ]
         return scores.event_score(means)
-
-    def _check_layers(self, names) -> None:
-        for name in names:
-            if name not in self.masks:
-                raise UserError(
-                    f"pruning.layers: unknown prunable layer {name!r}; "
-                    f"choose one of: {', '.join(self.masks)}"
-                )
 
     def _scores(self, name: str, score: str, tracker: scores.ScoreTracker | None = None) -> Tensor:
         bn = self.bns.get(name)

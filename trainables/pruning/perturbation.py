@@ -69,7 +69,6 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import NOISE_MODES, PerturbationConfig
-from trainables.errors import UserError
 from trainables.pruning import scores
 from trainables.pruning.windows import (
     PassKind,
@@ -165,11 +164,6 @@ class Perturbation:
         """
         chosen = {}
         for name, k in units.items():
-            if name not in self.layers:
-                known = ", ".join(self.layers)
-                raise UserError(
-                    f"pruning.layers: unknown prunable layer {name!r}; choose one of: {known}"
-                )
             values = scores.unit_scores(score, self.layers[name], self.bns.get(name), "filter")
             alive = (~self.targeted[name]).to(values.device)
             chosen[name] = scores.select(values, alive, k, target, generator, ties="cutoff")

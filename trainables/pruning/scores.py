@@ -48,7 +48,6 @@ __all__ = [
     "FILTER_SCORES",
     "WEIGHT_SCORES",
     "TRACKED_SCORES",
-    "BN_SCORES",
     "TARGETS",
     "ScoreTracker",
     "make_tracker",
@@ -207,8 +206,6 @@ FILTER_SCORES: dict[str, Callable[[Tensor, Tensor | None, Tensor | None], Tensor
     "ebn": _bn_score("ebn", ebn),
     "ebn_signed": _bn_score("ebn_signed", ebn_signed),
 }
-# The filter scores read from the following BatchNorm (a layer without one cannot use them).
-BN_SCORES: tuple[str, ...] = ("ebn", "ebn_signed")
 
 # At weight granularity the per-weight L1 and L2 norms both equal |w|: all three rank alike.
 WEIGHT_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
