@@ -1,0 +1,83 @@
+"""Edges of the input, through the real CLI: documents and counts too big to build, flags that
+would silently do nothing. Each is one line on stderr, exit code 2, quickly, nothing written."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from orch_helpers import created_study
+from test_cli_failures import refused
+
+from orchestrator.cli import main
+
+
+def _bomb(levels: int) -> str:
+    """A YAML value of `levels` levels of 9 aliases each: 9**levels strings in a few hundred bytes."""
+    value = "&a0 [x, x, x, x, x, x, x, x, x]"
+    for i in range(1, levels):
+        value = f"&a{i} [{value}, {', '.join([f'*a{i - 1}'] * 8)}]"
+    return value
+
+
+def _timed_refusal(capsys, argv: list[str]) -> str:
+    start = time.monotonic()
+    code = main(argv)
+    elapsed = time.monotonic() - start
+    line = refused(capsys, code)
+    assert elapsed < 20, elapsed
+    return line
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_an_alias_bomb_in_a_spec_file_is_refused_at_once(levels, tmp_path, capsys):
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text(f"name: bomb\npruning:\n  target: {_bomb(levels)}\n")
+    line = _timed_refusal(capsys, ["run", str(spec), "--dry-run"])
+    assert "values once its aliases are expanded" in line and len(line) < 300
+
+
+def test_an_alias_bomb_in_an_override_is_refused_at_once(capsys):
+    line = _timed_refusal(capsys, ["run", "--dry-run", "quickstart", f"pruning.target={_bomb(9)}"])
+    assert "values once its aliases are expanded" in line and len(line) < 300
+
+
+def test_an_alias_bomb_in_a_stored_spec_does_not_hang_status(tmp_path, capsys):
+    study = created_study(tmp_path)
+    spec_file = tmp_path / "st" / "s" / "spec.yaml"
+    assert spec_file.is_file()
+    spec_file.write_text(f"name: s\npruning:\n  target: {_bomb(9)}\n")
+    line = _timed_refusal(capsys, ["status", study.uri])
+    assert "values once its aliases are expanded" in line and len(line) < 300
+
+
+def test_a_self_referencing_alias_and_deep_nesting_are_one_line(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\npruning:\n  target: &a [x, *a]\n")
+    assert "refers to a node that contains it" in _timed_refusal(capsys, ["run", str(spec)])
+    spec.write_text("name: s\npruning:\n  target: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert "nested more than" in _timed_refusal(capsys, ["run", str(spec)])
+
+
+def test_an_error_line_shows_a_bounded_value(tmp_path, capsys):
+    """A value below the document bounds still prints at most a few hundred characters."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: s\ngeneralization: {_bomb(4)}\n")
+    line = _timed_refusal(capsys, ["run", str(spec), "--dry-run"])
+    assert line.startswith("generalization: ") and len(line) < 400, line
+
+
+def test_a_long_invalid_grid_is_refused_quickly_in_few_lines(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\npruning:\n  target: [" + ", ".join(map(str, range(12000))) + "]\n")
+    start = time.monotonic()
+    assert main(["run", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - start < 30
+    assert len(err.splitlines()) <= 52 and "more problems" in err
+
+
+@pytest.mark.parametrize("count", [2**63, 2**63 - 1, 10**10, 200_001])
+def test_a_huge_seed_count_is_refused_before_building_the_seeds(count, capsys):
+    line = _timed_refusal(capsys, ["run", "--dry-run", "quickstart", f"seeds={count}"])
+    assert line.startswith("seeds: ") and "200,000" in line
