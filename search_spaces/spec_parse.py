@@ -41,7 +41,9 @@ def parse_section(cls: type, value: Any, where: str, problems: Problems) -> Any:
         items = [parse_section(cls, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
         repeat = first_repeat(items)
         if repeat is not None:
-            problems.add(f"{where}[{repeat}]", "grid items must be distinct, got a repeated mapping")
+            problems.add(
+                f"{where}[{repeat}]", "grid items must be distinct, got a repeated mapping"
+            )
         return items[0] if len(items) == 1 else Grid(tuple(items))
     return parse_fields(cls, value, where, problems, sweeps=True)
 
@@ -84,7 +86,10 @@ def parse_seeds(value: Any, problems: Problems) -> Any:
             return INVALID
         return tuple(range(value))
     if isinstance(value, list) and len(value) > MAX_TRIALS:
-        problems.add("seeds", f"{len(value):,} seeds are more than the {MAX_TRIALS:,} trials a study may hold")
+        problems.add(
+            "seeds",
+            f"{len(value):,} seeds are more than the {MAX_TRIALS:,} trials a study may hold",
+        )
         return INVALID
     if not isinstance(value, list) or not value:
         problems.add(

@@ -81,3 +81,10 @@ def test_a_long_invalid_grid_is_refused_quickly_in_few_lines(tmp_path, capsys):
 def test_a_huge_seed_count_is_refused_before_building_the_seeds(count, capsys):
     line = _timed_refusal(capsys, ["run", "--dry-run", "quickstart", f"seeds={count}"])
     assert line.startswith("seeds: ") and "200,000" in line
+
+
+def test_json_without_dry_run_is_refused_before_anything_runs(tmp_path, capsys):
+    storage = tmp_path / "st"
+    line = refused(capsys, main(["run", "quickstart", "--json", "--storage", str(storage)]))
+    assert line.startswith("--json: ") and "--dry-run" in line
+    assert not storage.exists()
