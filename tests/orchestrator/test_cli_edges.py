@@ -3,13 +3,17 @@ would silently do nothing. Each is one line on stderr, exit code 2, quickly, not
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from orch_helpers import created_study
 from test_cli_failures import refused
 
 from orchestrator.cli import main
+from search_spaces.expand import expand
+from search_spaces.yaml_io import dump_yaml
 
 
 def _bomb(levels: int) -> str:
@@ -88,3 +92,90 @@ def test_json_without_dry_run_is_refused_before_anything_runs(tmp_path, capsys):
     line = refused(capsys, main(["run", "quickstart", "--json", "--storage", str(storage)]))
     assert line.startswith("--json: ") and "--dry-run" in line
     assert not storage.exists()
+
+
+# --- the dry run and status say what is so ---------------------------------------------------------
+
+
+def _snapshot(study, statuses: list[tuple[str, dict]]) -> None:
+    """A Tune snapshot of the study's trials experiment: (Tune status, last result) per trial."""
+    exp = Path(study.tune_path("trials"))
+    exp.mkdir(parents=True, exist_ok=True)
+    trials = expand(study.spec).trials
+    data = [
+        [
+            json.dumps(
+                {
+                    "trial_id": f"t{i}",
+                    "status": st,
+                    "relative_logdir": f"t{i}",
+                    "config": {"trial": trials[i].to_dict()},
+                }
+            ),
+            json.dumps({"last_result": last, "num_failures": 0}),
+        ]
+        for i, (st, last) in enumerate(statuses)
+    ]
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": data}))
+
+
+DONE = ("TERMINATED", {"training_iteration": 3, "status": "done"})
+RUNNING = ("RUNNING", {"training_iteration": 1, "status": "running"})
+
+
+def test_every_refusal_and_the_wall_time_line_are_in_the_dry_run(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        dump_yaml(
+            {
+                "name": "s",
+                "dataset": {"name": "cifar10", "data_dir": str(tmp_path / "none")},
+                "model": {"name": "vgg11_bn", "width": 8},
+                "train": {"epochs": 2},
+                "resources": {"cpu": 1, "gpu": 64},
+                "storage": str(tmp_path / "st"),
+            }
+        )
+    )
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    refusals = [line for line in out.splitlines() if line.startswith("  refused: ")]
+    assert [r.split(":")[1].strip() for r in refusals] == ["dataset.data_dir", "resources.gpu"]
+    assert "would be refused" in out.splitlines()[0]
+    assert "  wall time on this machine" in out and "no node of it holds a trial" in out
+    assert main(["run", str(spec), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["reasons"]) == 2 and plan["wall"]["concurrency"] == 0
+
+
+def test_a_finished_studys_dry_run_says_nothing_would_run(tmp_path, capsys):
+    study = created_study(tmp_path)
+    _snapshot(study, [DONE] * 6)
+    assert main(["run", str(tmp_path / "s.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "the study is complete; nothing would run" in out.splitlines()[0], out
+    assert "would resume" not in out and "every trial has finished" in out
+
+
+def test_status_without_a_driver_shows_no_trial_running(tmp_path, capsys):
+    study = created_study(tmp_path)
+    _snapshot(study, [DONE, RUNNING, RUNNING])
+    assert main(["status", study.uri]) == 0
+    out = capsys.readouterr().out
+    assert " running" not in out and "2 interrupted" in out, out
+    assert main(["status", study.uri, "--json"]) == 0
+    (exp,) = json.loads(capsys.readouterr().out)["experiments"]
+    assert exp["counts"]["running"] == 0 and exp["counts"]["interrupted"] == 2
+
+
+def test_an_unwritable_mnist1d_cache_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("a file where HOME should be a directory")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PRUNETUNE_DATA", raising=False)
+    storage = tmp_path / "st"
+    line = refused(capsys, main(["run", "quickstart", "--storage", str(storage)]))
+    assert line.startswith("dataset.data_dir: MNIST-1D is generated once and cached in ")
+    assert f"{home}/.cache/prunetune/data/mnist1d" in line and not storage.exists()
+    assert main(["run", "quickstart", "--storage", str(storage), "--dry-run"]) == 0
+    assert "refused: dataset.data_dir: MNIST-1D" in capsys.readouterr().out
