@@ -179,3 +179,11 @@ def test_an_unwritable_mnist1d_cache_is_refused_before_ray(tmp_path, capsys, mon
     assert f"{home}/.cache/prunetune/data/mnist1d" in line and not storage.exists()
     assert main(["run", "quickstart", "--storage", str(storage), "--dry-run"]) == 0
     assert "refused: dataset.data_dir: MNIST-1D" in capsys.readouterr().out
+
+
+def test_aggregate_counts_the_planned_trials_tune_has_not_created(tmp_path, capsys):
+    study = created_study(tmp_path)
+    _snapshot(study, [RUNNING])  # 1 trial in Tune's state, 5 more in the plan
+    assert main(["aggregate", study.uri]) == 0
+    out = capsys.readouterr().out
+    assert "incomplete: 6 trial(s) still to finish (1 in Tune's state, 5 not started yet)" in out
