@@ -187,3 +187,22 @@ def test_aggregate_counts_the_planned_trials_tune_has_not_created(tmp_path, caps
     assert main(["aggregate", study.uri]) == 0
     out = capsys.readouterr().out
     assert "incomplete: 6 trial(s) still to finish (1 in Tune's state, 5 not started yet)" in out
+
+
+def test_the_readme_documents_every_exit_code_the_help_lists():
+    """`--help`'s exit codes (orchestrator.cli.EXIT_CODES) each have a row in the README's table."""
+    import re
+
+    from orchestrator.cli import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = set(re.findall(r"^\| (\d+) \|", readme, re.M))
+    helped = set(re.findall(r"^  (\d+) ", EXIT_CODES, re.M))
+    assert helped and helped <= table, helped - table
+
+
+def test_a_long_string_is_shown_cut_in_its_error_line(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: s\ndataset: {{name: {'y' * 40_000}}}\n")
+    line = _timed_refusal(capsys, ["run", str(spec), "--dry-run"])
+    assert line.startswith("dataset.name: unknown dataset 'yyy") and len(line) < 400, len(line)
