@@ -4,7 +4,6 @@ print them are in :mod:`orchestrator.listing`."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 from typing import Any
@@ -30,13 +29,13 @@ def find_study(study: str, storage_root: str = DEFAULT_STORAGE) -> Study:
 def study_status(study: Study) -> dict[str, Any]:
     """Where a study stands, as plain data: its experiments' counts, the driver, the gain."""
     from orchestrator.holder import driver_of
-    from orchestrator.status import experiment_status
+    from orchestrator.status import experiment_status, interrupted
 
     plan = expand(study.spec)
     statuses = [experiment_status(study, plan, e) for e in study.experiments]
     driver = driver_of(study.fs, study.path)
     if driver is None:  # "running" at the last snapshot, but no driver runs them now
-        statuses = [_interrupted(s) for s in statuses]
+        statuses = [interrupted(s) for s in statuses]
     return {
         "study": study.uri,
         "name": study.spec.name,
@@ -55,15 +54,6 @@ def study_status(study: Study) -> dict[str, Any]:
         ],
         "statuses": statuses,
     }
-
-
-def _interrupted(status: Any) -> Any:
-    """An experiment's status with its trials that were running when its driver stopped counted
-    as ``interrupted`` (a resume continues them from their checkpoints), none as running."""
-    counts = dict(status.counts)
-    if counts["running"]:
-        counts["interrupted"], counts["running"] = counts["running"], 0
-    return dataclasses.replace(status, counts=counts)
 
 
 def _state(statuses: list, driven: bool) -> str:
