@@ -80,10 +80,10 @@ class KeyTree:
         return out
 
 
-
 def _said(text: str) -> str:
     """An override as error lines quote it: cut to 80 characters (a value may be huge)."""
     return repr(text) if len(text) <= 80 else f"{text[:80]!r}..."
+
 
 def key_tree(cls: type) -> KeyTree:
     """The key paths of dataclass `cls`, read from its fields and their type hints.
