@@ -37,6 +37,7 @@ from orchestrator.study import (
 )
 from search_spaces.expand import StudyPlan, expand
 from search_spaces.overrides import OVERRIDES_HELP
+from trainables.errors import UserError
 
 ADDRESS_HELP = (
     "Ray cluster to run on: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT; "
@@ -78,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search_spaces.smoke import check_data, smoke_spec
     from search_spaces.spec import load_spec
 
+    if args.json and not args.dry_run:  # a flag never silently does nothing
+        raise UserError("--json: only with --dry-run (the plan as JSON); a run prints no JSON")
     spec = load_spec(
         args.spec, name=args.name, storage=args.storage, overrides=args.overrides, note=note
     )

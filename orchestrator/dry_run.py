@@ -1,8 +1,9 @@
 """`prunetune run SPEC --dry-run`: what running the spec would do, with nothing started or written.
 
 The plan states: the study directory and spec hash; whether the run would start a new study,
-resume one, or be refused (storage unusable, another spec hash there, a driver running it, a
-dataset its trials could not load, trials that fit no node); the trials, epochs and resources; the compute and wall time on the cluster it
+resume one, or find it complete with nothing to run, or be refused (storage unusable, another
+spec hash there, a driver running it, a dataset its trials could not load, trials that fit no
+node: every reason, one line each); the trials, epochs and resources; the compute and wall time on the cluster it
 would use (``--address``: that cluster's nodes, read by joining it; else this machine, as the local
 Ray would see it); and per fit level the smallest correlation the planned pruned trials can
 detect (two-sided test, alpha 0.05, power 0.8; ``results.stats.min_detectable_r``), so one sees
@@ -27,16 +28,20 @@ def plan_report(spec: StudySpec, plan: StudyPlan, address: str | None) -> dict[s
     from search_spaces.summary import plan_summary, wall_estimate
 
     nodes, where = _nodes(address)
-    action, reason = _action(spec, plan, nodes)
-    wall, fit = None, slots(nodes, plan.resources.cpu, plan.resources.gpu)
+    action, reasons = _action(spec, plan, nodes)
+    fit = slots(nodes, plan.resources.cpu, plan.resources.gpu)
+    wall: dict[str, Any] = {"cluster": where, "seconds": None, "concurrency": 0}
     if fit > 0:
-        wall = wall_estimate(plan, min(fit, plan.max_concurrent_trials or fit))
-        wall["cluster"] = where
+        wall = {
+            **wall_estimate(plan, min(fit, plan.max_concurrent_trials or fit)),
+            "cluster": where,
+        }
     return {
         "study": study_uri(spec.storage, spec.name),
         "spec_hash": spec.hash,
-        "action": action,  # start | resume | refused
-        "reason": reason,
+        "action": action,  # start | resume | complete | refused
+        "reason": "; ".join(reasons) or None,
+        "reasons": reasons,
         **plan_summary(plan),
         "wall": wall,
         "detectable_r": detectable_r(plan),
@@ -55,22 +60,38 @@ def _nodes(address: str | None) -> tuple[list[dict[str, float]], str]:
     return nodes, f"{address} ({len(nodes)} nodes)"
 
 
-def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, str | None]:
+def _action(spec: StudySpec, plan: StudyPlan, nodes: list) -> tuple[str, list[str]]:
+    """start | resume | complete | refused, with every reason it would be refused (each check
+    runs, so one dry run shows all that must be fixed)."""
     from orchestrator.runtime import capacity_refusal
     from orchestrator.study import locate
     from search_spaces.smoke import check_data
 
-    try:
-        target = locate(spec)  # also refuses a study that another driver runs now
-        check_data(spec)
-    except UserError as exc:
-        return "refused", str(exc)
+    reasons, target = [], None
+    for check in (lambda: locate(spec), lambda: check_data(spec)):  # locate also refuses a
+        try:  # study that another driver runs now
+            found = check()
+        except UserError as exc:
+            reasons.append(str(exc))
+        else:
+            target = found if target is None else target
     refusal = capacity_refusal(nodes, plan.resources.cpu, plan.resources.gpu)
     if refusal:
-        return "refused", refusal
-    if target.exists:
-        return "resume", None
-    return "start", None
+        reasons.append(refusal)
+    if reasons:
+        return "refused", reasons
+    if target is not None and target.exists:
+        return ("complete" if _is_complete(target, plan) else "resume"), []
+    return "start", []
+
+
+def _is_complete(target: Any, plan: StudyPlan) -> bool:
+    """Whether every experiment of the existing study finished every trial (nothing to run)."""
+    from orchestrator.status import is_complete
+    from orchestrator.study import open_existing
+
+    study = open_existing(target.uri)
+    return all(is_complete(study, plan, e) for e in study.experiments)
 
 
 def detectable_r(plan: StudyPlan) -> list[dict[str, Any]]:
@@ -109,10 +130,15 @@ def print_plan(spec: StudySpec, plan: StudyPlan, address: str | None, as_json: b
 
 def plan_lines(p: dict[str, Any]) -> list[str]:
     t, est, res = p["trials"], p["estimate"], p["resources_per_trial"]
-    what = {"start": "would start a new study", "resume": "would resume the existing study"}
-    action = what.get(p["action"]) or f"would be refused: {p['reason']}"
+    what = {
+        "start": "would start a new study",
+        "resume": "would resume the existing study",
+        "complete": "the study is complete; nothing would run",
+        "refused": "would be refused",
+    }
     lines = [
-        f"study {p['study']} (spec {p['spec_hash']}): {action}; dry run, nothing written",
+        f"study {p['study']} (spec {p['spec_hash']}): {what[p['action']]}; dry run, nothing written",
+        *(f"  refused: {reason}" for reason in p["reasons"]),
         f"  trials: {t['total']} ({t['pruned']} pruned, {t['baselines']} baselines"
         + (f", {t['optuna']} Optuna" if t["optuna"] else "")
         + f"), {p['epochs']} epochs",
@@ -121,7 +147,11 @@ def plan_lines(p: dict[str, Any]) -> list[str]:
         f"{_hours(est['cpu_hours'])} CPU-thread-hours",
     ]
     w = p["wall"]
-    if w is not None:
+    if w["concurrency"] == 0:
+        lines.append(f"  wall time on {w['cluster']}: none, no node of it holds a trial")
+    elif p["action"] == "complete":
+        lines.append(f"  wall time on {w['cluster']}: none, every trial has finished")
+    else:
         lines.append(
             f"  wall time on {w['cluster']}: {_duration(w['seconds'])} with {w['concurrency']} "
             f"trials at once ({w['device']} estimate + Ray start, per-trial and export overheads)"

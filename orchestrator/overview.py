@@ -29,11 +29,13 @@ def find_study(study: str, storage_root: str = DEFAULT_STORAGE) -> Study:
 def study_status(study: Study) -> dict[str, Any]:
     """Where a study stands, as plain data: its experiments' counts, the driver, the gain."""
     from orchestrator.holder import driver_of
-    from orchestrator.status import experiment_status
+    from orchestrator.status import experiment_status, interrupted
 
     plan = expand(study.spec)
     statuses = [experiment_status(study, plan, e) for e in study.experiments]
     driver = driver_of(study.fs, study.path)
+    if driver is None:  # "running" at the last snapshot, but no driver runs them now
+        statuses = [interrupted(s) for s in statuses]
     return {
         "study": study.uri,
         "name": study.spec.name,

@@ -7,6 +7,7 @@ snapshot was taken: after a crash those trials resume from their checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -44,6 +45,15 @@ def experiment_status(study: Study, plan: StudyPlan, experiment: str) -> Experim
     mtime = study.fs.get_file_info(snapshot.file).mtime
     age = time.time() - mtime.timestamp() if mtime is not None else None
     return ExperimentStatus(experiment, "snapshotted", snapshot.counts(expected), expected, age)
+
+
+def interrupted(status: ExperimentStatus) -> ExperimentStatus:
+    """An experiment's status with its trials that were running when its driver stopped counted
+    as ``interrupted`` (a resume continues them from their checkpoints), none as running."""
+    counts = dict(status.counts)
+    if counts["running"]:
+        counts["interrupted"], counts["running"] = counts["running"], 0
+    return dataclasses.replace(status, counts=counts)
 
 
 def is_complete(study: Study, plan: StudyPlan, experiment: str) -> bool:

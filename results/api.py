@@ -48,6 +48,7 @@ class ExportSummary:
     n_fits: int
     pooled: dict[str, Any] | None  # the trial-level, all-trials mean_instability~gain fit row
     files: dict[str, str] = field(default_factory=dict)  # table name -> path written
+    n_planned: int | None = None  # the trials the study's plan holds (None: spec unreadable)
 
 
 @dataclass(frozen=True)
@@ -226,4 +227,18 @@ def _summary(study_dir, meta, tune, tables: Tables, fits: pa.Table, files) -> Ex
         n_fits=fits.num_rows,
         pooled=pooled,
         files=files,
+        n_planned=planned_trials(meta.spec_text),
     )
+
+
+def planned_trials(spec_text: str) -> int | None:
+    """How many trials the study's plan holds (Tune creates some only as the study runs); None
+    when the stored spec cannot be read."""
+    from search_spaces.expand import expand
+    from search_spaces.spec import spec_from_yaml
+
+    try:
+        plan = expand(spec_from_yaml(spec_text))
+    except UserError:
+        return None
+    return len(plan.trials) + (plan.optuna.num_trials if plan.optuna else 0)

@@ -98,9 +98,17 @@ def summary_lines(s: ExportSummary) -> list[str]:
         lines.append(f"  {s.n_duplicates} duplicate Tune trial(s) of the same config merged")
     for name, why in s.unreadable:
         lines.append(f"  experiment {name}: not readable yet ({why})")
-    if s.incomplete:
+    not_created = max(0, (s.n_planned or 0) - s.n_trials)  # planned, not yet in Tune's state
+    if s.incomplete or not_created:
         shown = ", ".join(s.incomplete[:MAX_IDS]) + (" ..." if len(s.incomplete) > MAX_IDS else "")
-        lines.append(f"  incomplete: {len(s.incomplete)} trial(s) still to finish: {shown}")
+        total = len(s.incomplete) + not_created
+        parts = [f"{len(s.incomplete)} in Tune's state"] + (
+            [f"{not_created} not started yet"] if not_created else []
+        )
+        lines.append(
+            f"  incomplete: {total} trial(s) still to finish ({', '.join(parts)})"
+            + (f": {shown}" if shown else "")
+        )
     row = s.pooled
     if row is None or row["n"] is None:
         lines.append("  pooled fit gain ~ mean_instability: no pruned trial yet")

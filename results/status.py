@@ -65,9 +65,14 @@ def running_banner(counts: dict[str, int], expected: int, taken: datetime) -> st
 
 
 def _breakdown(counts: dict[str, int]) -> str:
+    """The counts in words; ``interrupted`` (running when the driver stopped, no driver now: a
+    resume continues them) replaces ``running`` where a caller counted it."""
     stopped = f", {counts['stopped']} stopped" if counts.get("stopped") else ""
+    running = f"{counts['running']} running"
+    if counts.get("interrupted"):
+        running = f"{counts['interrupted']} interrupted"
     return (
         f"{counts['ok']} ok, {counts['diverged']} diverged; "
-        f"{counts['running']} running, {counts['error']} error{stopped}, "
+        f"{running}, {counts['error']} error{stopped}, "
         f"{counts['pending']} pending"
     )

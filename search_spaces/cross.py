@@ -18,6 +18,7 @@ from search_spaces.sweeps import Dist, Grid, candidates, plain
 from trainables.config import TrialConfig
 from trainables.cross_rules import CROSS_RULES, CrossRule
 from trainables.fields import INVALID, problems_of, rule_at, type_hints
+from trainables.inert_rules import INERT
 from trainables.problems import Problems, show
 
 # The sections of a spec: the TrialConfig fields that are config classes, in order.
@@ -141,13 +142,21 @@ def all_swept(spec: Any) -> list[tuple[str, Any]]:
 def check_search(spec: Any, problems: Problems) -> None:
     """Which sweeps each algorithm accepts (see search_spaces.sweeps for the convention).
 
-    grid: lists only, num_samples 1. random: anything, but num_samples > 1 needs a
+    Fields the algorithm does not use (``trainables.inert_rules.INERT``) are refused.
+    grid: lists only. random: anything, but num_samples > 1 needs a
     distribution to draw from. optuna: sweeps only under ``pruning``
     (so one set of baselines matches every trial), no list fields, no grids of sections.
     """
     search = spec.search
     if INVALID in (search.algorithm, search.num_samples):
         return
+    for entry in INERT:  # search.seed, search.num_samples: the table's spec-level entries
+        if entry.field.startswith("search."):
+            value = getattr(search, entry.field.removeprefix("search."))
+            owner = getattr(search, entry.owner.removeprefix("search."))
+            if INVALID not in (value, owner):
+                for _, message in entry.checker(type(spec))(owner, value):
+                    problems.add(entry.field, message)
     swept = all_swept(spec)
     if search.algorithm == "grid":
         for where, value in swept:
@@ -155,11 +164,6 @@ def check_search(spec: Any, problems: Problems) -> None:
                 problems.add(
                     where, "a distribution needs search.algorithm random or optuna, got grid"
                 )
-        if search.num_samples != 1:
-            problems.add(
-                "search.num_samples",
-                f"grid search takes no num_samples (the grids and seeds set the trials), got {search.num_samples}",
-            )
     if search.algorithm == "random" and search.num_samples != 1 and not problems.lines:
         if not any(isinstance(value, Dist) for _, value in swept):
             problems.add(

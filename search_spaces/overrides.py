@@ -38,6 +38,7 @@ from typing import Any
 from search_spaces.sweeps import Dist, Grid
 from search_spaces.yaml_io import load_yaml
 from trainables.errors import UserError
+from trainables.problems import show
 
 # The command line's help for the KEY=VALUE arguments (`prunetune run`, `prunetune submit`).
 OVERRIDES_HELP = (
@@ -79,6 +80,11 @@ class KeyTree:
         return out
 
 
+def _said(text: str) -> str:
+    """An override as error lines quote it: cut to 80 characters (a value may be huge)."""
+    return repr(text) if len(text) <= 80 else f"{text[:80]!r}..."
+
+
 def key_tree(cls: type) -> KeyTree:
     """The key paths of dataclass `cls`, read from its fields and their type hints.
 
@@ -114,10 +120,10 @@ def parse_overrides(items: list[str], valid: KeyTree | None = None) -> list[Over
     for item in items:
         key, eq, raw = item.partition("=")
         if not eq or not key:
-            problems.append(f"override {item!r}: must be KEY=VALUE, {_EXAMPLE}")
+            problems.append(f"override {_said(item)}: must be KEY=VALUE, {_EXAMPLE}")
             continue
         try:
-            value = "" if raw == "" else load_yaml(raw, f"override {item!r}")
+            value = "" if raw == "" else load_yaml(raw, f"override {_said(item)}")
         except UserError as exc:
             problems.append(str(exc))
             continue
@@ -151,7 +157,7 @@ def _check_key(o: Override, valid: KeyTree) -> str | None:
     tree: KeyTree | None = valid
     for name in o.path:
         if tree is None or name not in tree.fields:
-            return f"override {o.text!r}: unknown key {o.key}; {_hint(o.key, valid)}"
+            return f"override {_said(o.text)}: unknown key {o.key}; {_hint(o.key, valid)}"
         tree = tree.fields[name]
     return None
 
@@ -181,7 +187,7 @@ def _set(node: dict, path: tuple[str, ...], value: Any, o: Override, where: str)
             problems.extend(_set(item, rest, value, o, item_at))
         else:
             problems.append(
-                f"override {o.text!r}: cannot set {o.key}: {item_at} holds "
-                f"{type(item).__name__} {item!r}, not a mapping"
+                f"override {_said(o.text)}: cannot set {o.key}: {item_at} holds "
+                f"{type(item).__name__} {show(item)}, not a mapping"
             )
     return problems

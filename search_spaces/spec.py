@@ -66,7 +66,7 @@ from trainables.config import (
 from trainables.errors import UserError
 from trainables.fields import INVALID, param, problems_of, rule_of, section, type_hints
 from trainables.identity import content_hash
-from trainables.problems import Problems, kind_of
+from trainables.problems import Problems, kind_of, show
 from trainables.records import FIELDS as RECORD_FIELDS
 from trainables.value_rules import above, at_least, one_of
 
@@ -88,7 +88,7 @@ def _name_rule(v: str) -> str | None:
         return None
     return (
         "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-        f"got {v!r}"
+        f"got {show(v)}"
     )
 
 

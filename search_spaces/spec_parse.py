@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from search_spaces.sweeps import Grid, candidates, parse_sweep
+from search_spaces.cross import MAX_TRIALS
+from search_spaces.sweeps import Grid, candidates, first_repeat, parse_sweep
 from trainables.coerce import coerce
 from trainables.fields import INVALID, problems_of, rule_of, type_hints
 from trainables.problems import Problems, kind_of
@@ -38,9 +39,11 @@ def parse_section(cls: type, value: Any, where: str, problems: Problems) -> Any:
             problems.add(where, "an empty list is not a grid; give at least one mapping")
             return cls()
         items = [parse_section(cls, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        for i, item in enumerate(items):
-            if item in items[:i]:
-                problems.add(f"{where}[{i}]", "grid items must be distinct, got a repeated mapping")
+        repeat = first_repeat(items)
+        if repeat is not None:
+            problems.add(
+                f"{where}[{repeat}]", "grid items must be distinct, got a repeated mapping"
+            )
         return items[0] if len(items) == 1 else Grid(tuple(items))
     return parse_fields(cls, value, where, problems, sweeps=True)
 
@@ -74,7 +77,20 @@ def parse_seeds(value: Any, problems: Problems) -> Any:
         if value < 1:
             problems.add("seeds", f"a seed count must be >= 1, got {value}")
             return INVALID
+        if value > MAX_TRIALS:  # checked before the seeds are built: 2**63 of them never fit
+            problems.add(
+                "seeds",
+                f"{value:,} seeds are more than the {MAX_TRIALS:,} trials a study may hold; "
+                "split it into several studies",
+            )
+            return INVALID
         return tuple(range(value))
+    if isinstance(value, list) and len(value) > MAX_TRIALS:
+        problems.add(
+            "seeds",
+            f"{len(value):,} seeds are more than the {MAX_TRIALS:,} trials a study may hold",
+        )
+        return INVALID
     if not isinstance(value, list) or not value:
         problems.add(
             "seeds", f"must be a count or a non-empty list of integers, got {kind_of(value)}"
@@ -86,6 +102,7 @@ def parse_seeds(value: Any, problems: Problems) -> Any:
     for i, s in enumerate(seeds):
         if s < 0:
             problems.add(f"seeds[{i}]", f"must be >= 0, got {s}")
-        elif s in seeds[:i]:
-            problems.add(f"seeds[{i}]", f"seeds must be distinct, got {s} twice")
+    repeat = first_repeat(seeds)
+    if repeat is not None:
+        problems.add(f"seeds[{repeat}]", f"seeds must be distinct, got {seeds[repeat]} twice")
     return tuple(seeds)

@@ -96,6 +96,21 @@ def _is_grid(tp: Any, value: list) -> bool | None:
     return None if any(nested) else False
 
 
+def first_repeat(items: list[Any]) -> int | None:
+    """The index of the first item equal to an earlier one, or None; linear for hashable items
+    (a list of 100,000 values is checked at once, not in minutes)."""
+    seen: set[Any] = set()
+    for i, v in enumerate(items):
+        try:
+            if v in seen:
+                return i
+            seen.add(v)
+        except TypeError:  # unhashable: compare with every earlier item
+            if v in items[:i]:
+                return i
+    return None
+
+
 def _parse_grid(tp: Any, value: list, path: str, problems: Problems) -> Any:
     if not value:
         problems.add(path, "an empty list is not a grid; give at least one value")
@@ -103,10 +118,10 @@ def _parse_grid(tp: Any, value: list, path: str, problems: Problems) -> Any:
     items = [coerce(tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     if any(v is INVALID for v in items):
         return INVALID
-    for i, v in enumerate(items):
-        if v in items[:i]:
-            problems.add(f"{path}[{i}]", f"grid values must be distinct, got {show(v)} twice")
-            return INVALID
+    i = first_repeat(items)
+    if i is not None:
+        problems.add(f"{path}[{i}]", f"grid values must be distinct, got {show(items[i])} twice")
+        return INVALID
     return items[0] if len(items) == 1 else Grid(tuple(items))
 
 

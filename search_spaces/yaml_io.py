@@ -5,6 +5,8 @@ a string), ``yes`` / ``on`` are strings, not booleans (``baselines: yes`` is the
 validation, which casts nothing), and a key repeated in one mapping is an error.
 
 Syntax errors become :class:`~trainables.errors.UserError` naming the source, line and column.
+
+A document is bounded before any value is built from it (``search_spaces.yaml_bounds``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from search_spaces.yaml_bounds import MAX_CHARS, MAX_DEPTH, check_bounds
 from trainables.errors import UserError
 
 
@@ -23,9 +26,19 @@ def _loader() -> YAML:
 
 
 def load_yaml(text: str, source: str) -> Any:
-    """Parse one YAML document; a syntax error is a UserError ``source: invalid YAML at ...``."""
+    """Parse one YAML document within the bounds of ``yaml_bounds``; a syntax error is a
+    UserError ``source: invalid YAML at ...``."""
+    if len(text) > MAX_CHARS:
+        raise UserError(
+            f"{source}: {len(text):,} characters, more than the {MAX_CHARS:,} a spec may have"
+        )
     try:
-        return _loader().load(text)
+        loader = _loader()
+        node = loader.compose(text)
+        check_bounds(node, source)
+        return None if node is None else loader.constructor.construct_document(node)
+    except RecursionError:
+        raise UserError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

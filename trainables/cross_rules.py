@@ -12,15 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables import datasets
-from trainables.config import (
-    NOISE_MODES,
-    ImpConfig,
-    PerturbationConfig,
-    PruningConfig,
-    TrialConfig,
-)
+from trainables.config import NOISE_MODES, TrialConfig
 from trainables.fields import check_rules
 from trainables.models import rules as model_rules
+from trainables.inert_rules import INERT
 from trainables.problems import Problems, show
 from trainables.pruning.schedule import LayerSchedule
 
@@ -134,44 +129,15 @@ _NEEDS = (
 )
 
 
-def _idle(owner: str, active: tuple[str, ...], default: Any) -> Callable[..., list]:
-    """A field that does nothing unless `owner` is one of `active` must keep its default."""
-
-    def check(owner_value: Any, value: Any) -> list[tuple[str, str]]:
-        if owner_value in active or value == default:
-            return []
-        if owner == "pruning.method" and owner_value == "none":
-            why = "an unpruned trial prunes nothing; baselines: true adds unpruned trials"
-        else:
-            why = f"it is used only when {owner} is {' or '.join(active)}"
-        return [("", f"does nothing with {owner} {_word(owner_value)} ({why}); remove it")]
-
-    return check
-
-
-# IMP ranks weights by magnitude over its layers at the end of each round (trainables.methods).
-SCHEDULE_ONLY = ("score", "target", "scope", "period")
-
-
-def _idle_rules() -> tuple[CrossRule, ...]:
-    """Settings that would change the spec hash without changing what runs are refused (the
-    hash must reflect only science that runs): imp settings unless method imp, perturbation
-    settings unless a perturbation mode, any pruning setting of an unpruned trial."""
-    rules = []
-    for f in dataclasses.fields(ImpConfig):
-        check = _idle("pruning.method", ("imp",), f.default)
-        rules.append(CrossRule(("pruning.method", f"pruning.imp.{f.name}"), check, at=1))
-    for f in dataclasses.fields(PerturbationConfig):
-        if f.name != "mode":
-            check = _idle("pruning.perturbation.mode", NOISE_MODES, f.default)
-            path = f"pruning.perturbation.{f.name}"
-            rules.append(CrossRule(("pruning.perturbation.mode", path), check, at=1))
-    for f in dataclasses.fields(PruningConfig):
-        if f.name not in ("method", "imp", "perturbation"):
-            used_by = ("schedule",) if f.name in SCHEDULE_ONLY else ("schedule", "imp")
-            check = _idle("pruning.method", used_by, f.default)
-            rules.append(CrossRule(("pruning.method", f"pruning.{f.name}"), check, at=1))
-    return tuple(rules)
+def _inert_rules() -> tuple[CrossRule, ...]:
+    """Settings that act only when another field allows them, from the one table
+    (``trainables.inert_rules.INERT``): those of the trial config (the study spec checks the rest)."""
+    trial = {f.name for f in dataclasses.fields(TrialConfig)}
+    return tuple(
+        CrossRule((e.owner, e.field), e.checker(TrialConfig), at=1)
+        for e in INERT
+        if e.field.split(".")[0] in trial
+    )
 
 
 CROSS_RULES: tuple[CrossRule, ...] = (
@@ -184,7 +150,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("pruning.method", "pruning.imp.rounds"), _imp_rounds, at=1),
     CrossRule(("generalization", "dataset.validation_fraction"), _val_selected, at=1),
     CrossRule(datasets.SPLIT_PATHS, datasets.split_rule),
-    *_idle_rules(),
+    *_inert_rules(),
     CrossRule(("dataset.normalization", "dataset.name"), _normalization),
 )
 

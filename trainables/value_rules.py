@@ -31,7 +31,9 @@ def one_of(what: str, names: tuple[str, ...]) -> Rule:
     """A registered name (``unknown model 'x'; choose one of: a, b``)."""
 
     def rule(v: str) -> str | None:
-        return None if v in names else f"unknown {what} {v!r}; choose one of: {', '.join(names)}"
+        return (
+            None if v in names else f"unknown {what} {show(v)}; choose one of: {', '.join(names)}"
+        )
 
     return rule
 

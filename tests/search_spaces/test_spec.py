@@ -27,7 +27,9 @@ seeds: 2
 
 
 def test_yaml_12_floats_and_ints_where_floats_are_wanted() -> None:
-    spec = spec_from_yaml("name: a\ntrain: {lr: 1e-3, weight_decay: 0, gamma: 5.0e-1}\n")
+    spec = spec_from_yaml(
+        "name: a\ntrain: {lr: 1e-3, weight_decay: 0, gamma: 5.0e-1, milestones: [1]}\n"
+    )
     assert spec.train.lr == 0.001 and isinstance(spec.train.lr, float)
     assert spec.train.weight_decay == 0.0 and isinstance(spec.train.weight_decay, float)
     assert spec.train.gamma == 0.5

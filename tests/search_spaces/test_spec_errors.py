@@ -197,7 +197,7 @@ BAD_SPECS = [
     (
         "grid num_samples",
         "name: t\nsearch: {num_samples: 5}\n",
-        "search.num_samples: grid search takes no num_samples (the grids and seeds set the trials), got 5",
+        "search.num_samples: does nothing with search.algorithm grid (it acts only when search.algorithm is random or optuna; the grids and seeds set a grid's trials); remove it",
     ),
     (
         "seeds zero",
