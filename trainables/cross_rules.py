@@ -14,8 +14,8 @@ from typing import Any
 from trainables import datasets
 from trainables.config import NOISE_MODES, TrialConfig
 from trainables.fields import check_rules
-from trainables.models import rules as model_rules
 from trainables.inert_rules import INERT
+from trainables.models import rules as model_rules
 from trainables.problems import Problems, show
 from trainables.pruning.schedule import LayerSchedule
 
