@@ -104,6 +104,20 @@ class StudyLock(abc.ABC):
         self.release()
 
 
+def describe_driver(holder: Holder, expire_s: float = LEASE_EXPIRE_S) -> str:
+    """:meth:`Holder.describe`; for a lease also its heartbeat's age and when it expires, so a
+    refused user knows how long to wait when that driver died with its node (a lost head)."""
+    if not holder.token:
+        return holder.describe()
+    age = max(0.0, time.time() - holder.heartbeat)
+    left = max(0.0, expire_s - age)
+    return (
+        f"{holder.describe()}, last heartbeat {age:.0f} s ago; if that driver is gone (its "
+        f"node lost), its lease expires in {left:.0f} s, {expire_s:.0f} s after its last "
+        "heartbeat: retry then"
+    )
+
+
 def refusal(study_uri: str, who: str) -> UserError:
     return UserError(
         f"study {study_uri} is driven by another prunetune process ({who}); wait for it or stop it"

@@ -13,7 +13,14 @@ from dataclasses import asdict
 
 import pyarrow.fs as pafs
 
-from orchestrator.holder import Holder, StudyLock, lease_fresh, read_lease, refusal
+from orchestrator.holder import (
+    Holder,
+    StudyLock,
+    describe_driver,
+    lease_fresh,
+    read_lease,
+    refusal,
+)
 from results.storage import LEASE_FILE
 
 
@@ -101,8 +108,4 @@ class LeaseLock(StudyLock):
         return read_lease(self._fs, self._study_path)
 
     def _describe(self, other: Holder) -> str:
-        age = max(0.0, time.time() - other.heartbeat)
-        return (
-            f"{other.describe()}, last heartbeat {age:.0f} s ago; "
-            f"its lease expires {self._expire_s:.0f} s after its last heartbeat"
-        )
+        return describe_driver(other, self._expire_s)

@@ -21,7 +21,7 @@ from s3_helpers import S3Server  # noqa: E402
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """The S3 server for the whole session, IAM authentication on; stopped at the end."""
+    """The S3 server for the whole session; stopped at the end."""
     server = S3Server(tmp_path_factory.mktemp("s3"))
     server.start()
     try:

@@ -1,10 +1,16 @@
 """A local S3 API server for the tests: moto's standalone S3 on 127.0.0.1:PORT.
 
-``python s3_server.py PORT`` serves until SIGTERM. One fix-up on the way out: moto 5.2 names the
-root element of the CompleteMultipartUpload answer ``CompleteMultipartUploadResponse`` where S3
-says ``CompleteMultipartUploadResult``; the AWS C++ SDK inside pyarrow then takes the 200 OK for
-an error embedded in it and retries until it gives up, so every pyarrow write (pyarrow writes
-each object as a multipart upload) would fail. The rename makes the answer the one S3 gives.
+``python s3_server.py PORT ACCESS_KEY`` serves until SIGTERM. Two fix-ups around moto 5.2:
+
+- Credentials: a request signed with another access key id is refused with S3's 403
+  ``InvalidAccessKeyId``. (moto's own IAM authentication refuses every ListObjectsV2 request
+  with SignatureDoesNotMatch, and pyarrow lists to tell a missing key from a directory, so it
+  cannot be used; the secret key is not checked.)
+- moto names the root element of the CompleteMultipartUpload answer
+  ``CompleteMultipartUploadResponse`` where S3 says ``CompleteMultipartUploadResult``; the AWS
+  C++ SDK inside pyarrow then takes the 200 OK for an error embedded in it and retries until it
+  gives up, so every pyarrow write (each object is a multipart upload) would fail. The rename
+  makes the answer the one S3 gives.
 """
 
 from __future__ import annotations
@@ -17,13 +23,27 @@ from werkzeug.serving import run_simple
 WRONG, RIGHT = b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult"
 
 
-class CompleteUploadFix:
-    """WSGI middleware: rename the CompleteMultipartUpload answer's root element."""
+DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidAccessKeyId</Code><Message>The '
+    b"AWS Access Key Id you provided does not exist in our records.</Message></Error>"
+)
 
-    def __init__(self, app) -> None:
+
+class S3Fixups:
+    """WSGI middleware: the access key check and the CompleteMultipartUpload rename."""
+
+    def __init__(self, app, access_key: str) -> None:
         self.app = app
+        self.credential = f"Credential={access_key}/"
 
     def __call__(self, environ, start_response):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return self.app(environ, start_response)
+        if self.credential not in auth:
+            headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(DENIED)))]
+            start_response("403 Forbidden", headers)
+            return [b"" if environ["REQUEST_METHOD"] == "HEAD" else DENIED]
         if environ["REQUEST_METHOD"] != "POST" or "uploadId=" not in environ.get("QUERY_STRING", ""):
             return self.app(environ, start_response)
         captured: list = []
@@ -40,9 +60,9 @@ class CompleteUploadFix:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple("127.0.0.1", port, CompleteUploadFix(app), threaded=True, use_reloader=False)
+    port, access_key = int(sys.argv[1]), sys.argv[2]
+    app = S3Fixups(DomainDispatcherApplication(create_backend_app), access_key)
+    run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)
 
 
 if __name__ == "__main__":
