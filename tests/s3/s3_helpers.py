@@ -37,8 +37,9 @@ class S3Server:
     """moto's S3 (:mod:`s3_server`) on a free port, accepting one random access key id (a
     wrong one is refused as S3 refuses it)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, request_log: Path | None = None) -> None:
         self.workdir = workdir
+        self.request_log = request_log
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.access_key = ""
@@ -63,7 +64,8 @@ class S3Server:
         self.secret_key = secrets.token_hex(20)
         log = open(self.workdir / "s3_server.log", "w")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "s3_server.py"), str(self.port), self.access_key],
+            [sys.executable, str(HERE / "s3_server.py"), str(self.port), self.access_key]
+            + ([str(self.request_log)] if self.request_log else []),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

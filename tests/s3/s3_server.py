@@ -1,6 +1,9 @@
 """A local S3 API server for the tests: moto's standalone S3 on 127.0.0.1:PORT.
 
-``python s3_server.py PORT ACCESS_KEY`` serves until SIGTERM. Two fix-ups around moto 5.2:
+``python s3_server.py PORT ACCESS_KEY [REQUEST_LOG]`` serves until SIGTERM; with REQUEST_LOG it
+appends one JSON line per request (method, path, query, bytes received and sent, seconds spent;
+``bench/storage_overhead.py`` breaks a study's storage traffic down with it). Two fix-ups around
+moto 5.2:
 
 - Credentials: a request signed with another access key id is refused with S3's 403
   ``InvalidAccessKeyId``. (moto's own IAM authentication refuses every ListObjectsV2 request
@@ -15,7 +18,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
+import time
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
@@ -32,11 +38,32 @@ DENIED = (
 class S3Fixups:
     """WSGI middleware: the access key check and the CompleteMultipartUpload rename."""
 
-    def __init__(self, app, access_key: str) -> None:
+    def __init__(self, app, access_key: str, request_log: str | None = None) -> None:
         self.app = app
         self.credential = f"Credential={access_key}/"
+        self.request_log = open(request_log, "a") if request_log else None  # noqa: SIM115
+        self.log_lock = threading.Lock()
 
     def __call__(self, environ, start_response):
+        if self.request_log is None:
+            return self.handle(environ, start_response)
+        start = time.perf_counter()
+        body = b"".join(self.handle(environ, start_response))
+        entry = {
+            "method": environ["REQUEST_METHOD"],
+            "path": environ.get("PATH_INFO", ""),
+            "query": environ.get("QUERY_STRING", ""),
+            "bytes_in": int(environ.get("CONTENT_LENGTH") or 0),
+            "bytes_out": len(body),
+            "s": time.perf_counter() - start,
+            "t": time.time(),
+        }
+        with self.log_lock:
+            self.request_log.write(json.dumps(entry) + "\n")
+            self.request_log.flush()
+        return [body]
+
+    def handle(self, environ, start_response):
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if environ.get("PATH_INFO", "").startswith("/moto-api"):
             return self.app(environ, start_response)
@@ -61,7 +88,8 @@ class S3Fixups:
 
 def main() -> None:
     port, access_key = int(sys.argv[1]), sys.argv[2]
-    app = S3Fixups(DomainDispatcherApplication(create_backend_app), access_key)
+    request_log = sys.argv[3] if len(sys.argv) > 3 else None
+    app = S3Fixups(DomainDispatcherApplication(create_backend_app), access_key, request_log)
     run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)
 
 

@@ -57,6 +57,24 @@ def test_bad_credentials_are_refused_in_one_line(tmp_path, data_dir, s3_server: 
     assert s3_server.keys(bucket) == []  # nothing written, no Ray started to write it
 
 
+def test_keys_from_a_credentials_file_as_docker_compose_gives_them(tmp_path, s3_server):
+    """docker/docker-compose.yml hands the nodes their keys as AWS_SHARED_CREDENTIALS_FILE."""
+    bucket = s3_server.bucket("file")
+    creds = tmp_path / "s3_credentials"
+    creds.write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    env = cli_env(**s3_server.env())
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(var)
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+    listing = run_cli(["ls", f"s3://{bucket}/studies"], env, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    creds.write_text("[default]\naws_access_key_id = AKIAWRONG\naws_secret_access_key = x\n")
+    assert "cannot reach the storage" in _refused(run_cli(["ls", f"s3://{bucket}/x"], env, 120))
+
+
 def test_missing_bucket_is_refused_in_one_line(tmp_path, data_dir, s3_server: S3Server):
     env = cli_env(**s3_server.env())
     spec = _spec(tmp_path, data_dir)
