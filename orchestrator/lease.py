@@ -17,6 +17,7 @@ from orchestrator.holder import (
     Holder,
     StudyLock,
     describe_driver,
+    holder_dead,
     lease_fresh,
     read_lease,
     refusal,
@@ -49,7 +50,11 @@ class LeaseLock(StudyLock):
     def take(self, settle_s: float) -> None:
         """Write our lease unless a fresh one of another driver exists; start the heartbeat."""
         current = self._read()
-        if current is not None and lease_fresh(current, self._expire_s):
+        if (
+            current is not None
+            and lease_fresh(current, self._expire_s)
+            and not holder_dead(current)
+        ):
             raise refusal(self.study_uri, self._describe(current))
         self._fs.create_dir(self._study_path, recursive=True)
         self._write()
