@@ -23,7 +23,7 @@ Printed side by side:
   final export), ``other``. For each: requests, writes, MB, and the seconds the server spent on
   them (server time only: the client's own time per request on loopback comes on top).
 
-Usage: ``python3 bench/storage_overhead.py [--trials 4] [--epochs 10] [--checkpoint-frequency 1]
+Usage: ``python3 bench/storage_overhead.py [--trials 4] [--epochs 20] [--checkpoint-frequency 1]
 [--rounds 1] [--report-every 0] [--json FILE]``.
 """
 
@@ -130,7 +130,7 @@ def one_run(spec: Path, storage: str, name: str, env: dict, read_fs, study_path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)  # cnn1d prunes until epoch 16
     parser.add_argument("--checkpoint-frequency", type=int, default=1)
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, choices=(1, 2))

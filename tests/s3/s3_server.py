@@ -71,7 +71,9 @@ class S3Fixups:
             headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(DENIED)))]
             start_response("403 Forbidden", headers)
             return [b"" if environ["REQUEST_METHOD"] == "HEAD" else DENIED]
-        if environ["REQUEST_METHOD"] != "POST" or "uploadId=" not in environ.get("QUERY_STRING", ""):
+        if environ["REQUEST_METHOD"] != "POST" or "uploadId=" not in environ.get(
+            "QUERY_STRING", ""
+        ):
             return self.app(environ, start_response)
         captured: list = []
 

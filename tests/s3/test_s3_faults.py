@@ -115,7 +115,7 @@ def test_lease_race_on_s3_one_driver_wins_each_time(s3_server: S3Server):
         start = threading.Barrier(3)
         held, refused = [], []
 
-        def contend() -> None:
+        def contend(path=path, start=start, held=held, refused=refused) -> None:
             start.wait()
             try:
                 held.append(acquire(fs, path, f"s3://{path}", settle_s=1.0, heartbeat_s=5.0))
@@ -145,7 +145,11 @@ def test_two_cli_drivers_started_together_one_runs(tmp_path, data_dir, s3_server
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", *args],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for _ in range(2)
     ]
@@ -183,7 +187,9 @@ def test_endpoint_lost_partway_then_resume_loses_and_duplicates_nothing(
 
     log = tmp_path / "run.log"
     proc = start_cli(
-        ["run", str(spec), "--storage", storage], cli_env(**ENV, **s3_server.env(relay.endpoint)), log
+        ["run", str(spec), "--storage", storage],
+        cli_env(**ENV, **s3_server.env(relay.endpoint)),
+        log,
     )
     try:
         wait_for(progressed, proc, timeout=600, log=log)
