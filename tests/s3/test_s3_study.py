@@ -148,7 +148,7 @@ def test_optuna_search_in_the_bucket_has_its_optuna_db(tmp_path, data_dir, s3_se
         "optuna",
         data_dir,
         tmp_path / "unused",
-        train={"epochs": 2},
+        train={"epochs": 3},
         seeds=1,
         pruning={"target": {"choice": ["random", "largest"]}},
         search={"algorithm": "optuna", "num_samples": 3, "metric": "test_acc", "mode": "max"},
