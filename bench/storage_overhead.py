@@ -20,8 +20,10 @@ Printed side by side:
   (result.json, progress.csv, params: Tune's result syncs), ``snapshot`` (experiment_state,
   tuner.pkl, searcher state: the driver's snapshots), ``lease`` (the driver's heartbeat),
   ``optuna_mirror`` (optuna.db), ``export`` (Parquet tables, report.html: the live report and the
-  final export), ``other``. For each: requests, writes, MB, and the seconds the server spent on
-  them (server time only: the client's own time per request on loopback comes on top).
+  final export), ``dir_markers`` (the empty ``dir/`` objects pyarrow's ``create_dir`` writes for
+  every parent of every upload, and its checks that the bucket exists), ``other``. For each:
+  requests, writes, MB, and the seconds the server spent on them (server time only: the
+  client's own time per request on loopback comes on top).
 
 Usage: ``python3 bench/storage_overhead.py [--trials 4] [--epochs 20] [--checkpoint-frequency 1]
 [--rounds 1] [--report-every 0] [--json FILE]``.
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -66,12 +69,18 @@ def study_spec(args, data_dir: str) -> dict:
     }
 
 
-def category(path: str) -> str:
-    """What an object of the study is, by its key."""
+def category(method: str, path: str, query: str) -> str:
+    """What a request is about: the object's key, or for a listing or a batch delete on the
+    bucket, the key prefix it names."""
+    prefix = urllib.parse.parse_qs(query).get("prefix", [""])[0]
+    if prefix:
+        path = f"{path}/{prefix}"
+    if method == "PUT" and path.endswith("/") or method == "HEAD" and path.count("/") == 1:
+        return "dir_markers"
     name = path.rsplit("/", 1)[-1]
-    if "/checkpoint_" in path:
-        return "checkpoint"
-    if name.endswith(".parquet") or name.startswith("report.html") or ".report.html." in name:
+    if "/checkpoint_" in path or method == "POST" and query.startswith("delete"):
+        return "checkpoint"  # a batch delete: the janitor removing superseded checkpoints
+    if ".parquet" in name or "report.html" in name:
         return "export"
     if "optuna.db" in name:
         return "optuna_mirror"
@@ -91,7 +100,7 @@ def traffic(log: Path, since: float, until: float) -> dict:
         e = json.loads(line)
         if not since <= e["t"] <= until:
             continue
-        c = sums[category(e["path"])]
+        c = sums[category(e["method"], e["path"], e["query"])]
         c["requests"] += 1
         c["writes"] += e["method"] in ("PUT", "POST", "DELETE")
         c["mb"] += (e["bytes_in"] + e["bytes_out"]) / 1e6
