@@ -2,7 +2,7 @@
 
 Why moto: it installs from PyPI with the test extra (``moto[server]``), runs as one Python
 process with no binary to download, and answers the S3 HTTP API that pyarrow's S3 filesystem
-(the AWS C++ SDK) speaks, credentials checks included once its IAM authentication is on.
+(the AWS C++ SDK) speaks; tests/s3/s3_server.py adds an access key check and one fix-up.
 prunetune reaches it only as a user reaches MinIO or S3: ``AWS_ENDPOINT_URL`` and the standard
 credential variables in the environment of the CLI processes (:attr:`S3Server.env`).
 """

@@ -3,7 +3,6 @@ it that can drop the endpoint and bring it back (the endpoint-fault tests)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import subprocess
@@ -191,14 +190,3 @@ class Relay:
                     s.close()
                 except OSError:
                     pass
-
-
-def wait_until(condition, timeout: float, what: str, poll: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
-
-
-__all__ = ["S3Server", "Relay", "free_port", "wait_until", "os"]
