@@ -39,6 +39,8 @@ class Holder:
     command: str
     token: str = ""
     heartbeat: float = 0.0
+    # This machine's boot and pid namespace (:func:`pid_space`): where ``pid`` means a process.
+    machine: str = ""
 
     def describe(self) -> str:
         """``pid 123 on host h, since 2026-01-02T03:04:05+00:00, running 'prunetune run x'``."""
@@ -59,6 +61,7 @@ class Holder:
                 command=str(data["command"]),
                 token=str(data.get("token", "")),
                 heartbeat=float(data.get("heartbeat", 0.0)),
+                machine=str(data.get("machine", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -74,7 +77,33 @@ def current_holder(command: str | None = None) -> Holder:
         pid=os.getpid(),
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(command.split()),
+        machine=pid_space(),
     )
+
+
+def pid_space() -> str:
+    """``<boot id>/<pid namespace>`` of this process: two processes see the same pids exactly when
+    these agree (a reboot or another container changes one). "" where /proc does not tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def holder_dead(holder: Holder) -> bool:
+    """Whether the lease's driver is known dead: it ran in this machine's pid namespace (same
+    boot) and its pid is gone. A driver elsewhere is never known dead: its lease must expire."""
+    if not holder.machine or holder.machine != pid_space():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class StudyLock(abc.ABC):
@@ -104,6 +133,20 @@ class StudyLock(abc.ABC):
         self.release()
 
 
+def describe_driver(holder: Holder, expire_s: float = LEASE_EXPIRE_S) -> str:
+    """:meth:`Holder.describe`; for a lease also its heartbeat's age and when it expires, so a
+    refused user knows how long to wait when that driver died with its node (a lost head)."""
+    if not holder.token:
+        return holder.describe()
+    age = max(0.0, time.time() - holder.heartbeat)
+    left = max(0.0, expire_s - age)
+    return (
+        f"{holder.describe()}, last heartbeat {age:.0f} s ago; if that driver is gone (its "
+        f"node lost), its lease expires in {left:.0f} s, {expire_s:.0f} s after its last "
+        "heartbeat: retry then"
+    )
+
+
 def refusal(study_uri: str, who: str) -> UserError:
     return UserError(
         f"study {study_uri} is driven by another prunetune process ({who}); wait for it or stop it"
@@ -129,7 +172,8 @@ def driver_of(
     """The driver holding the study's lock now, or None; reads only, takes nothing.
 
     Local: a shared non-blocking ``flock`` probe on ``.driver.lock`` (refused while a driver holds
-    it exclusively). Elsewhere: a lease whose heartbeat is younger than ``expire_s``.
+    it exclusively). Elsewhere: a lease whose heartbeat is younger than ``expire_s``, unless its
+    driver ran on this machine and is gone (:func:`holder_dead`).
     """
     if isinstance(fs, pafs.LocalFileSystem):
         try:
@@ -148,7 +192,9 @@ def driver_of(
         lease = read_lease(fs, study_path)
     except OSError:
         return None
-    return lease if lease is not None and lease_fresh(lease, expire_s) else None
+    if lease is None or not lease_fresh(lease, expire_s) or holder_dead(lease):
+        return None
+    return lease
 
 
 # --- the lease file (object stores) ---------------------------------------------------------------

@@ -52,6 +52,13 @@ class CheckpointJanitor(Callback):
     def __init__(self, interval_s: float = 15.0):
         self.interval_s = interval_s
         self._last = time.monotonic()
+        self._pruned: dict[str, int] = {}  # trial id -> the restore point pruned up to
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
+        return {"interval_s": self.interval_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A finished trial is never restored: its manager needs only its final checkpoint.
@@ -67,8 +74,9 @@ class CheckpointJanitor(Callback):
         storage = trials[0].storage
         try:
             restore_points = prune_checkpoints(
-                storage.storage_filesystem, storage.experiment_fs_path
+                storage.storage_filesystem, storage.experiment_fs_path, self._pruned
             )
+            self._pruned.update(restore_points)
             for trial in trials:
                 if trial.trial_id in restore_points:
                     forget_checkpoints_before(trial, restore_points[trial.trial_id])
@@ -76,12 +84,18 @@ class CheckpointJanitor(Callback):
             logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
 
 
-def prune_checkpoints(fs: pafs.FileSystem, exp_path: str) -> dict[str, int]:
+def prune_checkpoints(
+    fs: pafs.FileSystem, exp_path: str, pruned: dict[str, int] | None = None
+) -> dict[str, int]:
     """Delete checkpoints older than each trial's restore point in the newest stored snapshot.
 
     Returns trial id -> restore point (checkpoint index) for the trials that have one; trials
     without a registered checkpoint, and trials the snapshot does not list, are left alone.
+    `pruned` (trial id -> restore point) names trials already pruned up to a restore point: when
+    the snapshot's is the same, the trial's directory is not listed again (every checkpoint
+    written since is newer; on an object store each listing is a request).
     """
+    pruned = pruned or {}
     snapshot = read_snapshot(fs, exp_path)
     if snapshot is None:
         return {}
@@ -91,6 +105,8 @@ def prune_checkpoints(fs: pafs.FileSystem, exp_path: str) -> dict[str, int]:
         if keep_from is None or not trial.logdir:
             continue
         restore_points[trial.trial_id] = keep_from
+        if pruned.get(trial.trial_id) == keep_from:
+            continue
         trial_dir = posixpath.join(exp_path, trial.logdir)
         for name in _checkpoints(fs, trial_dir):
             if checkpoint_index(name) < keep_from:

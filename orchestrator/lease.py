@@ -13,7 +13,15 @@ from dataclasses import asdict
 
 import pyarrow.fs as pafs
 
-from orchestrator.holder import Holder, StudyLock, lease_fresh, read_lease, refusal
+from orchestrator.holder import (
+    Holder,
+    StudyLock,
+    describe_driver,
+    holder_dead,
+    lease_fresh,
+    read_lease,
+    refusal,
+)
 from results.storage import LEASE_FILE
 
 
@@ -42,7 +50,11 @@ class LeaseLock(StudyLock):
     def take(self, settle_s: float) -> None:
         """Write our lease unless a fresh one of another driver exists; start the heartbeat."""
         current = self._read()
-        if current is not None and lease_fresh(current, self._expire_s):
+        if (
+            current is not None
+            and lease_fresh(current, self._expire_s)
+            and not holder_dead(current)
+        ):
             raise refusal(self.study_uri, self._describe(current))
         self._fs.create_dir(self._study_path, recursive=True)
         self._write()
@@ -101,8 +113,4 @@ class LeaseLock(StudyLock):
         return read_lease(self._fs, self._study_path)
 
     def _describe(self, other: Holder) -> str:
-        age = max(0.0, time.time() - other.heartbeat)
-        return (
-            f"{other.describe()}, last heartbeat {age:.0f} s ago; "
-            f"its lease expires {self._expire_s:.0f} s after its last heartbeat"
-        )
+        return describe_driver(other, self._expire_s)

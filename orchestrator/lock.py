@@ -15,7 +15,10 @@ Two mechanisms, chosen by the filesystem (``mode="auto"``) or forced by ``mode``
 - **lease** (any other pyarrow filesystem: s3://, gs://, ...): the JSON object
   ``<study>/driver-lease.json`` names the holder with a random token and a heartbeat time
   (seconds since the epoch) that a daemon thread rewrites every ``heartbeat_s``. A lease whose
-  heartbeat is older than ``expire_s`` is stale (its driver died or hung) and may be taken over.
+  heartbeat is older than ``expire_s`` is stale (its driver died or hung) and may be taken over;
+  so is a fresh lease whose driver ran on this machine (same boot, same pid namespace: the lease
+  records them) and whose pid is gone, so that a killed driver never blocks a ``resume`` on its
+  own machine. A driver on another machine (a lost head node) holds its lease until it expires.
   Acquiring reads the lease; a fresh lease with another token is refused; else it writes its own,
   waits ``settle_s`` and reads back, and holds the lease only if its token is still there.
 

@@ -97,6 +97,8 @@ def locate(spec: StudySpec, check_driver: bool = True) -> Target:
             check_not_driven(fs, path, uri)
         return Target(uri, fs, path, True)
     _check_creatable(fs, path, uri, info)
+    if check_driver and info.type == pafs.FileType.Directory:  # a driver creating it now
+        check_not_driven(fs, path, uri)
     return Target(uri, fs, path, False)
 
 
@@ -110,11 +112,11 @@ def open_for_run(target: Target, spec: StudySpec, plan: StudyPlan) -> Study:
 def check_not_driven(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """Refuse at once (before Ray starts) a study another driver is running; the driver's lock is
     still taken later (orchestrator.lock.acquire), which settles a race between two starts."""
-    from orchestrator.holder import driver_of, refusal
+    from orchestrator.holder import describe_driver, driver_of, refusal
 
     holder = driver_of(fs, path)
     if holder is not None:
-        raise refusal(uri, holder.describe())
+        raise refusal(uri, describe_driver(holder))
 
 
 def open_existing(study_dir: str) -> Study:

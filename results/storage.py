@@ -57,6 +57,8 @@ OPTUNA_EXPERIMENT = "optuna"
 SPEC_HASH_PREFIX = "# spec-hash:"
 # Files other commands may write into a study directory before `run` creates the study.
 PRE_STUDY_FILES = frozenset({SUBMISSION_FILE, LOCK_FILE, LEASE_FILE})
+# Filesystems (pyarrow's type_name) whose paths start with a bucket.
+BUCKET_STORES = frozenset({"s3", "gcs"})
 # Seconds a command waits for a storage URI to answer; PRUNETUNE_STORAGE_TIMEOUT_S overrides it.
 REACH_TIMEOUT_S = float(os.environ.get("PRUNETUNE_STORAGE_TIMEOUT_S", "30"))
 
@@ -105,7 +107,8 @@ def open_location(
     (default :data:`REACH_TIMEOUT_S`, read at call time).
 
     Raises UserError (one line) when the filesystem refuses (credentials, network, a path through
-    a file) or does not answer in time. Local paths are checked directly.
+    a file), when the bucket of an object-store path does not exist, or when it does not answer in
+    time. Local paths are checked directly.
     """
     timeout_s = REACH_TIMEOUT_S if timeout_s is None else timeout_s
     fs, path = resolve(location)
@@ -115,9 +118,7 @@ def open_location(
         except OSError as exc:
             raise UserError(f"{location}: {exc.strerror or exc}") from None
     outcome: list = []
-    probe = threading.Thread(
-        target=lambda: outcome.append(_try(fs.get_file_info, path)), daemon=True
-    )
+    probe = threading.Thread(target=lambda: outcome.append(_try(_probe, fs, path)), daemon=True)
     probe.start()
     probe.join(timeout_s)
     if not outcome:
@@ -126,10 +127,23 @@ def open_location(
             "(network, endpoint or credentials?)"
         )
     value = outcome[0]
+    if isinstance(value, UserError):
+        raise UserError(f"{location}: {value}")
     if isinstance(value, Exception):
         detail = " ".join(str(value).split())
-        raise UserError(f"{location}: cannot reach the storage ({detail})")
+        raise UserError(f"{location}: cannot reach the storage ({detail}; credentials?)")
     return fs, path, value
+
+
+def _probe(fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
+    """The path's FileInfo; a missing bucket (the path's first segment) is a UserError: object
+    stores answer "not found" for any key of it, and prunetune never creates buckets."""
+    info = fs.get_file_info(path)
+    bucket = path.strip("/").split("/", 1)[0]
+    if info.type == pafs.FileType.NotFound and fs.type_name in BUCKET_STORES:
+        if bucket == path.strip("/") or fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            return UserError(f"bucket {bucket!r} does not exist; create it first")
+    return info
 
 
 def _try(call, *args):

@@ -1,4 +1,4 @@
-"""Test options: the default run is the fast suite; `--all` adds slow, ray, browser, cluster."""
+"""Test options: the default run is the fast suite; `--all` adds slow, ray, browser, cluster, s3."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-GATED = ("slow", "ray", "browser", "cluster")
+GATED = ("slow", "ray", "browser", "cluster", "s3")
 
 # Result keys the schema does not know are an error in every test (and in the processes the
 # tests start): a key the trainable reports can never be dropped silently.
@@ -18,7 +18,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--all",
         action="store_true",
         default=False,
-        help="also run tests marked slow, ray, browser and cluster (what .ci/run does)",
+        help="also run tests marked slow, ray, browser, cluster and s3 (what .ci/run does)",
     )
 
 

@@ -128,7 +128,7 @@ def test_compose_publishes_only_on_loopback() -> None:
         for port in service.get("ports", []):
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
             published.append(int(port.split(":")[2]))
-    assert sorted(published) == [8265, 10001]
+    assert sorted(published) == [8265, 9000, 10001]
 
 
 def test_compose_token_auth_everywhere_from_a_secret() -> None:
@@ -145,11 +145,32 @@ def test_compose_token_auth_everywhere_from_a_secret() -> None:
     assert not TOKEN_LIKE.search((DOCKER / "docker-compose.yml").read_text())
 
 
-def test_compose_storage_is_one_volume_at_the_same_path_on_every_node() -> None:
+def test_compose_storage_is_the_minio_bucket_with_keys_from_a_secret() -> None:
     doc = compose()
-    mounts = {tuple(s["volumes"]) for s in ray_services(doc).values()}
-    assert mounts == {("studies:/mnt/studies",)}
-    assert "studies" in doc["volumes"]
+    minio = doc["services"]["minio"]
+    assert minio["image"].startswith("quay.io/minio/minio:RELEASE.")  # pinned, never :latest
+    assert minio["environment"] == {
+        "MINIO_ROOT_USER_FILE": "/run/secrets/minio_root_user",
+        "MINIO_ROOT_PASSWORD_FILE": "/run/secrets/minio_root_password",
+    }
+    assert "minio-data:/data" in minio["volumes"] and "minio-data" in doc["volumes"]
+    bucket = doc["services"]["minio-bucket"]
+    assert "mc mb --ignore-existing store/prunetune" in bucket["entrypoint"][-1]
+    head = next(s for s in ray_services(doc).values() if "--head" in s["command"])
+    assert head["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    clients = {n: s for n, s in doc["services"].items() if n in ray_services(doc) or n == "submit"}
+    for name, service in clients.items():
+        env = service["environment"]
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials", name
+        assert "s3_credentials" in service["secrets"], name
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), name
+        assert not service.get("volumes"), f"{name}: no node shares a disk; the bucket is shared"
+    ignored = (DOCKER / ".gitignore").read_text().split()
+    for secret in ("minio_root_user", "minio_root_password", "s3_credentials"):
+        assert doc["secrets"][secret] == {"file": f"./{secret}"}
+        assert secret in ignored
+    assert (DOCKER / "make_s3_credentials.sh").exists()
 
 
 def test_compose_entrypoints() -> None:
@@ -158,7 +179,7 @@ def test_compose_entrypoints() -> None:
     assert "--dashboard-port=8265" in head["command"] and "--block" in head["command"]
     submit = doc["services"]["submit"]
     assert submit["entrypoint"][:2] == ["prunetune", "submit"]
-    assert "--storage=/mnt/studies" in submit["entrypoint"]
+    assert "--storage=s3://prunetune/studies" in submit["entrypoint"]
 
 
 # --- KubeRay -------------------------------------------------------------------------------------
@@ -200,6 +221,24 @@ def test_rayjob_runs_the_cli_with_auth() -> None:
     for group in cluster["workerGroupSpecs"]:
         for container in group["template"]["spec"]["containers"]:
             assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
+def test_manifests_take_s3_keys_from_a_secret(name: str) -> None:
+    for doc in k8s(name):
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+        if doc["kind"] not in ("RayCluster", "RayJob"):
+            continue
+        for container in pod_containers(spec):
+            env = env_of(container)
+            for var, key in (
+                ("AWS_ENDPOINT_URL", "endpoint_url"),
+                ("AWS_ACCESS_KEY_ID", "access_key_id"),
+                ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+            ):
+                assert "value" not in env[var], f"{container['name']}: {var} written in the file"
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": "prunetune-s3", "key": key, "optional": True}
 
 
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])

@@ -79,6 +79,21 @@ def test_prune_keeps_the_restore_point_and_what_came_after(experiment, tmp_path)
     assert _checkpoints(first) == [EPOCHS - 1, 9]
 
 
+def test_prune_skips_trials_already_pruned_to_the_same_restore_point(experiment, tmp_path):
+    """The janitor remembers how far it pruned each trial; a trial whose restore point has not
+    moved is not listed again (one request per trial and pass on an object store)."""
+    exp = _copy(experiment, tmp_path)
+    first, second = read_snapshot(FS, str(exp)).trials
+
+    restore = prune_checkpoints(FS, str(exp), {first.trial_id: EPOCHS - 1})
+
+    assert restore == {first.trial_id: EPOCHS - 1, second.trial_id: EPOCHS - 1}
+    assert _checkpoints(exp / first.logdir) == list(range(EPOCHS))  # not looked at
+    assert _checkpoints(exp / second.logdir) == [EPOCHS - 1]
+    prune_checkpoints(FS, str(exp), {first.trial_id: EPOCHS - 2})  # its restore point moved
+    assert _checkpoints(exp / first.logdir) == [EPOCHS - 1]
+
+
 def test_remove_orphans_deletes_only_unlisted_trial_directories(experiment, tmp_path):
     exp = _copy(experiment, tmp_path)
     listed = sorted(t.logdir for t in read_snapshot(FS, str(exp)).trials)

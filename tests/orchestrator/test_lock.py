@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pytest
 from orch_helpers import cli_env
 
+from orchestrator.holder import driver_of, pid_space
 from orchestrator.lock import LEASE_FILE, LOCK_FILE, acquire
 from trainables.errors import UserError
 
@@ -60,13 +61,15 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def _beat_now(study: Path, proc: subprocess.Popen) -> None:
+def _beat_now(study: Path, proc: subprocess.Popen, machine: str | None = None) -> None:
     """Stamp the killed holder's lease (left in place by its death) with a heartbeat of now, as
-    if it died right after a beat, so that a freshness check does not race the kill's duration."""
+    if it died right after a beat, so that a freshness check does not race the kill's duration;
+    with `machine`, as if it had run on that machine (another boot or pid namespace)."""
     path = study / LEASE_FILE
     lease = json.loads(path.read_text())
-    assert lease["pid"] == proc.pid
-    path.write_text(json.dumps({**lease, "heartbeat": time.time()}))
+    assert lease["pid"] == proc.pid and lease["machine"] == pid_space()
+    stamp = {"heartbeat": time.time()} | ({} if machine is None else {"machine": machine})
+    path.write_text(json.dumps({**lease, **stamp}))
 
 
 def _assert_refused_by(
@@ -109,9 +112,9 @@ def test_lease_refuses_second_driver_until_dead_holder_expires(study: Path) -> N
         _assert_refused_by(study, proc, "lease")
     finally:
         _kill(proc)
-    _beat_now(study, proc)
+    _beat_now(study, proc, machine="another-boot/pid:[1]")  # a driver lost with its machine
     message = _assert_refused_by(study, proc, "lease", FAST)  # its last heartbeat is still fresh
-    assert "its lease expires 1 s after its last heartbeat" in message
+    assert "its lease expires in 1 s, 1 s after its last heartbeat: retry then" in message
     time.sleep(FAST["expire_s"])
     lock = acquire(FS, str(study), str(study), mode="lease", **FAST)
     try:
@@ -121,6 +124,18 @@ def test_lease_refuses_second_driver_until_dead_holder_expires(study: Path) -> N
     finally:
         lock.release()
     assert not (study / LEASE_FILE).exists()
+
+
+def test_lease_of_a_killed_driver_on_this_machine_is_taken_over_at_once(study: Path) -> None:
+    proc = _start_holder(study, "lease")
+    _kill(proc)
+    _beat_now(study, proc)  # fresh, but its pid is gone from this machine's pid namespace
+    assert driver_of(FS, str(study)) is None
+    lock = acquire(FS, str(study), str(study), mode="lease", **PATIENT)
+    try:
+        assert lock.took_over is not None and lock.took_over.pid == proc.pid
+    finally:
+        lock.release()
 
 
 @pytest.mark.parametrize("mode", ["flock", "lease"])
