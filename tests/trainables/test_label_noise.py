@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import TrialConfig
+from trainables.config import FlatnessConfig, TrialConfig
 from trainables.loop import TrialRunner
 from trainables.per_example import loss_file_name, per_example_loss, save_loss_file
 from trainables.state import save_state
@@ -88,7 +88,7 @@ def test_per_example_losses_are_stored_beside_the_checkpoint(tmp_path):
 
 def test_imp_stores_one_loss_file_per_round(tmp_path):
     cfg = _noisy_trial(str(tmp_path / "data"), method="imp", imp={"rounds": 1})
-    cfg = dataclasses.replace(cfg, flatness=dataclasses.replace(cfg.flatness, epochs=()))
+    cfg = dataclasses.replace(cfg, flatness=FlatnessConfig())  # no measurement, no settings
     records = list(TrialRunner(cfg, device="cpu", num_threads=1).run())
     files = [r["per_example_loss_file"] for r in records]
     assert files == [None, None, "per_example_loss/r00_e00002.npy"] + [None] * 2 + [

@@ -112,7 +112,9 @@ def test_new_dataset_fields_keep_existing_trial_keys():
 @pytest.mark.parametrize("seed", [-2, 2**32 - 1])
 def test_label_noise_seed_range(seed):
     with pytest.raises(UserError) as err:
-        validate(TrialConfig(dataset=DatasetConfig(label_noise_seed=seed)))
+        validate(
+            TrialConfig(dataset=DatasetConfig(label_noise_fraction=0.1, label_noise_seed=seed))
+        )
     assert str(err.value) == (
         f"dataset.label_noise_seed: must be -1 (the trial's seed) or in [0, 4294967294], got {seed}"
     )
@@ -120,7 +122,9 @@ def test_label_noise_seed_range(seed):
 
 def test_fixed_noise_seed_is_openlths_draw_shared_by_every_seed(data_dir):
     cfg = DatasetConfig(data_dir=data_dir, label_noise_fraction=0.3, label_noise_seed=5)
-    clean = load_data(dataclasses.replace(cfg, label_noise_fraction=0.0), seed=0).y_train.numpy()
+    clean = load_data(
+        dataclasses.replace(cfg, label_noise_fraction=0.0, label_noise_seed=-1), seed=0
+    ).y_train.numpy()
     expected, chosen = _openlth_noisy_labels(clean, 5, 0.3, 10)
     for trial_seed in (0, 3):
         d = load_data(cfg, seed=trial_seed)
@@ -134,7 +138,9 @@ def test_fixed_noise_seed_draws_over_the_whole_set_before_the_split(data_dir):
     """With a validation split the relabelled examples are still OpenLTH's (by identity); the
     split holds some of them out, with their clean labels."""
     cfg = DatasetConfig(data_dir=data_dir, label_noise_fraction=0.3, label_noise_seed=0)
-    full = load_data(dataclasses.replace(cfg, label_noise_fraction=0.0), seed=0)
+    full = load_data(
+        dataclasses.replace(cfg, label_noise_fraction=0.0, label_noise_seed=-1), seed=0
+    )
     expected, chosen = _openlth_noisy_labels(full.y_train.numpy(), 0, 0.3, 10)
     row_of = {r.numpy().tobytes(): i for i, r in enumerate(full.x_train)}
     relabelled = set(chosen.tolist())
