@@ -12,7 +12,7 @@ import torch
 from cifar_files import accept_written_md5s, write_cifar10
 
 from trainables import datasets
-from trainables.config import DatasetConfig, TrialConfig
+from trainables.config import DatasetConfig, ModelConfig, TrialConfig
 from trainables.cross_rules import validate
 from trainables.data import load_data
 from trainables.errors import UserError
@@ -73,7 +73,7 @@ def test_split_sizes_match_what_mnist1d_generates(tmp_path):
     ],
 )
 def test_a_split_that_leaves_no_training_example_is_refused_by_validation(fields, held_out):
-    cfg = TrialConfig(dataset=DatasetConfig(**fields))
+    cfg = TrialConfig(dataset=DatasetConfig(**fields), model=ModelConfig(name="mlp"))  # any input
     with pytest.raises(UserError) as err:
         validate(cfg)
     assert str(err.value) == (
