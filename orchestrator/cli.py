@@ -25,6 +25,7 @@ exit codes:
   1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
   2    bad input or an environment refusal: one line on stderr, nothing written
   130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
+  143  terminated (SIGTERM: `kill PID`, `timeout`, a scheduler); the state is saved as for 130
 
 The study spec's fields: `prunetune show quickstart` (a complete example), README "Study specs".
 """
@@ -59,10 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator import terminate
+
+    terminate.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return terminate.exit_code() if code == terminate.INTERRUPTED else code
     except UserError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)
-        return 130
+        return terminate.exit_code()
     except UnicodeError as exc:
         return _fail(f"not UTF-8 text ({exc})")
     except OSError as exc:

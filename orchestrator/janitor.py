@@ -92,7 +92,7 @@ def prune_checkpoints(fs: pafs.FileSystem, exp_path: str) -> dict[str, int]:
             continue
         restore_points[trial.trial_id] = keep_from
         trial_dir = posixpath.join(exp_path, trial.logdir)
-        for name in _checkpoints(fs, trial_dir):
+        for name in checkpoint_names(fs, trial_dir):
             if checkpoint_index(name) < keep_from:
                 try:
                     fs.delete_dir(posixpath.join(trial_dir, name))
@@ -123,7 +123,7 @@ def remove_orphans(fs: pafs.FileSystem, exp_path: str) -> list[str]:
     return sorted(removed)
 
 
-def _checkpoints(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
+def checkpoint_names(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
     return [
         i.base_name

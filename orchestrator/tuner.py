@@ -14,7 +14,9 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
 - ``FailureConfig(max_failures=retries)``: a failed trial is retried from its last checkpoint.
   A diverged trial ends normally (its last record says so) and is not retried.
 - No ``num_to_keep``: checkpoints are pruned by :mod:`orchestrator.janitor` (why: see there).
-- Resume: ``Tuner.restore(path, trainable, resume_errored=True)``, never ``restart_errored``
+- Resume: first the damaged checkpoints a restore would read are set aside, one line each
+  (:mod:`orchestrator.damaged`); then
+  ``Tuner.restore(path, trainable, resume_errored=True)``, never ``restart_errored``
   (with OptunaSearch a restarted trial gets an id the searcher never issued: KeyError).
 - Tune's silent fresh restart: ``can_restore`` is true as soon as ``tuner.pkl`` exists, but with
   no snapshot Tune logs an error and starts over *inside the same directory*, next to the dead
@@ -29,7 +31,8 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   by :class:`~orchestrator.optuna_mirror.OptunaMirror` each time Tune stored a new snapshot.
 - Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
   header), so stdout stays for the command's own result lines; progress comes from
-  :class:`ProgressCallback`.
+  :class:`ProgressCallback`, and so does the one line per failed trial (Tune's own printing of
+  each failure's traceback, ``TUNE_PRINT_ALL_TRIAL_ERRORS``, is on only with ``-v``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator.damaged import set_aside_damaged
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
 from orchestrator.progress import ProgressCallback
@@ -54,6 +58,8 @@ from results.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join
 from search_spaces.expand import StudyPlan
 from search_spaces.tune_space import grid_param_space, optuna_param_space
 from trainables.errors import UserError
+
+PRINT_ERRORS_ENV = "TUNE_PRINT_ALL_TRIAL_ERRORS"  # read by Tune's controller when fit starts
 
 
 class RecordLogger(JsonLoggerCallback):
@@ -95,6 +101,8 @@ def run_experiment(
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
             raise UserError(f"{uri}: has Tune snapshots but no tuner.pkl; cannot resume it")
+        for line in set_aside_damaged(fs, path):
+            print(f"prunetune: {line}", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:
         tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
@@ -125,15 +133,21 @@ def _tune_output(verbose: bool) -> Iterator[None]:
     """Tune's prints to stderr (`verbose`) or nowhere; its warnings too unless `verbose`."""
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
+    print_errors = os.environ.get(PRINT_ERRORS_ENV)
     with open(os.devnull, "w") as devnull:
         target = sys.stderr if verbose else devnull
         if not verbose:
             tune_logger.setLevel(logging.ERROR)
+            os.environ[PRINT_ERRORS_ENV] = "0"
         try:
             with contextlib.redirect_stdout(target):
                 yield
         finally:
             tune_logger.setLevel(level)
+            if print_errors is None:
+                os.environ.pop(PRINT_ERRORS_ENV, None)
+            else:
+                os.environ[PRINT_ERRORS_ENV] = print_errors
 
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
