@@ -14,6 +14,7 @@ else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -25,6 +26,8 @@ exit codes:
   1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
   2    bad input or an environment refusal: one line on stderr, nothing written
   130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
+  75   the disk is full: one line says what could not be written and the space left; free
+       space, then `prunetune resume STUDY_DIR` (finished trials are kept)
   143  terminated (SIGTERM: `kill PID`, `timeout`, a scheduler); the state is saved as for 130
 
 The study spec's fields: `prunetune show quickstart` (a complete example), README "Study specs".
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except UnicodeError as exc:
         return _fail(f"not UTF-8 text ({exc})")
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: documented code 75
+            return _fail(no_space_line(exc), code=75)
         return _fail(os_error_line(exc))
 
 
@@ -89,12 +94,21 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}: {reason}" if where else reason
 
 
-def _fail(message: str) -> int:
+def no_space_line(exc: OSError) -> str:
+    """A full disk's line: what could not be written and the space left there."""
+    if exc.filename is None:  # the driver's own line (orchestrator.diskfull)
+        return os_error_line(exc)
+    from orchestrator.diskfull import free_space
+
+    return f"{os_error_line(exc)} ({free_space(str(exc.filename))} there)"
+
+
+def _fail(message: str, code: int = 2) -> int:
     try:
         print(f"prunetune: error: {message}", file=sys.stderr)
     except BrokenPipeError:
         pass
-    return 2
+    return code
 
 
 def _silence_stdout() -> None:

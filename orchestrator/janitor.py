@@ -7,7 +7,8 @@ trial; we hit it in 1 of 12 kills of a short-epoch sweep) leaves the newest snap
 a deleted checkpoint, and Tune then fails that trial for good ("Could not recover from checkpoint
 as it does not exist on storage anymore"). So the Tuner keeps every checkpoint and
 :class:`CheckpointJanitor` deletes, every `interval_s`, for each trial of the newest snapshot *on
-storage*, only the checkpoints older than the one that snapshot would restore from. Disk use
+storage*, only the checkpoints older than the one that snapshot would restore from. (It goes by
+the last good copy of the snapshot, :mod:`orchestrator.good_state`, which it refreshes first.) Disk use
 stays bounded by one checkpoint per finished trial plus the checkpoints a running trial wrote
 since the last snapshot.
 
@@ -31,6 +32,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
+from orchestrator.good_state import keep_good_state, read_good_snapshot
 from orchestrator.tune_internals import (
     checkpoint_index,
     forget_checkpoints_before,
@@ -64,11 +66,10 @@ class CheckpointJanitor(Callback):
         if now - self._last < self.interval_s or not trials:
             return
         self._last = now
-        storage = trials[0].storage
+        fs, exp_path = trials[0].storage.storage_filesystem, trials[0].storage.experiment_fs_path
         try:
-            restore_points = prune_checkpoints(
-                storage.storage_filesystem, storage.experiment_fs_path
-            )
+            keep_good_state(fs, exp_path)  # first: pruning goes by that copy
+            restore_points = prune_checkpoints(fs, exp_path, good=True)
             for trial in trials:
                 if trial.trial_id in restore_points:
                     forget_checkpoints_before(trial, restore_points[trial.trial_id])
@@ -76,13 +77,14 @@ class CheckpointJanitor(Callback):
             logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
 
 
-def prune_checkpoints(fs: pafs.FileSystem, exp_path: str) -> dict[str, int]:
-    """Delete checkpoints older than each trial's restore point in the newest stored snapshot.
+def prune_checkpoints(fs: pafs.FileSystem, exp_path: str, good: bool = False) -> dict[str, int]:
+    """Delete checkpoints older than each trial's restore point in the newest stored snapshot
+    (with `good`: in its last good copy, :mod:`orchestrator.good_state`).
 
     Returns trial id -> restore point (checkpoint index) for the trials that have one; trials
     without a registered checkpoint, and trials the snapshot does not list, are left alone.
     """
-    snapshot = read_snapshot(fs, exp_path)
+    snapshot = read_good_snapshot(fs, exp_path) if good else read_snapshot(fs, exp_path)
     if snapshot is None:
         return {}
     restore_points = {}

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from orchestrator.diskfull import no_space_error
 from orchestrator.failures import failure_line
 from results.status import count_statuses, trial_status
 
@@ -83,10 +84,12 @@ class ProgressCallback(Callback):
             self._durations.append(time.monotonic() - started)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._say(failure_line(self.experiment, trial, retried=True))
+        if no_space_error(trial) is None:  # a full disk has its own line (DiskGuard)
+            self._say(failure_line(self.experiment, trial, retried=True))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._say(failure_line(self.experiment, trial, retried=False))
+        if no_space_error(trial) is None:
+            self._say(failure_line(self.experiment, trial, retried=False))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self._last_print >= self.interval_s:

@@ -23,6 +23,8 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   session's trial directories. Such a directory holds no result any snapshot refers to (the
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
+- A full disk stops the experiment at its first failed write (:mod:`orchestrator.diskfull`); the
+  run state's last good copy (:mod:`orchestrator.good_state`) is put back before a restore.
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
@@ -38,6 +40,7 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -48,6 +51,8 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.damaged import set_aside_damaged
+from orchestrator.diskfull import DiskGuard, stop_reason
+from orchestrator.good_state import restore_good_state
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
 from orchestrator.progress import ProgressCallback
@@ -90,6 +95,12 @@ def run_experiment(
     output (its banner, its tables, its "Resume experiment with: Tuner.restore(...)" hint, which
     `prunetune resume` replaces) is shown only when `verbose`."""
     fs, path = study.fs, study.tune_path(experiment)
+    for name in restore_good_state(fs, path):  # a run-state file cut short by a full disk
+        print(
+            f"prunetune: {experiment}: {name} was cut short; put back its last good copy",
+            file=sys.stderr,
+            flush=True,
+        )
     state = phase(fs, path)
     discarded = state == "stale"
     if discarded:
@@ -108,6 +119,9 @@ def run_experiment(
         tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
     with _tune_output(verbose):
         tuner.fit()
+    if stop_reason():
+        resume = f"free space, then: prunetune resume {study.uri}"
+        raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
     prune_checkpoints(fs, path)
     orphans = remove_orphans(fs, path)
     if experiment == OPTUNA_EXPERIMENT:
@@ -165,7 +179,7 @@ def _new_tuner(
     study: Study, plan: StudyPlan, experiment: str, trainable, concurrency: int
 ) -> tune.Tuner:
     # Order matters on restore (callback state is matched by position): keep it fixed.
-    callbacks = [RecordLogger(), ProgressCallback(experiment), CheckpointJanitor()]
+    callbacks = [RecordLogger(), ProgressCallback(experiment), CheckpointJanitor(), DiskGuard()]
     if experiment == OPTUNA_EXPERIMENT:
         callbacks.append(OptunaMirror(mirror_spec(study, plan)))
     run_config = tune.RunConfig(

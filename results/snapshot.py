@@ -124,18 +124,24 @@ def newest_snapshot_info(fs: pafs.FileSystem, exp_path: str) -> pafs.FileInfo | 
 
 
 def read_snapshot(
-    fs: pafs.FileSystem, exp_path: str, attempts: int = 3, retry_s: float = 0.5
+    fs: pafs.FileSystem,
+    exp_path: str,
+    attempts: int = 3,
+    retry_s: float = 0.5,
+    suffix: str = "",
 ) -> Snapshot | None:
     """The newest snapshot of the experiment at `exp_path`, or None when it has none yet.
 
     Tune copies a snapshot into place while a study runs, so an unparsable file is read again
-    after `retry_s`. If it still cannot be parsed (a copy cut short by a crash), this raises
-    UserError: Tune would restart the experiment from scratch, so nothing may resume it blindly.
+    after `retry_s`. If it still cannot be parsed (a copy cut short by a crash or a full disk),
+    this raises UserError: Tune would restart the experiment from scratch, so nothing may resume
+    it blindly. With `suffix` (``.good``) it reads the newest snapshot's copy of that name.
     """
-    name = newest_snapshot_name(_list(fs, exp_path))
+    names = _list(fs, exp_path)
+    name = newest_snapshot_name(names)
     if name is None:
         return None
-    file = posixpath.join(exp_path, name)
+    file = posixpath.join(exp_path, name + suffix)
     experiment = posixpath.basename(exp_path.rstrip("/"))
     for attempt in range(attempts):
         try:
@@ -145,9 +151,16 @@ def read_snapshot(
             return Snapshot(file, tuple(_trial(exp_path, experiment, *e) for e in entries))
         except (ValueError, KeyError, TypeError) as exc:
             if attempt == attempts - 1:
+                earlier = max(set(fnmatch.filter(names, SNAPSHOT_PATTERN)) - {name}, default=None)
+                advice = (
+                    f"moving it aside would resume from the earlier snapshot {earlier}"
+                    if earlier
+                    else "there is no earlier snapshot: moving it aside would start the "
+                    "experiment over"
+                )
                 raise UserError(
                     f"{file}: Tune experiment snapshot unreadable ({type(exc).__name__}: {exc}); "
-                    "move it aside to resume from the previous session's snapshot"
+                    f"{advice}"
                 ) from None
             time.sleep(retry_s)
     raise AssertionError("unreachable")

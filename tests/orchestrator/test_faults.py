@@ -1,10 +1,14 @@
 """Faults injected through the real command line: SIGTERM, a failing trial, a corrupt checkpoint,
-a full disk. Each ends the way the README's "When things go wrong" says."""
+a full disk (a real one: a small tmpfs, so these need root). Each ends the way the README's
+"When things go wrong" says."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -74,7 +78,7 @@ def test_a_failed_trial_is_one_line_naming_the_key_the_error_and_the_file(tmp_pa
     assert len(failed) == 1, done.stderr
     assert "failed" in failed[0] and "ActorDiedError" in failed[0], failed[0]
     error_file = Path(failed[0].rsplit(" ", 1)[1])
-    assert error_file.is_file() and "ActorDiedError" in error_file.read_text()
+    assert error_file.is_file() and "died" in error_file.read_text()
 
 
 def _first_trial_key(spec: Path, storage: Path) -> str:
@@ -117,3 +121,83 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_trial_resumes_to_the_same_num
         assert stable_rows(study / f"{table}.parquet", keys) == stable_rows(
             ref / f"{table}.parquet", keys
         )
+
+
+def _mounted_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    return subprocess.run(mount, capture_output=True).returncode == 0
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until the filesystem is full (a lasting fill)."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    while True:  # the last partial megabyte too
+        try:
+            with open(path, "ab") as f:
+                f.write(b"\0" * 4096)
+        except OSError:
+            return
+
+
+def test_a_full_disk_stops_the_driver_in_one_line_and_resume_keeps_finished_trials(tmp_path):
+    disk = tmp_path / "disk"
+    if not _mounted_tmpfs(disk, "40m"):
+        pytest.skip("needs a tmpfs mount (root)")
+    try:
+        storage = disk / "studies"
+        spec = tiny_spec(
+            tmp_path / "s.yaml", "full", tmp_path / "data", storage, train={"epochs": 12}
+        )
+        study, log = storage / "full", tmp_path / "run.log"
+        exp = study / "tune" / "trials"
+        proc = start_cli(["run", str(spec)], cli_env(**ENV), log)
+        wait_for(_one_finished(exp), proc, timeout=600, log=log)
+        finished = {
+            t.logdir: (exp / t.logdir / "result.json").read_bytes()
+            for t in read_snapshot(pafs.LocalFileSystem(), str(exp)).trials
+            if t.status == "ok"
+        }
+        started = time.monotonic()
+        _fill(disk / "filler")
+
+        code = proc.wait(timeout=600)
+        stopped_after = time.monotonic() - started
+        kill_session(proc)
+
+        out = log.read_text()
+        assert code == 75, out[-5000:]
+        assert stopped_after < 120, out[-3000:]  # not a burn through the remaining trials
+        assert "Traceback" not in out, out[-5000:]
+        said = [line for line in _lines(out) if "disk is full" in line]
+        assert len(said) == 1 and "MB free" in said[0], out[-3000:]
+        assert said[0].endswith(f"prunetune resume {study}"), said[0]
+        assert "failed for good" not in out and "retried from" not in out, out[-3000:]
+
+        (disk / "filler").unlink()
+        resumed = run_cli(["resume", str(study)], cli_env(**ENV))
+
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "trials: 6/6 finished: 6 ok" in resumed.stdout, resumed.stdout
+        for logdir, results in finished.items():  # kept, and not run again
+            assert (exp / logdir / "result.json").read_bytes() == results, logdir
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _one_finished(exp: Path):
+    def check() -> bool:
+        try:
+            snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
+        except Exception:
+            return False
+        statuses = [t.status for t in snapshot.trials] if snapshot else []
+        return "ok" in statuses and any(s != "ok" for s in statuses)
+
+    return check
