@@ -47,11 +47,17 @@ def free_space(path: str) -> str:
 
 def no_space_error(trial: Any) -> str | None:
     """``Class: message`` of the trial's latest error when a full disk caused it, else None."""
+    exc = None
     try:
-        exc = trial.get_pickled_error()
-        text = str(exc) if exc is not None else (trial.get_error() or "")
+        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
+            from ray import cloudpickle
+
+            with open(trial.pickled_error_file, "rb") as f:
+                exc = cloudpickle.load(f)
+        with open(trial.error_file or "") as f:
+            text = f.read()
     except Exception:
-        return None
+        text = str(exc or "")
     if not any(marker in text for marker in _NO_SPACE_TEXT):
         return None
     cause = getattr(exc, "cause", None)

@@ -12,6 +12,7 @@ the file that holds the whole traceback::
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
@@ -31,14 +32,29 @@ def failure_line(experiment: str, trial: Any, retried: bool) -> str:
 
 
 def _error(trial: Any) -> str:
-    """``Class: first line of the message`` of the trial's latest error."""
+    """``Class: first line of the message`` of the trial's latest error. Read from the driver's
+    copy of Tune's error files (the callbacks run before Tune copies them to storage)."""
+    exc = None
     try:
-        exc = trial.get_pickled_error()
-    except Exception:
+        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
+            from ray import cloudpickle
+
+            with open(trial.pickled_error_file, "rb") as f:
+                exc = cloudpickle.load(f)
+    except Exception:  # an error that does not unpickle here: its text below
         exc = None
     if exc is None:
-        return "see the traceback file"
+        return _last_line(trial.error_file)
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, BaseException) else exc
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {first[:300]}"
+
+
+def _last_line(path: str | None) -> str:
+    try:
+        with open(path or "") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "see the traceback file"
+    return lines[-1][:300] if lines else "see the traceback file"

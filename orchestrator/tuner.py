@@ -144,14 +144,15 @@ def run_experiment(
 
 @contextlib.contextmanager
 def _tune_output(verbose: bool) -> Iterator[None]:
-    """Tune's prints to stderr (`verbose`) or nowhere; its warnings too unless `verbose`."""
+    """Tune's prints to stderr (`verbose`) or nowhere; its warnings and error logs too unless
+    `verbose`."""
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     print_errors = os.environ.get(PRINT_ERRORS_ENV)
     with open(os.devnull, "w") as devnull:
         target = sys.stderr if verbose else devnull
-        if not verbose:
-            tune_logger.setLevel(logging.ERROR)
+        if not verbose:  # failures have their own lines (ProgressCallback, DiskGuard)
+            tune_logger.setLevel(logging.CRITICAL)
             os.environ[PRINT_ERRORS_ENV] = "0"
         try:
             with contextlib.redirect_stdout(target):
