@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
+from orchestrator.diskfull import is_no_space
 from orchestrator.good_state import keep_good_state, read_good_snapshot
 from orchestrator.tune_internals import (
     checkpoint_index,
@@ -73,7 +74,9 @@ class CheckpointJanitor(Callback):
             for trial in trials:
                 if trial.trial_id in restore_points:
                     forget_checkpoints_before(trial, restore_points[trial.trial_id])
-        except Exception:  # cleanup must never stop a study; the next pass retries
+        except Exception as exc:  # cleanup must never stop a study; the next pass retries
+            if is_no_space(exc):  # a full disk: DiskGuard stops the study with its own line
+                return
             logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
 
 

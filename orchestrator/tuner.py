@@ -51,7 +51,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.damaged import set_aside_damaged
-from orchestrator.diskfull import DiskGuard, stop_reason
+from orchestrator.diskfull import DiskGuard, stop_reason, watching
 from orchestrator.good_state import restore_good_state
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.optuna_mirror import OptunaMirror, mirror_spec, refresh_mirror
@@ -117,8 +117,12 @@ def run_experiment(
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:
         tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
-    with _tune_output(verbose):
-        tuner.fit()
+    with _tune_output(verbose), watching(study.uri):
+        try:
+            tuner.fit()
+        except Exception:  # on a full disk, Tune's own reading of cut-short files after the stop
+            if not stop_reason():
+                raise
     if stop_reason():
         resume = f"free space, then: prunetune resume {study.uri}"
         raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
