@@ -19,10 +19,10 @@ import posixpath
 
 import pyarrow.fs as pafs
 
+from results.snapshot import GOOD_COPY as GOOD
 from results.snapshot import Snapshot, read_snapshot
 
 STATE_PATTERNS = ("experiment_state-*.json", "*-state-*.json")
-GOOD = ".good"
 
 
 def keep_good_state(fs: pafs.FileSystem, exp_path: str) -> list[str]:

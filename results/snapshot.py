@@ -18,6 +18,7 @@ before the first snapshot: restoring it would make Tune silently start from scra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import json
@@ -35,6 +36,9 @@ from results.status import FINISHED, count_statuses, trial_status
 from trainables.errors import UserError
 
 SNAPSHOT_PATTERN = "experiment_state-*.json"
+# The last good copy of a run-state file, beside it (orchestrator.good_state writes it): read in
+# place of a snapshot that does not parse.
+GOOD_COPY = ".good"
 TUNER_FILE = "tuner.pkl"
 # Tune's statuses of a trial that ended: it finished or was stopped (TERMINATED), or failed
 TUNE_ENDED: tuple[str, ...] = ("TERMINATED", "ERROR")
@@ -135,7 +139,8 @@ def read_snapshot(
     Tune copies a snapshot into place while a study runs, so an unparsable file is read again
     after `retry_s`. If it still cannot be parsed (a copy cut short by a crash or a full disk),
     this raises UserError: Tune would restart the experiment from scratch, so nothing may resume
-    it blindly. With `suffix` (``.good``) it reads the newest snapshot's copy of that name.
+    it blindly, unless the snapshot's last good copy (:data:`GOOD_COPY`) parses: that is read
+    instead. With `suffix` it reads the newest snapshot's copy of that name.
     """
     names = _list(fs, exp_path)
     name = newest_snapshot_name(names)
@@ -150,6 +155,10 @@ def read_snapshot(
             entries = state["trial_data"]
             return Snapshot(file, tuple(_trial(exp_path, experiment, *e) for e in entries))
         except (ValueError, KeyError, TypeError) as exc:
+            if attempt == attempts - 1 and not suffix:
+                if _has(fs, file):  # cut short by a full disk: read its last good copy
+                    with contextlib.suppress(UserError):
+                        return read_snapshot(fs, exp_path, 1, retry_s, GOOD_COPY)
             if attempt == attempts - 1:
                 earlier = max(set(fnmatch.filter(names, SNAPSHOT_PATTERN)) - {name}, default=None)
                 advice = (
@@ -164,6 +173,11 @@ def read_snapshot(
                 ) from None
             time.sleep(retry_s)
     raise AssertionError("unreachable")
+
+
+def _has(fs: pafs.FileSystem, file: str) -> bool:
+    """Whether `file` has a last good copy beside it."""
+    return fs.get_file_info(file + GOOD_COPY).type == pafs.FileType.File
 
 
 def read_study(fs: pafs.FileSystem, tune_path: str) -> TuneStudy:

@@ -7,6 +7,7 @@ import json
 import pyarrow.fs as pafs
 
 from orchestrator.good_state import keep_good_state, read_good_snapshot, restore_good_state
+from results.snapshot import read_snapshot
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 
@@ -28,6 +29,8 @@ def test_a_cut_short_state_file_is_put_back_from_its_last_good_copy(tmp_path):
 
     (tmp_path / STATE).write_bytes(_state(3)[:20])  # a full disk cut the next copy short
     assert keep_good_state(fs, str(tmp_path)) == []  # a file that does not parse is never kept
+
+    assert read_snapshot(fs, str(tmp_path)).file.endswith(".good")  # `status` reads the copy
 
     assert restore_good_state(fs, str(tmp_path)) == [STATE]
     assert (tmp_path / STATE).read_bytes() == _state(1)
