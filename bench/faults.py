@@ -42,8 +42,11 @@ from search_spaces.yaml_io import dump_yaml  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), TUNE_GLOBAL_CHECKPOINT_S="1", OMP_NUM_THREADS="1")
 ENV.pop("RAY_ADDRESS", None)
+# Columns that differ between two runs of the same study (tests/orchestrator/orch_helpers.py),
+# plus Tune's report counter, which runs ahead for a trial restarted before its checkpoint.
 VOLATILE = {"trial_id", "epoch_time_s", "flatness_time_s", "time_total_s", "runtime_s",
-            "hostname", "node_ip", "num_failures", "tune_status", "error"}  # fmt: skip
+            "hostname", "node_ip", "num_failures", "tune_status", "error",
+            "training_iteration"}  # fmt: skip
 
 
 def spec_file(root: Path, storage: Path) -> Path:
