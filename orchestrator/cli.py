@@ -25,9 +25,9 @@ exit codes:
   0    done (every trial finished: ok or diverged)
   1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
   2    bad input or an environment refusal: one line on stderr, nothing written
-  130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
   75   the disk is full: one line says what could not be written and the space left; free
        space, then `prunetune resume STUDY_DIR` (finished trials are kept)
+  130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
   143  terminated (SIGTERM: `kill PID`, `timeout`, a scheduler); the state is saved as for 130
 
 The study spec's fields: `prunetune show quickstart` (a complete example), README "Study specs".
