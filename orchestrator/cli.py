@@ -14,6 +14,7 @@ else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -24,7 +25,10 @@ exit codes:
   0    done (every trial finished: ok or diverged)
   1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
   2    bad input or an environment refusal: one line on stderr, nothing written
+  75   the disk is full: one line says what could not be written and the space left; free
+       space, then `prunetune resume STUDY_DIR` (finished trials are kept)
   130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`
+  143  terminated (SIGTERM: `kill PID`, `timeout`, a scheduler); the state is saved as for 130
 
 The study spec's fields: `prunetune show quickstart` (a complete example), README "Study specs".
 """
@@ -59,10 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator import terminate
+
+    terminate.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return terminate.exit_code() if code == terminate.INTERRUPTED else code
     except UserError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
@@ -70,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)
-        return 130
+        return terminate.exit_code()
     except UnicodeError as exc:
         return _fail(f"not UTF-8 text ({exc})")
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: documented code 75
+            return _fail(no_space_line(exc), code=75)
         return _fail(os_error_line(exc))
 
 
@@ -84,12 +94,21 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}: {reason}" if where else reason
 
 
-def _fail(message: str) -> int:
+def no_space_line(exc: OSError) -> str:
+    """A full disk's line: what could not be written and the space left there."""
+    if exc.filename is None:  # the driver's own line (orchestrator.diskfull)
+        return os_error_line(exc)
+    from orchestrator.diskfull import free_space
+
+    return f"{os_error_line(exc)} ({free_space(str(exc.filename))} there)"
+
+
+def _fail(message: str, code: int = 2) -> int:
     try:
         print(f"prunetune: error: {message}", file=sys.stderr)
     except BrokenPipeError:
         pass
-    return 2
+    return code
 
 
 def _silence_stdout() -> None:

@@ -7,7 +7,8 @@ trial; we hit it in 1 of 12 kills of a short-epoch sweep) leaves the newest snap
 a deleted checkpoint, and Tune then fails that trial for good ("Could not recover from checkpoint
 as it does not exist on storage anymore"). So the Tuner keeps every checkpoint and
 :class:`CheckpointJanitor` deletes, every `interval_s`, for each trial of the newest snapshot *on
-storage*, only the checkpoints older than the one that snapshot would restore from. Disk use
+storage*, only the checkpoints older than the one that snapshot would restore from. (It goes by
+the last good copy of the snapshot, :mod:`orchestrator.good_state`, which it refreshes first.) Disk use
 stays bounded by one checkpoint per finished trial plus the checkpoints a running trial wrote
 since the last snapshot.
 
@@ -31,6 +32,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
+from orchestrator.diskfull import is_no_space
+from orchestrator.good_state import keep_good_state, read_good_snapshot
 from orchestrator.tune_internals import (
     checkpoint_index,
     forget_checkpoints_before,
@@ -71,23 +74,25 @@ class CheckpointJanitor(Callback):
         if now - self._last < self.interval_s or not trials:
             return
         self._last = now
-        storage = trials[0].storage
+        fs, exp_path = trials[0].storage.storage_filesystem, trials[0].storage.experiment_fs_path
         try:
-            restore_points = prune_checkpoints(
-                storage.storage_filesystem, storage.experiment_fs_path, self._pruned
-            )
+            keep_good_state(fs, exp_path)  # first: pruning goes by that copy
+            restore_points = prune_checkpoints(fs, exp_path, self._pruned, good=True)
             self._pruned.update(restore_points)
             for trial in trials:
                 if trial.trial_id in restore_points:
                     forget_checkpoints_before(trial, restore_points[trial.trial_id])
-        except Exception:  # cleanup must never stop a study; the next pass retries
+        except Exception as exc:  # cleanup must never stop a study; the next pass retries
+            if is_no_space(exc):  # a full disk: DiskGuard stops the study with its own line
+                return
             logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
 
 
 def prune_checkpoints(
-    fs: pafs.FileSystem, exp_path: str, pruned: dict[str, int] | None = None
+    fs: pafs.FileSystem, exp_path: str, pruned: dict[str, int] | None = None, good: bool = False
 ) -> dict[str, int]:
-    """Delete checkpoints older than each trial's restore point in the newest stored snapshot.
+    """Delete checkpoints older than each trial's restore point in the newest stored snapshot
+    (with `good`: in its last good copy, :mod:`orchestrator.good_state`).
 
     Returns trial id -> restore point (checkpoint index) for the trials that have one; trials
     without a registered checkpoint, and trials the snapshot does not list, are left alone.
@@ -96,7 +101,7 @@ def prune_checkpoints(
     written since is newer; on an object store each listing is a request).
     """
     pruned = pruned or {}
-    snapshot = read_snapshot(fs, exp_path)
+    snapshot = read_good_snapshot(fs, exp_path) if good else read_snapshot(fs, exp_path)
     if snapshot is None:
         return {}
     restore_points = {}
@@ -108,7 +113,7 @@ def prune_checkpoints(
         if pruned.get(trial.trial_id) == keep_from:
             continue
         trial_dir = posixpath.join(exp_path, trial.logdir)
-        for name in _checkpoints(fs, trial_dir):
+        for name in checkpoint_names(fs, trial_dir):
             if checkpoint_index(name) < keep_from:
                 try:
                     fs.delete_dir(posixpath.join(trial_dir, name))
@@ -139,7 +144,7 @@ def remove_orphans(fs: pafs.FileSystem, exp_path: str) -> list[str]:
     return sorted(removed)
 
 
-def _checkpoints(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
+def checkpoint_names(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
     return [
         i.base_name

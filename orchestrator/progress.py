@@ -9,6 +9,8 @@ The ETA is (trials left) x (mean run time of the trials finished in this session
 running), so it is blank until one trial has finished here. Counts come from the Trial objects
 Tune passes in (which after a restore include the trials finished before it), classified by
 :func:`results.status.trial_status`, the rule every other count uses.
+
+A trial that fails gets one line (:mod:`orchestrator.failures`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from orchestrator.diskfull import no_space_error
+from orchestrator.failures import failure_line
 from results.status import count_statuses, trial_status
 
 
@@ -79,6 +83,14 @@ class ProgressCallback(Callback):
         if started is not None:
             self._durations.append(time.monotonic() - started)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if no_space_error(trial) is None:  # a full disk has its own line (DiskGuard)
+            self._say(failure_line(self.experiment, trial, retried=True))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if no_space_error(trial) is None:
+            self._say(failure_line(self.experiment, trial, retried=False))
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self._last_print >= self.interval_s:
             self._print(trials)
@@ -92,7 +104,11 @@ class ProgressCallback(Callback):
         total = max(self._total, len(trials))
         remaining = total - counts["ok"] - counts["diverged"] - counts["error"]
         eta = estimate_eta(remaining, counts["running"], self._durations)
-        line = format_progress(self.experiment, counts, total, self._last_print - self._start, eta)
+        self._say(
+            format_progress(self.experiment, counts, total, self._last_print - self._start, eta)
+        )
+
+    def _say(self, line: str) -> None:
         print(line, file=self._stream or sys.stderr, flush=True)
 
 

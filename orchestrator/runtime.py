@@ -133,6 +133,9 @@ def ray_session(address: str | None, verbose: bool = False) -> Iterator[None]:
                 detail = " ".join(str(exc).split())[:300]
                 message = f"--address: cannot join the Ray cluster at {address}: {detail}"
                 raise UserError(message) from None
+        from orchestrator.terminate import install
+
+        install()  # after ray.init, which installs Ray's own SIGTERM handler
         try:
             yield
         finally:

@@ -14,13 +14,17 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
 - ``FailureConfig(max_failures=retries)``: a failed trial is retried from its last checkpoint.
   A diverged trial ends normally (its last record says so) and is not retried.
 - No ``num_to_keep``: checkpoints are pruned by :mod:`orchestrator.janitor` (why: see there).
-- Resume: ``Tuner.restore(path, trainable, resume_errored=True)``, never ``restart_errored``
+- Resume: first the damaged checkpoints a restore would read are set aside, one line each
+  (:mod:`orchestrator.damaged`); then
+  ``Tuner.restore(path, trainable, resume_errored=True)``, never ``restart_errored``
   (with OptunaSearch a restarted trial gets an id the searcher never issued: KeyError).
 - Tune's silent fresh restart: ``can_restore`` is true as soon as ``tuner.pkl`` exists, but with
   no snapshot Tune logs an error and starts over *inside the same directory*, next to the dead
   session's trial directories. Such a directory holds no result any snapshot refers to (the
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
+- A full disk stops the experiment at its first failed write (:mod:`orchestrator.diskfull`); the
+  run state's last good copy (:mod:`orchestrator.good_state`) is put back before a restore.
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
@@ -29,12 +33,14 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   by :class:`~orchestrator.mirror_callback.OptunaMirror` each time Tune stored a new snapshot.
 - Tune's console output goes to stderr with ``-v``, else nowhere (``verbose=0`` still prints a
   header), so stdout stays for the command's own result lines; progress comes from
-  :class:`ProgressCallback`.
+  :class:`ProgressCallback`, and so does the one line per failed trial (Tune's own printing of
+  each failure's traceback, ``TUNE_PRINT_ALL_TRIAL_ERRORS``, is on only with ``-v``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -44,6 +50,9 @@ from dataclasses import dataclass
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator.damaged import set_aside_damaged
+from orchestrator.diskfull import DiskGuard, stop_reason, watching
+from orchestrator.good_state import restore_good_state
 from orchestrator.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.mirror_callback import OptunaMirror
 from orchestrator.optuna_mirror import mirror_spec, refresh_mirror
@@ -55,6 +64,8 @@ from results.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join
 from search_spaces.expand import StudyPlan
 from search_spaces.tune_space import grid_param_space, optuna_param_space
 from trainables.errors import UserError
+
+PRINT_ERRORS_ENV = "TUNE_PRINT_ALL_TRIAL_ERRORS"  # read by Tune's controller when fit starts
 
 
 class RecordLogger(JsonLoggerCallback):
@@ -85,6 +96,12 @@ def run_experiment(
     output (its banner, its tables, its "Resume experiment with: Tuner.restore(...)" hint, which
     `prunetune resume` replaces) is shown only when `verbose`."""
     fs, path = study.fs, study.tune_path(experiment)
+    for name in restore_good_state(fs, path):  # a run-state file cut short by a full disk
+        print(
+            f"prunetune: {experiment}: {name} was cut short; put back its last good copy",
+            file=sys.stderr,
+            flush=True,
+        )
     state = phase(fs, path)
     discarded = state == "stale"
     if discarded:
@@ -96,11 +113,20 @@ def run_experiment(
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
             raise UserError(f"{uri}: has Tune snapshots but no tuner.pkl; cannot resume it")
+        for line in set_aside_damaged(fs, path):
+            print(f"prunetune: {line}", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:
         tuner = _new_tuner(study, plan, experiment, trainable, concurrency)
-    with _tune_output(verbose):
-        tuner.fit()
+    with _tune_output(verbose), watching(study.uri):
+        try:
+            tuner.fit()
+        except Exception:  # on a full disk, Tune's own reading of cut-short files after the stop
+            if not stop_reason():
+                raise
+    if stop_reason():
+        resume = f"free space, then: prunetune resume {study.uri}"
+        raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
     prune_checkpoints(fs, path)
     orphans = remove_orphans(fs, path)
     if experiment == OPTUNA_EXPERIMENT:
@@ -123,18 +149,25 @@ def run_experiment(
 
 @contextlib.contextmanager
 def _tune_output(verbose: bool) -> Iterator[None]:
-    """Tune's prints to stderr (`verbose`) or nowhere; its warnings too unless `verbose`."""
+    """Tune's prints to stderr (`verbose`) or nowhere; its warnings and error logs too unless
+    `verbose`."""
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
+    print_errors = os.environ.get(PRINT_ERRORS_ENV)
     with open(os.devnull, "w") as devnull:
         target = sys.stderr if verbose else devnull
-        if not verbose:
-            tune_logger.setLevel(logging.ERROR)
+        if not verbose:  # failures have their own lines (ProgressCallback, DiskGuard)
+            tune_logger.setLevel(logging.CRITICAL)
+            os.environ[PRINT_ERRORS_ENV] = "0"
         try:
             with contextlib.redirect_stdout(target):
                 yield
         finally:
             tune_logger.setLevel(level)
+            if print_errors is None:
+                os.environ.pop(PRINT_ERRORS_ENV, None)
+            else:
+                os.environ[PRINT_ERRORS_ENV] = print_errors
 
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -152,7 +185,7 @@ def _new_tuner(
     study: Study, plan: StudyPlan, experiment: str, trainable, concurrency: int
 ) -> tune.Tuner:
     # Order matters on restore (callback state is matched by position): keep it fixed.
-    callbacks = [RecordLogger(), ProgressCallback(experiment), CheckpointJanitor()]
+    callbacks = [RecordLogger(), ProgressCallback(experiment), CheckpointJanitor(), DiskGuard()]
     if experiment == OPTUNA_EXPERIMENT:
         callbacks.append(OptunaMirror(mirror_spec(study, plan)))
     run_config = tune.RunConfig(

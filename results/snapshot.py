@@ -18,6 +18,7 @@ before the first snapshot: restoring it would make Tune silently start from scra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import json
@@ -35,6 +36,9 @@ from results.status import FINISHED, count_statuses, trial_status
 from trainables.errors import UserError
 
 SNAPSHOT_PATTERN = "experiment_state-*.json"
+# The last good copy of a run-state file, beside it (orchestrator.good_state writes it): read in
+# place of a snapshot that does not parse.
+GOOD_COPY = ".good"
 TUNER_FILE = "tuner.pkl"
 # Tune's statuses of a trial that ended: it finished or was stopped (TERMINATED), or failed
 TUNE_ENDED: tuple[str, ...] = ("TERMINATED", "ERROR")
@@ -124,18 +128,25 @@ def newest_snapshot_info(fs: pafs.FileSystem, exp_path: str) -> pafs.FileInfo | 
 
 
 def read_snapshot(
-    fs: pafs.FileSystem, exp_path: str, attempts: int = 3, retry_s: float = 0.5
+    fs: pafs.FileSystem,
+    exp_path: str,
+    attempts: int = 3,
+    retry_s: float = 0.5,
+    suffix: str = "",
 ) -> Snapshot | None:
     """The newest snapshot of the experiment at `exp_path`, or None when it has none yet.
 
     Tune copies a snapshot into place while a study runs, so an unparsable file is read again
-    after `retry_s`. If it still cannot be parsed (a copy cut short by a crash), this raises
-    UserError: Tune would restart the experiment from scratch, so nothing may resume it blindly.
+    after `retry_s`. If it still cannot be parsed (a copy cut short by a crash or a full disk),
+    this raises UserError: Tune would restart the experiment from scratch, so nothing may resume
+    it blindly, unless the snapshot's last good copy (:data:`GOOD_COPY`) parses: that is read
+    instead. With `suffix` it reads the newest snapshot's copy of that name.
     """
-    name = newest_snapshot_name(_list(fs, exp_path))
+    names = _list(fs, exp_path)
+    name = newest_snapshot_name(names)
     if name is None:
         return None
-    file = posixpath.join(exp_path, name)
+    file = posixpath.join(exp_path, name + suffix)
     experiment = posixpath.basename(exp_path.rstrip("/"))
     for attempt in range(attempts):
         try:
@@ -144,13 +155,29 @@ def read_snapshot(
             entries = state["trial_data"]
             return Snapshot(file, tuple(_trial(exp_path, experiment, *e) for e in entries))
         except (ValueError, KeyError, TypeError) as exc:
+            if attempt == attempts - 1 and not suffix:
+                if _has(fs, file):  # cut short by a full disk: read its last good copy
+                    with contextlib.suppress(UserError):
+                        return read_snapshot(fs, exp_path, 1, retry_s, GOOD_COPY)
             if attempt == attempts - 1:
+                earlier = max(set(fnmatch.filter(names, SNAPSHOT_PATTERN)) - {name}, default=None)
+                advice = (
+                    f"moving it aside would resume from the earlier snapshot {earlier}"
+                    if earlier
+                    else "there is no earlier snapshot: moving it aside would start the "
+                    "experiment over"
+                )
                 raise UserError(
                     f"{file}: Tune experiment snapshot unreadable ({type(exc).__name__}: {exc}); "
-                    "move it aside to resume from the previous session's snapshot"
+                    f"{advice}"
                 ) from None
             time.sleep(retry_s)
     raise AssertionError("unreachable")
+
+
+def _has(fs: pafs.FileSystem, file: str) -> bool:
+    """Whether `file` has a last good copy beside it."""
+    return fs.get_file_info(file + GOOD_COPY).type == pafs.FileType.File
 
 
 def read_study(fs: pafs.FileSystem, tune_path: str) -> TuneStudy:

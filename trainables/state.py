@@ -13,11 +13,22 @@ strings, loadable with ``weights_only=True``) holding:
 
 On CPU, restoring from the checkpoint written after epoch k and running on gives records
 bit-identical to the uninterrupted run (``epoch_time_s`` aside); tests/trainables/test_resume.py.
+
+Every checkpoint is verifiable: ``state.sha256.json`` beside ``state.pt`` holds the file's SHA-256,
+its size and the epoch it was written after. :func:`load_state` checks it before torch reads a
+byte, and a file that fails (truncated, overwritten, missing, or unreadable by torch) raises
+:class:`CorruptCheckpoint` naming the file and the epoch; :func:`set_aside` renames it to
+``state.pt.corrupt`` so that it is never read again. Torch always loads with
+``weights_only=True``. A checkpoint without the checksum file (written before it existed) is
+trusted only if torch reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +40,8 @@ import torch
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
+CHECKSUM_FILE = "state.sha256.json"  # {"sha256": hex, "bytes": int, "epoch": int}
+SET_ASIDE_SUFFIX = ".corrupt"
 GENERATORS = ("data_order", "targets", "augment")  # the loop's CPU generators, by purpose
 
 
@@ -144,8 +157,21 @@ def restore_state(runner: Any, payload: dict[str, Any]) -> None:
     restore_rng(payload["rng"])
 
 
+class CorruptCheckpoint(Exception):
+    """A checkpoint that fails its checksum or that torch cannot read (see the module docstring).
+
+    ``path``: the ``state.pt`` file; ``epoch``: the epoch it was written after (None when even
+    the checksum file is unreadable); ``reason``: what is wrong, in a few words.
+    """
+
+    def __init__(self, path: Path, epoch: int | None, reason: str):
+        self.path, self.epoch, self.reason = path, epoch, reason
+        super().__init__(f"{path}: {reason}")
+
+
 def save_state(runner: Any, directory: str | os.PathLike) -> Path:
-    """Write ``<directory>/state.pt`` atomically (a crash never leaves a torn file); its path."""
+    """Write ``<directory>/state.pt`` and its checksum file atomically (a crash never leaves a
+    torn file); the path of ``state.pt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STATE_FILE
@@ -153,6 +179,8 @@ def save_state(runner: Any, directory: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(capture_state(runner), f)
+        checksum = {**file_digest(tmp), "epoch": runner.loop.epoch - 1}
+        _write_atomic(directory / CHECKSUM_FILE, json.dumps(checksum).encode())
         os.replace(tmp, path)
         for ext in runner.extensions.values():  # side files, e.g. per-example losses (.npy)
             ext.write_files(directory)
@@ -163,9 +191,75 @@ def save_state(runner: Any, directory: str | os.PathLike) -> Path:
     return path
 
 
-def load_state(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read the payload written by :func:`save_state` (``weights_only=True``, tensors on CPU)."""
-    path = Path(directory) / STATE_FILE
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"sha256": hex digest, "bytes": size}`` of a file, read in 1 MiB pieces."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def checkpoint_epoch(directory: str | os.PathLike) -> int | None:
+    """The epoch the checkpoint in `directory` was written after, from its checksum file (None
+    when that file is missing or unreadable)."""
+    try:
+        return int(json.loads((Path(directory) / CHECKSUM_FILE).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_state(directory: str | os.PathLike) -> None:
+    """Raise :class:`CorruptCheckpoint` unless ``state.pt`` in `directory` matches its checksum
+    file (a checkpoint without one passes here; :func:`load_state` then tries torch)."""
+    directory = Path(directory)
+    path, epoch = directory / STATE_FILE, checkpoint_epoch(directory)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise CorruptCheckpoint(path, epoch, "the file is missing")
+    try:
+        expected = json.loads((directory / CHECKSUM_FILE).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise CorruptCheckpoint(path, epoch, f"its checksum file is unreadable ({exc})") from None
+    actual = file_digest(path)
+    if not isinstance(expected, dict) or actual != {k: expected.get(k) for k in actual}:
+        sizes = f"{actual['bytes']} bytes, {expected.get('bytes')} written"
+        raise CorruptCheckpoint(path, epoch, f"checksum mismatch ({sizes})")
+
+
+def load_state(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read the payload written by :func:`save_state` after :func:`check_state`
+    (``weights_only=True``, tensors on CPU). Raises :class:`CorruptCheckpoint`."""
+    check_state(directory)
+    path = Path(directory) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split()[:12]) or type(exc).__name__
+        epoch = checkpoint_epoch(directory)
+        raise CorruptCheckpoint(path, epoch, f"torch cannot read it: {reason}") from None
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a bad ``state.pt`` to ``state.pt.corrupt`` (``.corrupt.1``, ... if taken)."""
+    path = Path(path)
+    target, n = path.with_name(path.name + SET_ASIDE_SUFFIX), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{n}")
+    os.replace(path, target)
+    return target

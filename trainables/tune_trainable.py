@@ -11,6 +11,11 @@ The only module of ``trainables`` that imports Ray. Contract:
 - A retried trial restores from ``tune.get_checkpoint()`` and continues exactly. Epochs after its
   last checkpoint are run and reported again, with the same numbers on CPU; readers keep the last
   row per (trial, epoch).
+- A checkpoint that fails its checksum (``trainables.state.CorruptCheckpoint``), or whose
+  ``state.pt`` was set aside or deleted, is skipped: its ``state.pt`` is renamed
+  ``state.pt.corrupt`` on storage, one line goes to the worker's stderr, and the trial restores
+  from its newest good older checkpoint in the same trial directory, else from the start (the
+  same numbers either way: the trial is deterministic and readers keep the last row).
 - Threads = the CPUs Ray assigned; CUDA when Ray assigned a GPU.
 
 Fault injection for tests and cluster drills: when ``$PRUNETUNE_FAULT_DIR`` is set and a file
@@ -21,7 +26,10 @@ the file (an atomic rename) and SIGKILLs its own process before reporting: a rea
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import signal
+import sys
 import tempfile
 from typing import Any
 
@@ -31,7 +39,7 @@ from ray import tune
 
 from trainables.identity import trial_config, trial_key
 from trainables.loop import TrialRunner
-from trainables.state import save_state
+from trainables.state import SET_ASIDE_SUFFIX, STATE_FILE, CorruptCheckpoint, save_state
 
 FAULT_DIR_ENV = "PRUNETUNE_FAULT_DIR"
 
@@ -52,12 +60,16 @@ def train_fn(config: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint_frequency: must be >= 1, got {frequency}")
     key = trial_key(cfg)
     device, threads = assigned_resources()
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        runner = TrialRunner(cfg, device=device, num_threads=threads)
-    else:
+    runner = None
+    for checkpoint in _newest_first(tune.get_checkpoint()):
         with checkpoint.as_directory() as directory:
-            runner = TrialRunner.from_checkpoint(directory, device=device, num_threads=threads)
+            try:
+                runner = TrialRunner.from_checkpoint(directory, device=device, num_threads=threads)
+                break
+            except CorruptCheckpoint as bad:
+                _set_aside(key, checkpoint, bad)
+    if runner is None:
+        runner = TrialRunner(cfg, device=device, num_threads=threads)
     for record in runner.run():
         _maybe_inject_fault(key, record["epoch"])
         if runner.finished or (record["epoch"] + 1) % frequency == 0:
@@ -66,6 +78,45 @@ def train_fn(config: dict[str, Any]) -> None:
                 tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(record)
+
+
+_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def _newest_first(latest: tune.Checkpoint | None) -> list[tune.Checkpoint]:
+    """`latest` (Tune's restore point), then the older checkpoints beside it, newest first."""
+    if latest is None:
+        return []
+    import pyarrow.fs as pafs
+
+    fs, parent = latest.filesystem, posixpath.dirname(latest.path.rstrip("/"))
+    latest_name = posixpath.basename(latest.path.rstrip("/"))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent))
+    except OSError:
+        return [latest]
+    older = sorted(
+        (int(m.group(1)), info.path)
+        for info in infos
+        if (m := _CHECKPOINT_DIR.match(info.base_name)) and info.base_name < latest_name
+    )
+    return [latest] + [tune.Checkpoint(p, filesystem=fs) for _, p in reversed(older)]
+
+
+def _set_aside(key: str, checkpoint: tune.Checkpoint, bad: CorruptCheckpoint) -> None:
+    """Rename the bad ``state.pt`` on storage, so that it is never read again; say so."""
+    stored = posixpath.join(checkpoint.path, STATE_FILE)
+    try:
+        checkpoint.filesystem.move(stored, stored + SET_ASIDE_SUFFIX)
+    except OSError:  # missing (set aside already, or deleted): nothing to rename
+        pass
+    epoch = "?" if bad.epoch is None else bad.epoch
+    print(
+        f"prunetune: trial {key}: checkpoint of epoch {epoch} is unusable ({bad.reason}), set "
+        f"aside: {stored}; restoring from an older checkpoint or the start",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _maybe_inject_fault(trial_key: str, epoch: int) -> None:

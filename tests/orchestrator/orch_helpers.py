@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.study import Study, locate, open_for_run
+from results.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from search_spaces.yaml_io import dump_yaml
@@ -163,6 +165,33 @@ def wait_for(
                 f"kill point not reached in {timeout}s:\n{log.read_text()[-3000:]}"
             )
         time.sleep(0.1)
+
+
+def progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bool = False):
+    """True once the stored snapshot shows `min_trials` trials past `min_iterations` epochs and
+    the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
+    does not list yet (a trial created after it: an orphan-to-be for Optuna)."""
+
+    def check() -> bool:
+        try:
+            snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
+        except Exception:  # a snapshot being copied right now: look again
+            return False
+        if snapshot is None:
+            return False
+        started = [
+            t
+            for t in snapshot.trials
+            if t.last_result.get("training_iteration", 0) >= min_iterations
+        ]
+        unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
+        if unlisted:
+            listed = {t.logdir for t in snapshot.trials}
+            if not any(p.is_dir() and p.name not in listed for p in exp.iterdir()):
+                return False
+        return len(started) >= min_trials and bool(unfinished)
+
+    return check
 
 
 def stable_rows(path: Path, keys: tuple[str, ...]) -> list[dict]:

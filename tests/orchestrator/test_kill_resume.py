@@ -17,6 +17,7 @@ from orch_helpers import (
     cli_env,
     kill_session,
     optuna_trial_keys,
+    progressed,
     run_cli,
     stable_rows,
     start_cli,
@@ -31,37 +32,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bool = False):
-    """True once the stored snapshot shows `min_trials` trials past `min_iterations` epochs and
-    the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
-    does not list yet (a trial created after it: an orphan-to-be for Optuna)."""
-
-    def check() -> bool:
-        try:
-            snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
-        except Exception:  # a snapshot being copied right now: look again
-            return False
-        if snapshot is None:
-            return False
-        started = [
-            t
-            for t in snapshot.trials
-            if t.last_result.get("training_iteration", 0) >= min_iterations
-        ]
-        unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
-        if unlisted:
-            listed = {t.logdir for t in snapshot.trials}
-            if not any(p.is_dir() and p.name not in listed for p in exp.iterdir()):
-                return False
-        return len(started) >= min_trials and bool(unfinished)
-
-    return check
-
-
 def _kill_midway(args: list[str], exp: Path, log: Path, env: dict, **condition) -> None:
-    """Start `prunetune ARGS`, wait for `_progressed(exp, **condition)`, kill its session."""
+    """Start `prunetune ARGS`, wait for `progressed(exp, **condition)`, kill its session."""
     proc = start_cli(args, cli_env(**env), log)
-    wait_for(_progressed(exp, **condition), proc, timeout=600, log=log)
+    wait_for(progressed(exp, **condition), proc, timeout=600, log=log)
     assert kill_session(proc) >= 3  # the driver and at least GCS and raylet died with it
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
     assert any(t.status != "ok" for t in snapshot.trials)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -125,9 +126,37 @@ def test_checkpoint_is_weights_only_and_checks_its_config(data_dir, tmp_path):
     save_state(runner, tmp_path)
     payload = load_state(tmp_path)  # weights_only=True inside
     assert payload["loop"]["epoch"] == 1 and payload["trial"] == cfg.to_dict()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]  # no temp file left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["state.pt", "state.sha256.json"]  # no temp file left
     other = TrialRunner(_cfg(data_dir, OPTIMIZERS["sgd"]), device="cpu", num_threads=1)
     from trainables.state import restore_state
 
     with pytest.raises(ValueError, match="different trial config"):
         restore_state(other, payload)
+
+
+@pytest.mark.parametrize("damage", ["empty", "random", "deleted", "unchecked"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_epoch(damage, data_dir, tmp_path):
+    from trainables.state import CHECKSUM_FILE, CorruptCheckpoint, set_aside
+
+    runner = TrialRunner(_cfg(data_dir, OPTIMIZERS["adam"]), device="cpu", num_threads=1)
+    runner.run_epoch()
+    runner.run_epoch()
+    path = save_state(runner, tmp_path)
+    size = path.stat().st_size
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "unchecked":  # a checkpoint from before checksums: torch is the only check
+        (tmp_path / CHECKSUM_FILE).unlink()
+        path.write_bytes(os.urandom(size))
+    else:
+        path.write_bytes(b"" if damage == "empty" else os.urandom(size))
+
+    with pytest.raises(CorruptCheckpoint) as caught:
+        TrialRunner.from_checkpoint(str(tmp_path), device="cpu", num_threads=1)
+
+    bad = caught.value
+    assert bad.path == path and bad.epoch == (None if damage == "unchecked" else 1)
+    assert "weights_only" not in str(bad)
+    if damage != "deleted":
+        assert set_aside(path).name == "state.pt.corrupt" and not path.exists()
