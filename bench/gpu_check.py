@@ -12,13 +12,15 @@ in order (the README's "First GPU" section says how to read them):
   masked units output exactly 0 and get exactly 0 gradient, loss within tolerance of fp32;
 - ``data``: a CIFAR-shaped bundle loaded on the device (label noise, validation split) and a
   crop/flip batch equal to the CPU's, exactly;
-- ``event``, ``noise``, ``flatness``: a trial trained one epoch on the CPU, checkpointed, resumed
-  on the device and on the CPU for one more epoch with a pruning event (``event``: the same units
-  removed, losses and accuracies within tolerance, pruned units exactly 0 on the device), a
-  Gaussian noise window (``noise``: the same windows), and the flatness probe (``flatness``);
+- ``event``, ``noise``: a trial trained one epoch on the CPU, checkpointed, resumed on the device
+  and on the CPU for one more epoch with a pruning event (``event``: the same units removed,
+  losses and accuracies within tolerance, pruned units exactly 0 on the device), or a Gaussian
+  noise window (``noise``: the same windows);
 - ``ray``: a real local Ray study of four trials at ``resources.gpu: 0.25`` (2 epochs): all
   finish, and ``device`` in trials.parquet names the GPU;
-- ``throughput <model>`` and ``packing <model>``: :mod:`gpu_packing`.
+- ``throughput <model>`` and ``packing <model>``: :mod:`gpu_packing`;
+- ``flatness``: the same hand-off with the flatness probe at the event's epoch; last, because
+  its CPU side is the slowest part of the whole check.
 
 Correctness checks run with TF32 off (exact fp32 on the GPU, so the tolerances mean something);
 throughput runs with torch's defaults, as trials do. Exit code 0 when no check failed (also on a
@@ -33,8 +35,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)] if str(REPO) not in sys.path else []
 
 import gpu_packing  # noqa: E402  (beside this file)
+import gpu_ray  # noqa: E402
 
 from trainables import datasets, models  # noqa: E402
 
@@ -71,14 +72,16 @@ class Sizes:
     zoo_width: int
     trial_examples: int
     trial_width: int
+    flatness_subset: int
+    power_iters: int
     ray_examples: int
     packing: gpu_packing.PackingSizes
 
 
 SIZES = {
-    "gpu": Sizes(64, 0, 1024, 8, 1024, gpu_packing.PackingSizes(4096, 2, 0, (1, 2, 4, 8))),
+    "gpu": Sizes(64, 0, 256, 8, 16, 2, 1024, gpu_packing.PackingSizes(4096, 2, 0, (1, 2, 4, 8))),
     # width 8: at width 4, ResNet-18's channels-last backward crashes on the CPU (torch 2.14)
-    "dry": Sizes(4, 8, 64, 4, 64, gpu_packing.PackingSizes(64, 1, 8, (1, 2))),
+    "dry": Sizes(4, 8, 64, 4, 8, 1, 64, gpu_packing.PackingSizes(64, 1, 8, (1, 2))),
 }
 
 
@@ -249,7 +252,12 @@ def trial_cfg(sizes: Sizes, perturbation: dict | None = None, flatness: bool = F
             "model": {"name": "resnet20", "width": sizes.trial_width},
             "train": {"epochs": 2, "batch_size": 128, "eval_batch_size": 256, "lr": 1e-3},
             "pruning": pruning,
-            "flatness": {"epochs": [1], "subset_size": 128, "top_k": 2, "power_iters": 5}
+            "flatness": {
+                "epochs": [1],
+                "subset_size": sizes.flatness_subset,
+                "top_k": 2,
+                "power_iters": sizes.power_iters,
+            }
             if flatness
             else {},
             "seed": 5,
@@ -283,7 +291,7 @@ def _compare(a: dict, b: dict) -> list[str]:
 
 def check_trials(report: Report, device, sizes: Sizes) -> None:
     with exact_fp32():
-        a, b, cpu, dev = handoff(trial_cfg(sizes, flatness=True), device)
+        a, b, cpu, dev = handoff(trial_cfg(sizes), device)
     problems = _compare(a, b)
     if a["units_removed"] != b["units_removed"] or not a["units_removed_total"]:
         problems.append(f"units removed {b['units_removed']} vs CPU {a['units_removed']}")
@@ -296,15 +304,6 @@ def check_trials(report: Report, device, sizes: Sizes) -> None:
         f"{b['units_removed_total']} units removed as on the CPU, pruned units 0"
     )
     report.add("event", not problems, "; ".join(problems) or line, device=b, cpu=a)
-    flat = ("hessian_topk_sum", "grad_noise_trace")
-    fp = [
-        f"{k} {b[k]:.4g} vs CPU {a[k]:.4g}" for k in flat if rel(a[k], b[k]) > TOL["flatness_rel"]
-    ]
-    if not abs(a["eps_flatness"] - b["eps_flatness"]) <= TOL["eps_abs"]:
-        fp.append(f"eps_flatness {b['eps_flatness']} vs CPU {a['eps_flatness']}")
-    line = ", ".join(f"{k} {b[k]:.4g} (CPU {a[k]:.4g})" for k in (*flat, "eps_flatness"))
-    line += f"; {b['flatness_time_s']:.2f} s (CPU {a['flatness_time_s']:.2f} s)"
-    report.add("flatness", not fp, "; ".join(fp) or line)
     window = {"mode": "gaussian", "steps": 3, "variant": "iter"}
     with exact_fp32():
         a, b, _, _ = handoff(trial_cfg(sizes, perturbation=window), device)
@@ -315,58 +314,19 @@ def check_trials(report: Report, device, sizes: Sizes) -> None:
     report.add("noise", not problems, "; ".join(problems) or line)
 
 
-# --- a real Ray study -----------------------------------------------------------------------------
-
-
-def check_ray(report: Report, device, sizes: Sizes, workdir: Path) -> None:
-    import pyarrow.parquet as pq
-
-    from search_spaces.yaml_io import dump_yaml
-
-    gpu = 0.25 if device.type == "cuda" else 0
-    spec = {
-        "name": "gpu-check",
-        "dataset": {"name": "cifar10", "synthetic": True, "max_examples": sizes.ray_examples},
-        "model": {"name": "resnet20", "width": sizes.trial_width},
-        "train": {"epochs": 2, "batch_size": 128, "eval_batch_size": 256},
-        "pruning": {
-            "method": "schedule",
-            "target": "random",
-            "layers": [{"name": "layer3.0.conv1", "final_fraction": 0.5, "end_epoch": 1}],
-        },
-        "seeds": 2,  # 2 pruned trials + 2 baselines
-        "resources": {"cpu": 1, "gpu": gpu},
-        "max_concurrent_trials": 4,
-        "report_every": 0,
-        "storage": str(workdir / "studies"),
-    }
-    path = workdir / "gpu-check.yaml"
-    path.write_text(dump_yaml(spec))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    table = workdir / "studies" / "gpu-check" / "trials.parquet"
-    if done.returncode != 0 or not table.is_file():
-        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-        report.add("ray", False, f"exit {done.returncode}: {tail}")
-        return
-    trials = pq.read_table(table).to_pylist()
-    devices = sorted({t["device"] for t in trials})
-    busy = sum(t["runtime_s"] or 0 for t in trials)
-    want = "cuda:" if device.type == "cuda" else "cpu"
-    ok = len(trials) == 4 and all(t["status"] == "ok" for t in trials)
-    ok = ok and all(d.startswith(want) for d in devices)
-    line = (
-        f"{len(trials)} trials at resources.gpu {gpu}: {[t['status'] for t in trials]}, "
-        f"device {devices}; {wall:.0f} s wall, trials' run time {busy:.0f} s "
-        f"(x{busy / wall:.1f} at once)"
-    )
-    report.add("ray", ok, line, devices=devices, wall_s=wall, trials_runtime_s=busy)
+def check_flatness(report: Report, device, sizes: Sizes) -> None:
+    """The flatness probe at the event's epoch, on the device and on the CPU (the slow side)."""
+    with exact_fp32():
+        a, b, _, _ = handoff(trial_cfg(sizes, flatness=True), device)
+    flat = ("hessian_topk_sum", "grad_noise_trace")
+    fp = [
+        f"{k} {b[k]:.4g} vs CPU {a[k]:.4g}" for k in flat if rel(a[k], b[k]) > TOL["flatness_rel"]
+    ]
+    if not abs(a["eps_flatness"] - b["eps_flatness"]) <= TOL["eps_abs"]:
+        fp.append(f"eps_flatness {b['eps_flatness']} vs CPU {a['eps_flatness']}")
+    line = ", ".join(f"{k} {b[k]:.4g} (CPU {a[k]:.4g})" for k in (*flat, "eps_flatness"))
+    line += f"; {b['flatness_time_s']:.2f} s (CPU {a['flatness_time_s']:.2f} s)"
+    report.add("flatness", not fp, "; ".join(fp) or line)
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -380,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--budget-s", type=float, default=280, help="checks not started by then are skipped"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated steps to run (env always runs): zoo, data, trials, ray, packing, "
+        "flatness; default all",
     )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -396,11 +362,15 @@ def main(argv: list[str] | None = None) -> int:
             ("env", lambda: check_env(report, device)),
             ("zoo", lambda: check_zoo(report, device, sizes)),
             ("data", lambda: check_data(report, device, sizes)),
-            ("event, flatness, noise", lambda: check_trials(report, device, sizes)),
-            ("ray", lambda: check_ray(report, device, sizes, Path(tmp))),
-            ("throughput, packing", lambda: gpu_packing.run(report, device, sizes.packing)),
+            ("trials", lambda: check_trials(report, device, sizes)),
+            ("ray", lambda: gpu_ray.check_ray(report, device, sizes, Path(tmp))),
+            ("packing", lambda: gpu_packing.run(report, device, sizes.packing)),
+            ("flatness", lambda: check_flatness(report, device, sizes)),
         ]
+        only = {"env", *args.only.split(",")} if args.only else None
         for name, step in steps:
+            if only is not None and name not in only:
+                continue
             if time.perf_counter() - start > args.budget_s:
                 report.add(name, None, f"not started: past --budget-s {args.budget_s:g}")
                 continue

@@ -80,11 +80,11 @@ def test_cpu_dry_run_passes_every_check(tmp_path):
         *(f"zoo {m}" for m in ("cnn1d", "lenet", "mlp", *models, "vgg16")),
         "data",
         "event",
-        "flatness",
         "noise",
         "ray",
         *(f"throughput {m}" for m in models),
         *(f"packing {m}" for m in models),
+        "flatness",
     ]
     lines = done.stdout.splitlines()
     assert len(lines) == len(names) + 1 and lines[-1].startswith("gpu_check: 0 failed")
