@@ -7,8 +7,8 @@ synthetic data of its dataset's shape.
 - ``throughput <model>``: images per second of whole epochs (training on N examples plus the
   epoch's test evaluation(s) of N examples), the first epoch (warm-up) left out, of four loops
   run one after another in this process: ``bare`` (``bench/train_overhead.py``'s minimal PyTorch
-  loop), prunetune without pruning, prunetune with the model's default schedule pruning every
-  epoch, and prunetune with ``bf16`` and ``channels_last``. The ratios prunetune / bare are the
+  loop), prunetune without pruning, prunetune pruning every prunable layer at every epoch, and
+  prunetune with ``bf16`` and ``channels_last``. The ratios prunetune / bare are the
   training overhead on this device (``train_overhead.py`` measures it on the CPU).
 - ``packing <model>``: k trials at once (k in ``PackingSizes.ks``), each a separate process like
   a Ray trial, started together: their summed images per second, each trial's peak memory (from
@@ -83,8 +83,13 @@ def paper_models() -> dict[str, dict[str, Any]]:
 
 
 def trial_config(model: str, facts: dict, sizes: PackingSizes, method: str, **train):
+    """``method`` none, or schedule: 30% of every prunable layer's units, an event every epoch."""
+    from search_spaces.model_check import model_facts
     from trainables.config import TrialConfig
 
+    names = model_facts(model, sizes.width, facts["dataset"])[0]
+    end = sizes.epochs  # the last epoch (one warm-up epoch comes first)
+    layers = [{"name": n, "final_fraction": 0.3, "start_epoch": 0, "end_epoch": end} for n in names]
     return TrialConfig.from_dict(
         {
             "dataset": {
@@ -99,7 +104,9 @@ def trial_config(model: str, facts: dict, sizes: PackingSizes, method: str, **tr
                 "eval_batch_size": facts["eval_batch_size"],
                 **train,
             },
-            "pruning": {"method": method, "period": 1} if method != "none" else {},
+            "pruning": {"method": method, "period": 1, "layers": layers}
+            if method != "none"
+            else {},
         }
     )
 

@@ -27,7 +27,9 @@ def check_ray(report, device, sizes, workdir: Path) -> None:
         "pruning": {
             "method": "schedule",
             "target": "random",
-            "layers": [{"name": "layer3.0.conv1", "final_fraction": 0.5, "end_epoch": 1}],
+            "layers": [
+                {"name": "layer3.0.conv1", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 1}
+            ],
         },
         "seeds": 2,  # 2 pruned trials + 2 baselines
         "resources": {"cpu": 1, "gpu": gpu},
