@@ -232,7 +232,7 @@ def run(report, device: torch.device, sizes: PackingSizes) -> None:
         best, rates = best_fraction(per_k, facts["epochs"], gpu_bytes)
         memory = per_k[min(per_k)]["memory_bytes"]
         cpus = (os.cpu_count() or 1) // int(max(facts["cpu"]))
-        shown = ", ".join(f"{1 / k:g}: {v:.1f}" for k, v in rates.items())
+        shown = ", ".join(f"{1 / k:g}: {v:.3g}" for k, v in rates.items())
         line = (
             (
                 f"trials/hour at resources.gpu {shown}; best {1 / best:g} "
