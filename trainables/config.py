@@ -105,8 +105,8 @@ class TrainConfig:
         "training epochs (IMP: epochs per round)",
         all_of(at_least(1), at_most(MAX_EPOCHS, "one record per epoch")),
     )
-    bf16: bool = param(False, "CUDA only: bf16 autocast")
-    channels_last: bool = param(False, "CUDA only, 2-d image models: channels-last memory")
+    bf16: bool = param(False, "bf16 autocast on the trial's device (CUDA, or CPU: often slower)")
+    channels_last: bool = param(False, "2-d image models: channels-last weights and batches")
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,7 @@ class TrialRunner:
         torch.manual_seed(derived_generator(cfg.seed, "init").initial_seed())
         m = cfg.model
         self.model = build_model(m.name, m.width, self.data.input_shape, self.data.num_classes)
-        self._channels_last = (
-            self.device.type == "cuda"
-            and cfg.train.channels_last
-            and len(self.data.input_shape) == 3
-        )
+        self._channels_last = cfg.train.channels_last and len(self.data.input_shape) == 3
         memory_format = torch.channels_last if self._channels_last else torch.preserve_format
         self.model.to(device=self.device, memory_format=memory_format)
         self.optimizer = _make_optimizer(cfg, self.model.parameters())
@@ -116,7 +112,7 @@ class TrialRunner:
         self.extensions: dict[str, Extension] = {n: e for n, e in built.items() if e is not None}
         self._hooks: list[Hooks] = [self.method, *self.extensions.values()]
         self._eval_hooks = [h for h in self._hooks if overrides(h, "before_eval_batch")]
-        self._bf16 = self.device.type == "cuda" and cfg.train.bf16
+        self._bf16 = cfg.train.bf16
         self._measured_before = measured_before_event(cfg.pruning.method)
 
     @classmethod
@@ -295,8 +291,9 @@ class TrialRunner:
         return record
 
     def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the trial's device (CUDA or CPU alike), else no autocast."""
         if self._bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 
