@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator.tune_internals import latest_checkpoint_name  # noqa: E402
-from results.snapshot import read_snapshot  # noqa: E402
+from orchestrator.tune.internals import latest_checkpoint_name  # noqa: E402
+from results.tables.snapshot import read_snapshot  # noqa: E402
 from search_spaces.yaml_io import dump_yaml  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), TUNE_GLOBAL_CHECKPOINT_S="1", OMP_NUM_THREADS="1")
@@ -71,12 +71,12 @@ def spec_file(root: Path, storage: Path) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "orchestrator.cli", *args]
+    cmd = [sys.executable, "-m", "orchestrator.cli.app", *args]
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
 
 
 def start(spec: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(spec)]
+    cmd = [sys.executable, "-m", "orchestrator.cli.app", "run", str(spec)]
     out = open(log, "w")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip

@@ -43,7 +43,7 @@ def check_ray(report, device, sizes, workdir: Path) -> None:
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(path)],
+        [sys.executable, "-m", "orchestrator.cli.app", "run", str(path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     wall = time.perf_counter() - start

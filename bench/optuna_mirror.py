@@ -1,4 +1,4 @@
-"""What writing ``optuna.db`` costs as an Optuna search grows (``orchestrator.optuna_db``).
+"""What writing ``optuna.db`` costs as an Optuna search grows (``orchestrator.optuna_mirror.db``).
 
 For each N it writes N synthetic suggestions (two searched fields, two seeds' user attrs) into a
 new file, then times, side by side: appending one more trial as the Tune Callback does (with its
@@ -19,7 +19,7 @@ import time
 
 import pyarrow.fs as pafs
 
-from orchestrator.optuna_db import Memo, MirrorStudy, MirrorTrial, write_mirror
+from orchestrator.optuna_mirror.db import Memo, MirrorStudy, MirrorTrial, write_mirror
 
 STUDY = MirrorStudy(
     "bench",

@@ -8,7 +8,7 @@ A child process writes a synthetic study in the exact on-disk form a real one ha
 ``experiment_state-*.json`` holding every trial's state as Tune's own ``Trial.get_json_state``
 serialises it (only ``runner_data`` is left empty: ``Tuner.restore`` reads it, the export never
 does), and per trial a directory with ``result.json`` lines exactly as prunetune writes
-them through ``orchestrator.tuner.RecordLogger`` (record + Tune's keys, one ``json.dump`` per
+them through ``orchestrator.tune.tuner.RecordLogger`` (record + Tune's keys, one ``json.dump`` per
 epoch; Tune's config copy is in ``params.json`` only) and ``error.txt``
 for failed trials. The study mixes 50 configs x 200 seeds: 2 models x 3 targets x 8 pruning
 periods, plus 2 baselines; 1% diverge, 0.5% fail, 0.5% are still running.
@@ -20,7 +20,7 @@ stage; every table written as ``export_study`` writes them in "write_parquet") a
 ``peak_rss_mib`` (the parent's peak resident memory: ``ru_maxrss``) and ``trials``.
 
 ``bootstrap_vs_scipy`` then recomputes every fit twice, side by side: with
-``results.bootstrap.rank_cis`` and with ``scipy.stats.bootstrap(paired=True)`` (the same
+``results.fits.bootstrap.rank_cis`` and with ``scipy.stats.bootstrap(paired=True)`` (the same
 intervals, one scipy call per resample), and reports both times and their ratio (not part of
 ``seconds``).
 """
@@ -240,10 +240,11 @@ def write_study(root: str, n_trials: int, epochs: int) -> str:
 
 def time_study(study: str) -> dict:
     """Time the results stage on `study` in this process (module docstring)."""
-    from results import api, storage
-    from results.export import build_tables, fits_table
-    from results.history import read_histories
-    from results.snapshot import read_study
+    from results import api
+    from results.tables import storage
+    from results.tables.export import build_tables, fits_table
+    from results.tables.history import read_histories
+    from results.tables.snapshot import read_study
 
     stages, cpu_stages = {}, {}
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -300,11 +301,11 @@ def _generate(root: str, n_trials: int, epochs: int, out: multiprocessing.Queue)
 
 
 def _scipy_rank_cis(x, y, n_resamples, random_state=0, confidence=0.95):
-    """results.bootstrap.rank_cis done by scipy.stats.bootstrap(paired=True): the same intervals
+    """results.fits.bootstrap.rank_cis done by scipy.stats.bootstrap(paired=True): the same intervals
     (tests/results/test_bootstrap.py), one kendalltau / spearmanr call per resample."""
     from scipy import stats as st
 
-    from results.stats import degenerate
+    from results.fits.stats import degenerate
 
     if degenerate(x, y):
         return (float("nan"),) * 4
@@ -325,11 +326,11 @@ def _scipy_rank_cis(x, y, n_resamples, random_state=0, confidence=0.95):
 
 
 def compare_bootstrap(study: str) -> dict:
-    """All fits of the study with results.bootstrap and with scipy.stats.bootstrap, side by side."""
+    """All fits of the study with results.fits.bootstrap and with scipy.stats.bootstrap, side by side."""
     import pyarrow.parquet as pq
 
-    from results import aggregate, bootstrap
-    from results.export import trial_arrays
+    from results.fits import aggregate, bootstrap
+    from results.tables.export import trial_arrays
 
     arrays = trial_arrays(pq.read_table(os.path.join(study, "trials.parquet")))
     t = time.perf_counter()

@@ -111,7 +111,7 @@ def traffic(log: Path, since: float, until: float) -> dict:
 def cli(args: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.cli.app", *args],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     elapsed = time.perf_counter() - start

@@ -22,7 +22,7 @@ parallel wall time isolates what prunetune and Ray add.
 The live report (``report_every``): the ``prunetune`` run above has ``report_every: 0`` (tables
 and report only at the end); right after it the same trials run twice with ``report_every`` =
 ``--report-every`` seconds (5 by default), the driver refreshing the tables and report.html
-while they train (``orchestrator.live``, as ``prunetune run`` does), then once more with 0
+while they train (``orchestrator.study.live``, as ``prunetune run`` does), then once more with 0
 (plain, live, live, plain, so that a drifting load cancels out). ``live_report.ratio_*`` = the
 live runs' summed wall time, ``Tuner.fit`` time and mean per-trial time (Tune's
 ``time_total_s``, which includes any wait for the driver) over the plain runs'; 1.0 means the
@@ -111,12 +111,12 @@ def run_parallel(configs) -> tuple[float, list[float]]:
 
 def run_prunetune(spec_file: str) -> dict:
     """Wall times of the prunetune run path (Ray start, Tuner.fit with the spec's live report,
-    export + report), as ``orchestrator.commands.execute`` runs it."""
+    export + report), as ``orchestrator.cli.run.execute`` runs it."""
     import pyarrow.parquet as pq
 
-    from orchestrator.live import live_report
-    from orchestrator.runtime import ray_session
-    from orchestrator.study import locate, open_for_run
+    from orchestrator.cluster.runtime import ray_session
+    from orchestrator.study.directory import locate, open_for_run
+    from orchestrator.study.live import live_report
     from results.api import export_study, write_report
     from search_spaces.expand import expand
     from search_spaces.spec import load_spec
@@ -126,7 +126,7 @@ def run_prunetune(spec_file: str) -> dict:
     study = open_for_run(locate(spec), spec, plan)
     start = time.perf_counter()
     with ray_session(None):
-        from orchestrator.tuner import run_experiment
+        from orchestrator.tune.tuner import run_experiment
 
         ray_up, cpu_start = time.perf_counter(), time.process_time()
         with live_report(study, plan) as live:
@@ -157,8 +157,8 @@ def driver_lag(study_dir: str, seconds: float = 8.0) -> dict:
     such a thread: while it waits for the interpreter lock a refresh holds, trials wait for it."""
     import threading
 
-    from orchestrator.live import LiveReport
-    from orchestrator.study import open_existing
+    from orchestrator.study.directory import open_existing
+    from orchestrator.study.live import LiveReport
 
     study = open_existing(study_dir)
     live = LiveReport(study, expected=1, interval_s=0)

@@ -1,7 +1,7 @@
 """Public entry points: export a study to Parquet, render its report.
 
 The orchestrator calls :func:`export_study` then :func:`write_report` at the end of ``run`` and
-``resume``, and every ``report_every`` seconds while they run (``orchestrator.live``: a report
+``resume``, and every ``report_every`` seconds while they run (``orchestrator.study.live``: a report
 with a banner); ``prunetune aggregate`` / ``prunetune report`` call them on demand. A study that is
 still running, or was interrupted, exports what its snapshot and result files hold; the summary
 says which trials are unfinished.
@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results import storage
-from results.bootstrap import DEFAULT_PLAN, BootstrapPlan
-from results.export import Tables, build_tables, fits_table
-from results.history import read_histories
-from results.snapshot import TuneStudy, read_study
-from results.status import INCOMPLETE, STATUSES
-from results.storage import REPORT_FILE, TUNE_DIR, StudyMeta, table_file
+from results.fits.bootstrap import DEFAULT_PLAN, BootstrapPlan
+from results.tables import storage
+from results.tables.export import Tables, build_tables, fits_table
+from results.tables.history import read_histories
+from results.tables.snapshot import TuneStudy, read_study
+from results.tables.status import INCOMPLETE, STATUSES
+from results.tables.storage import REPORT_FILE, TUNE_DIR, StudyMeta, table_file
 from search_spaces.fits import DEFAULT_FIT, fits_from_spec_text
 from trainables.errors import UserError
 
@@ -40,7 +40,7 @@ class ExportSummary:
     experiments: tuple[str, ...]
     unreadable: tuple[tuple[str, str], ...]  # (experiment, why): no snapshot written yet
     n_trials: int
-    by_status: dict[str, int]  # every status of results.summarize.STATUSES, zeros included
+    by_status: dict[str, int]  # every status of results.tables.summarize.STATUSES, zeros included
     incomplete: tuple[str, ...]  # trial ids of stopped / running / pending trials
     n_duplicates: int  # Tune trials collapsed into another with the same trial_key
     n_epochs: int
@@ -155,11 +155,11 @@ def write_report(study_dir: str, out: str | None = None, *, running: str | None 
     """Render ``report.html`` (or `out`) from the study's Parquet files; returns the path.
 
     Exports first when ``trials.parquet`` is missing. `out` may be a local path or a URI.
-    `running`: the banner of a report of a running study (:func:`results.status.running_banner`;
+    `running`: the banner of a report of a running study (:func:`results.tables.status.running_banner`;
     the page title then starts with ``running:``); None, the default, for a final report.
     """
-    from results.report import render_report
-    from results.report_data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
+    from results.report.data import CURVE_COLUMNS, build_report_data, columns, epoch_trials
+    from results.report.page import render_report
 
     fs, path = storage.resolve(study_dir)
     meta = storage.read_meta(fs, path, study_dir)

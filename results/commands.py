@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from results import storage
+from results.tables import storage
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.set_defaults(func=run_report)
 
 
-# results.api and results.report_html are imported where they are used: they load scipy (~1 s),
+# results.api and results.report.html are imported where they are used: they load scipy (~1 s),
 # which `prunetune --version`, `presets` and every other command would otherwise pay when the
 # parser is built.
 
@@ -128,7 +128,7 @@ def summary_lines(s: ExportSummary) -> list[str]:
 
 
 def _ci(row: dict, stat: str, method: str) -> str:
-    from results.report_html import num, pval
+    from results.report.html import num, pval
 
     return (
         f"{num(row[stat])} [{num(row[f'{method}_ci_low'])}, {num(row[f'{method}_ci_high'])}] "

@@ -1,6 +1,6 @@
 """The study spec's ``fits`` section: named correlation fits, each a paper figure's rule.
 
-Every study gets the default fits of ``results.aggregate`` (pruned trials; groupings all, target,
+Every study gets the default fits of ``results.fits.aggregate`` (pruned trials; groupings all, target,
 model, dataset). A spec may ask for more, one list item per fit::
 
     fits:
@@ -24,7 +24,7 @@ al.'s Fig. 2 takes Prune_S at periods 4 and 40 but Prune_L at 40 only::
 figure: the panel shows the fit's r, never one of its own): ``fig2`` (its trials by target, a line
 per group), ``fig3`` (a line and an r per group: needs ``group_by``), ``flatness`` (one subplot
 per fit; Figs. 6 / E). At most one fit per spec draws ``fig2``, at most one ``fig3``. A panel no
-spec fit draws gets the aggregator's default fit for it (``results.aggregate``, fit names
+spec fit draws gets the aggregator's default fit for it (``results.fits.aggregate``, fit names
 starting with ``default``).
 
 Column names are trials.parquet columns (``results/README.md``); a config field may be spelled as

@@ -1,6 +1,6 @@
 """Where a trial really ran and what it trained: the per-trial facts of its records.
 
-The study's driver records its own environment once (``results.environment``); a trial may run on
+The study's driver records its own environment once (``results.tables.environment``); a trial may run on
 another node, with another torch or another GPU, so each trial states its own facts on every
 record (``trainables.records``: the ``per_trial`` keys ``device`` ... ``n_prunable``).
 """

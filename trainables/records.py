@@ -3,7 +3,7 @@
 One record per epoch (0-based ``epoch``). :data:`RECORD` defines each key once: its name, its
 Arrow type (as a plain type tag, so this module stays stdlib-only and ``results`` can build its
 Parquet schemas from it without importing torch), its unit and its meaning. The loop fills
-:func:`empty_record`; ``results.schema`` stores every key (``epochs.parquet``, and the per-layer
+:func:`empty_record`; ``results.tables.schema`` stores every key (``epochs.parquet``, and the per-layer
 lists in ``events.parquet`` / ``layer_events.parquet``); a test ties the two, so a key recorded
 here always reaches a table.
 
@@ -13,7 +13,7 @@ An epoch's numbers, ``*_after`` keys aside, describe one model (:func:`measured_
 Some keys are facts about the whole trial (``per_trial``): the schedule's pruning rate, and where
 the trial really ran (device, torch build, threads, model size). They are reported on every
 epoch, so a trial resumed elsewhere says so from then on; ``trials.parquet`` keeps the last
-reported value of each (``results.summarize``).
+reported value of each (``results.tables.summarize``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Type tags: a scalar name, or ("list", item) / ("struct", ((name, type), ...)). results.schema
+# Type tags: a scalar name, or ("list", item) / ("struct", ((name, type), ...)). results.tables.schema
 # maps them to pyarrow types.
 INT, FLOAT, BOOL, STR = "int64", "float64", "bool", "string"
 Type = str | tuple

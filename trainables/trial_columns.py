@@ -1,7 +1,7 @@
 """The columns of ``trials.parquet``, typed once with the record's type tags (stdlib only).
 
 One row per trial: its identity and outcome columns (:data:`TRIAL_COLUMNS`), then the flattened
-:class:`trainables.config.TrialConfig` (:data:`CONFIG_COLUMNS`). ``results.schema`` maps the tags
+:class:`trainables.config.TrialConfig` (:data:`CONFIG_COLUMNS`). ``results.tables.schema`` maps the tags
 to Arrow types to write the table; the spec's ``fits`` (``search_spaces.fits``) checks a fit's
 column names and kinds against the same list. Defining them here, beside the record they
 summarise, keeps the flow one-way: search_spaces never imports results (nor pyarrow).
@@ -23,7 +23,7 @@ TRIAL_COLUMNS: tuple[tuple[str, Type], ...] = (
     ("config_key", STR),  # content hash of the config without its seed
     ("baseline_key", STR),
     ("experiment", STR),
-    ("status", STR),  # results.status.STATUSES
+    ("status", STR),  # results.tables.status.STATUSES
     ("tune_status", STR),
     ("error", STR),
     ("num_failures", INT),
@@ -49,7 +49,7 @@ TRIAL_COLUMNS: tuple[tuple[str, Type], ...] = (
     ("runtime_s", FLOAT),
     ("node_ip", STR),
     ("hostname", STR),
-    # The per-trial record keys, each the last value the trial reported (results.summarize).
+    # The per-trial record keys, each the last value the trial reported (results.tables.summarize).
     *((f.name, f.type) for f in RECORD if f.per_trial),
 )
 

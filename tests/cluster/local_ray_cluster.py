@@ -35,7 +35,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """`prunetune ARGS` in a fresh process (real exit code and stderr), run from the repo root."""
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.cli.app", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

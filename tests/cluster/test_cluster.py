@@ -95,7 +95,7 @@ def test_storage_check_refuses_a_path_only_the_head_sees(ray_cluster) -> None:
     local_only = ray_cluster.root / "node-local" / "check"
     code = (
         "import sys, ray\n"
-        "from orchestrator.cluster import check_storage_shared\n"
+        "from orchestrator.cluster.connect import check_storage_shared\n"
         "from trainables.errors import UserError\n"
         "ray.init(address='auto')\n"
         "for path in sys.argv[1:]:\n"
@@ -272,7 +272,7 @@ def test_trials_survive_losing_the_worker_node(ray_cluster, tmp_path) -> None:
     spec = tmp_path / "kill.yaml"
     spec.write_text(small_study("kill", epochs, num_samples=30000, width=512))
     command = [
-        sys.executable, "-m", "orchestrator.cli", "submit", str(spec),
+        sys.executable, "-m", "orchestrator.cli.app", "submit", str(spec),
         "--address", ray_cluster.dashboard_url, "--storage", str(storage), "--follow",
     ]  # fmt: skip
     log = open(tmp_path / "submit.log", "w")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import jobs, submit
-from orchestrator.cli import main
-from orchestrator.cluster import read_auth_token, resolve_address
+from orchestrator.cli.app import main
+from orchestrator.cluster import jobs, submit
+from orchestrator.cluster.connect import read_auth_token, resolve_address
 from trainables.errors import UserError
 
 
@@ -123,7 +123,7 @@ def test_job_driver_leaves_the_working_dir_once_the_spec_is_read(tmp_path) -> No
     job_dir.mkdir()
     (job_dir / "spec.yaml").write_text(f"name: j\nstorage: {tmp_path / 'studies'}\n")
     script = (
-        "import os\nfrom orchestrator.cli import main\n"
+        "import os\nfrom orchestrator.cli.app import main\n"
         "code = main(['run', 'spec.yaml', '--job', '--dry-run'])\n"
         "print(code, os.getcwd())\n"
     )
@@ -190,7 +190,7 @@ def test_resubmission_ids_follow_the_highest_taken() -> None:
 
 def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
     shipped = shlex.split(submit.entrypoint("spec.yaml", "s3://b/studies", "a b", shipped=True))
-    assert shipped[:4] == ["python", "-m", "orchestrator.cli", "run"]
+    assert shipped[:4] == ["python", "-m", "orchestrator.cli.app", "run"]
     assert shipped[4:] == [
         "spec.yaml",
         "--storage",

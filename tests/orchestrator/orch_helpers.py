@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.study import Study, locate, open_for_run
-from results.snapshot import read_snapshot
+from orchestrator.study.directory import Study, locate, open_for_run
+from results.tables.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from search_spaces.yaml_io import dump_yaml
@@ -86,9 +86,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(
     args: list[str], env: dict[str, str], timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """`python -m orchestrator.cli ARGS` in a fresh process; output captured."""
+    """`python -m orchestrator.cli.app ARGS` in a fresh process; output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.cli.app", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -101,7 +101,7 @@ def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     """The CLI in a new session (its own process group), so that it can be killed whole."""
     out = open(log, "w")  # noqa: SIM115 - closed by the caller's kill_session
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.cli.app", *args],
         cwd=REPO,
         env=env,
         stdout=out,

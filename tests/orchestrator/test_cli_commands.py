@@ -9,8 +9,8 @@ import sys
 import pytest
 from orch_helpers import REPO, cli_env, tiny_spec
 
-from orchestrator.cli import main
-from orchestrator.study import locate, open_for_run
+from orchestrator.cli.app import main
+from orchestrator.study.directory import locate, open_for_run
 from search_spaces.expand import expand
 from search_spaces.presets import list_presets, preset_description, preset_text
 from search_spaces.spec import load_spec, spec_from_yaml
@@ -63,7 +63,7 @@ def test_bad_input_and_dry_run_neither_import_nor_start_ray(tmp_path, spec_text,
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec_text)
     script = (
-        "import sys\nfrom orchestrator.cli import main\n"
+        "import sys\nfrom orchestrator.cli.app import main\n"
         f"code = main(['run', {str(spec)!r}, '--storage', {str(tmp_path / 's')!r}, *{extra!r}])\n"
         "print(code, 'ray' in sys.modules)\n"
     )
@@ -108,10 +108,10 @@ def test_new_study_records_its_spec_and_hash(tmp_path):
 
 
 def test_new_study_records_the_drivers_environment(tmp_path):
-    """study.json's ``environment``: the driver's, as results.environment reads it at creation,
+    """study.json's ``environment``: the driver's, as results.tables.environment reads it at creation,
     and what the report's loader hands on."""
-    from results.environment import KEYS, environment
-    from results.storage import read_meta, resolve
+    from results.tables.environment import KEYS, environment
+    from results.tables.storage import read_meta, resolve
 
     _, _, study, _ = _create(tmp_path)
     meta = json.loads((tmp_path / "studies" / "ident" / "study.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 from orch_helpers import created_study
 from test_cli_failures import refused
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from search_spaces.expand import expand
 from search_spaces.yaml_io import dump_yaml
 
@@ -190,10 +190,10 @@ def test_aggregate_counts_the_planned_trials_tune_has_not_created(tmp_path, caps
 
 
 def test_the_readme_documents_every_exit_code_the_help_lists():
-    """`--help`'s exit codes (orchestrator.cli.EXIT_CODES) each have a row in the README's table."""
+    """`--help`'s exit codes (orchestrator.cli.app.EXIT_CODES) each have a row in the README's table."""
     import re
 
-    from orchestrator.cli import EXIT_CODES
+    from orchestrator.cli.app import EXIT_CODES
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = set(re.findall(r"^\| (\d+) \|", readme, re.M))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from orch_helpers import REPO, cli_env, created_study, tiny_spec
 
-from orchestrator.cli import main
-from orchestrator.lock import acquire
+from orchestrator.cli.app import main
+from orchestrator.study.lock import acquire
 
 
 def refused(capsys, code: int) -> str:
@@ -124,7 +124,7 @@ def test_a_bare_bucket_uri_is_one_line(capsys):
 
 def test_an_unreachable_object_store_answers_within_the_timeout(capsys, monkeypatch):
     """gs:// with no network retries for minutes inside pyarrow: the probe gives up in time."""
-    monkeypatch.setattr("results.storage.REACH_TIMEOUT_S", 3.0)
+    monkeypatch.setattr("results.tables.storage.REACH_TIMEOUT_S", 3.0)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # nothing listens there
     for command in (["status", "gs://prunetune-none/x"], ["aggregate", "gs://prunetune-none/x"]):
         start = time.monotonic()
@@ -186,7 +186,7 @@ def test_report_into_a_missing_directory_or_onto_a_directory(tmp_path, capsys):
 
 def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
     study = created_study(tmp_path)
-    script = f"{sys.executable} -m orchestrator.cli status {study.uri} | head -1"
+    script = f"{sys.executable} -m orchestrator.cli.app status {study.uri} | head -1"
     out = subprocess.run(
         ["bash", "-o", "pipefail", "-c", script],
         cwd=REPO, env=cli_env(), capture_output=True, text=True,
@@ -221,7 +221,7 @@ def test_a_trial_that_fits_no_node_is_refused_before_anything_is_written(tmp_pat
     spec = tiny_spec(tmp_path / "g.yaml", "g", tmp_path / "d", tmp_path / "st",
                      resources={"cpu": 1, "gpu": 1})  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(spec)],
+        [sys.executable, "-m", "orchestrator.cli.app", "run", str(spec)],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     lines = [line for line in out.stderr.splitlines() if line.strip()]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from search_spaces.spec import spec_from_yaml
 from search_spaces.yaml_io import dump_yaml
 from trainables import datasets

@@ -24,9 +24,9 @@ from orch_helpers import (
     wait_for,
 )
 
-from orchestrator.good_state import read_good_snapshot
-from orchestrator.tune_internals import latest_checkpoint_name
-from results.snapshot import read_snapshot
+from orchestrator.tune.good_state import read_good_snapshot
+from orchestrator.tune.internals import latest_checkpoint_name
+from results.tables.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from trainables.identity import trial_config, trial_key

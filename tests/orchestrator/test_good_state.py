@@ -1,4 +1,4 @@
-"""The last good copy of Tune's run state (orchestrator.good_state), without Ray."""
+"""The last good copy of Tune's run state (orchestrator.tune.good_state), without Ray."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pyarrow.fs as pafs
 
-from orchestrator.good_state import keep_good_state, read_good_snapshot, restore_good_state
-from results.snapshot import read_snapshot
+from orchestrator.tune.good_state import keep_good_state, read_good_snapshot, restore_good_state
+from results.tables.snapshot import read_snapshot
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from orchestrator.janitor import prune_checkpoints, remove_orphans
-from orchestrator.tune_internals import forget_checkpoints_before, latest_checkpoint_name
-from results.snapshot import read_snapshot
+from orchestrator.tune.internals import forget_checkpoints_before, latest_checkpoint_name
+from orchestrator.tune.janitor import prune_checkpoints, remove_orphans
+from results.tables.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 FS = pafs.LocalFileSystem()

@@ -25,7 +25,7 @@ from orch_helpers import (
     wait_for,
 )
 
-from results.snapshot import read_snapshot
+from results.tables.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 

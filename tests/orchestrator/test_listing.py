@@ -8,8 +8,8 @@ import json
 import pytest
 from orch_helpers import created_study
 
-from orchestrator.cli import main
-from results.schema import prunetune_version
+from orchestrator.cli.app import main
+from results.tables.schema import prunetune_version
 from search_spaces.presets import list_presets, preset_description
 from search_spaces.spec import load_spec, spec_from_yaml
 

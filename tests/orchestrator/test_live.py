@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from orch_helpers import cli_env, run_cli, tiny_spec
 
-from orchestrator import live
-from orchestrator.cli import main
-from orchestrator.live import LiveReport
-from orchestrator.study import Study
+from orchestrator.cli.app import main
+from orchestrator.study import live
+from orchestrator.study.directory import Study
+from orchestrator.study.live import LiveReport
 from search_spaces.spec import spec_from_yaml
 
 TITLE = re.compile(r"<title>(.*?)</title>")

@@ -13,8 +13,8 @@ import pytest
 import torch
 from orch_helpers import optuna_trial_keys, tiny_spec
 
-from orchestrator.cli import main
-from results.snapshot import read_snapshot
+from orchestrator.cli.app import main
+from results.tables.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec, spec_from_yaml
 from trainables.identity import trial_key
@@ -142,9 +142,9 @@ def test_a_tuner_that_never_snapshotted_is_started_afresh(local_ray, data_dir, t
     """Tune's silent fresh start: tuner.pkl exists (written when the Tuner is built) but no
     snapshot does, as after a crash in the first seconds. Restoring would make Tune start over
     next to the dead session's trial directories; prunetune removes the directory first."""
-    from orchestrator.runtime import trial_capacity
-    from orchestrator.study import locate, open_for_run
-    from orchestrator.tuner import _new_tuner, _trainable
+    from orchestrator.cluster.runtime import trial_capacity
+    from orchestrator.study.directory import locate, open_for_run
+    from orchestrator.tune.tuner import _new_tuner, _trainable
 
     spec_file = tiny_spec(
         tmp_path / "stale.yaml", "stale", data_dir, tmp_path / "studies", pruning=None, seeds=1

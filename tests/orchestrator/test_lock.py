@@ -20,8 +20,8 @@ import pyarrow.fs as pafs
 import pytest
 from orch_helpers import cli_env
 
-from orchestrator.holder import driver_of, pid_space
-from orchestrator.lock import LEASE_FILE, LOCK_FILE, acquire
+from orchestrator.study.holder import driver_of, pid_space
+from orchestrator.study.lock import LEASE_FILE, LOCK_FILE, acquire
 from trainables.errors import UserError
 
 FS = pafs.LocalFileSystem()
@@ -36,7 +36,7 @@ AT_ONCE_S = 10.0
 
 _HOLDER = """
 import sys, time, pyarrow.fs as pafs
-from orchestrator.lock import acquire
+from orchestrator.study.lock import acquire
 lock = acquire(pafs.LocalFileSystem(), sys.argv[1], sys.argv[1], mode=sys.argv[2],
                heartbeat_s=0.1, expire_s=0.8, settle_s=0.05, command="prunetune run held")
 print("held", flush=True)

@@ -20,9 +20,9 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Repeater, Searcher
 
-from orchestrator.mirror_callback import OptunaMirror
-from orchestrator.optuna_db import Memo, MirrorStudy, storage_url, write_mirror
-from orchestrator.optuna_mirror import MirrorSpec, TrialView, mirror_trials
+from orchestrator.optuna_mirror.db import Memo, MirrorStudy, storage_url, write_mirror
+from orchestrator.optuna_mirror.mirror import MirrorSpec, TrialView, mirror_trials
+from orchestrator.tune.mirror_callback import OptunaMirror
 from search_spaces.expand import expand
 from search_spaces.spec import spec_from_yaml
 from trainables.identity import trial_config, trial_key
@@ -358,6 +358,6 @@ def test_optuna_dashboard_and_visualization_open_the_file(tmp_path):
 def test_the_mirror_spells_the_repeaters_seed_key_as_tune_does():
     from ray.tune.search.repeater import TRIAL_INDEX as TUNE_TRIAL_INDEX
 
-    from orchestrator.tune_internals import TRIAL_INDEX
+    from orchestrator.tune.internals import TRIAL_INDEX
 
     assert TRIAL_INDEX == TUNE_TRIAL_INDEX

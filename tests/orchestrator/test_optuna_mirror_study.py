@@ -17,10 +17,10 @@ import pytest
 from optuna.trial import TrialState
 from orch_helpers import cli_env, kill_session, run_cli, start_cli, tiny_spec, wait_for
 
-from orchestrator import optuna_db
-from orchestrator.cli import main
-from orchestrator.optuna_db import storage_url
-from results.snapshot import read_snapshot
+from orchestrator.cli.app import main
+from orchestrator.optuna_mirror import db as optuna_db
+from orchestrator.optuna_mirror.db import storage_url
+from results.tables.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 

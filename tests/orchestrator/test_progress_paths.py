@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.progress import ProgressCallback, count_trials, estimate_eta, format_progress
-from results.status import format_counts
-from results.storage import join_uri, study_uri
+from orchestrator.tune.progress import ProgressCallback, count_trials, estimate_eta, format_progress
+from results.tables.status import format_counts
+from results.tables.storage import join_uri, study_uri
 
 
 def _trial(trial_id: str, status: str, record_status: str | None = None):
@@ -107,7 +107,7 @@ def test_study_paths_for_local_dirs_and_uris(tmp_path, monkeypatch):
 def test_ray_session_environment_is_put_back(monkeypatch):
     """The driver's Tune settings must not leak into the calling process (a later Tuner in the
     same process would otherwise run without result.json)."""
-    from orchestrator import runtime
+    from orchestrator.cluster import runtime
 
     monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")

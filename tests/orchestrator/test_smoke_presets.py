@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from search_spaces.expand import expand
 from search_spaces.presets import list_presets
 from search_spaces.spec import load_spec

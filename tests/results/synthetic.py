@@ -1,4 +1,4 @@
-"""Synthetic study inputs without Ray: the layer just below ``results.snapshot``.
+"""Synthetic study inputs without Ray: the layer just below ``results.tables.snapshot``.
 
 ``TuneTrial`` objects as the reader returns them, and result.json bytes written the way Tune's
 JSON logger writes them (one ``json.dump`` of the result, Tune's keys and the config included, per
@@ -13,10 +13,10 @@ import json
 import pyarrow as pa
 from tune_fixture import config, expected_record
 
-from results.bootstrap import BootstrapPlan
-from results.export import Tables, build_tables, fits_table
-from results.history import parse_histories
-from results.snapshot import TuneTrial
+from results.fits.bootstrap import BootstrapPlan
+from results.tables.export import Tables, build_tables, fits_table
+from results.tables.history import parse_histories
+from results.tables.snapshot import TuneTrial
 from trainables.config import (
     FlatnessConfig,
     ImpConfig,

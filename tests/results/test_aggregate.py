@@ -7,8 +7,8 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats as st
 
-from results import aggregate, bootstrap
-from results.bootstrap import BootstrapPlan
+from results.fits import aggregate, bootstrap
+from results.fits.bootstrap import BootstrapPlan
 from search_spaces.fits import FitFilter, FitSpec
 
 PLAN = BootstrapPlan(n_resamples=100, min_resamples=50, budget=100_000, random_state=3)
@@ -207,7 +207,7 @@ def test_imp_val_selected_gain_is_against_the_dense_models_final_accuracy():
     """Jin et al.: the sparsity level chosen on validation vs the dense model at the end of its
     training (OpenLTH's level-0 final model), not an early-stopped dense model. A schedule trial
     keeps the baselines' own generalization."""
-    from results.export import _add_gain
+    from results.tables.export import _add_gain
     from trainables.config import PruningConfig, TrialConfig
 
     def trial(method, is_baseline, generalization, final, measure="val_selected"):

@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats as st
 
-from results import bootstrap
+from results.fits import bootstrap
 
 
 def _loop_cis(x, y, b, seed, confidence=0.95):
@@ -73,7 +73,7 @@ def test_plan_shrinks_resamples_with_n_but_not_below_the_minimum():
 def test_cis_equal_scipy_stats_bootstrap_paired_percentile():
     """scipy.stats.bootstrap(paired=True, method='percentile') draws the same resamples from the
     same generator: the library gives these very intervals (bench/results_scale.py shows it is
-    1.6x to 150x slower, which is why results.bootstrap stays)."""
+    1.6x to 150x slower, which is why results.fits.bootstrap stays)."""
     rng = np.random.default_rng(3)
     x = np.round(rng.normal(size=40), 1)
     y = np.round(0.5 * x + rng.normal(size=40), 1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from results import environment as E
+from results.tables import environment as E
 
 REPO = E.SOURCE_ROOT
 
@@ -109,7 +109,7 @@ def test_without_torch_every_torch_fact_is_null():
     """In a fresh process where ``import torch`` fails."""
     code = (
         "import json, sys\nsys.modules['torch'] = None\n"
-        "from results.environment import environment\nprint(json.dumps(environment()))\n"
+        "from results.tables.environment import environment\nprint(json.dumps(environment()))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

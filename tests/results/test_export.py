@@ -12,10 +12,10 @@ import pytest
 import synthetic as S
 from tune_fixture import config, expected_record
 
-from results import schema, storage
 from results.api import export_study, write_tables
-from results.export import build_tables
-from results.history import parse_histories
+from results.tables import schema, storage
+from results.tables.export import build_tables
+from results.tables.history import parse_histories
 from trainables.errors import UserError
 from trainables.identity import config_key, trial_config, trial_key
 from trainables.records import FIELDS
@@ -187,7 +187,7 @@ def test_export_refuses_what_is_not_a_study(tmp_path):
 def test_export_fits_what_the_stored_spec_yaml_asks_for(tmp_path, monkeypatch):
     """`prunetune aggregate` fits the defaults plus the fits of the study's own spec.yaml."""
     from results import api
-    from results.snapshot import TuneStudy
+    from results.tables.snapshot import TuneStudy
 
     tables = S.tables(*S.study_inputs(n_per_target=3))
     (tmp_path / "study.json").write_text(json.dumps({"name": "s", "spec_hash": "h"}))

@@ -41,8 +41,8 @@ import synthetic as S
 from numpy.testing import assert_allclose
 from scipy import stats as st
 
-from results import aggregate
-from results.export import fits_table
+from results.fits import aggregate
+from results.tables.export import fits_table
 from search_spaces.fits import FitFilter, FitSpec
 
 # Fig. 2's configurations in the toy study: (target, period) -> the paper's legend.
@@ -287,7 +287,7 @@ def test_scratch_trials_count_as_pruned_only_without_the_column(study):
 
 def _plan_columns(name: str) -> tuple[dict[str, np.ndarray], tuple[FitSpec, ...]]:
     """A preset's expanded trials as trials-table columns (all ok, random outcomes) and its fits."""
-    from results.schema import CONFIG_FIELDS, TRIAL_FIELDS
+    from results.tables.schema import CONFIG_FIELDS, TRIAL_FIELDS
     from search_spaces.expand import expand
     from search_spaces.spec import load_spec
     from trainables.identity import config_key

@@ -9,7 +9,7 @@ import pytest
 from synthetic import history
 from tune_fixture import config
 
-from results import history as H
+from results.tables import history as H
 
 
 def _blobs():

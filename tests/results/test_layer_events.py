@@ -13,8 +13,8 @@ import pytest
 import synthetic as S
 from tune_fixture import config, expected_record
 
-from results import schema, storage
 from results.api import write_tables
+from results.tables import schema, storage
 from trainables.config import PerturbationConfig
 
 

@@ -7,11 +7,11 @@ import sys
 
 CHECK = """
 import sys
-import results.aggregate, results.api, results.bootstrap, results.commands, results.export
-import results.history, results.report, results.report_data, results.stats, results.snapshot,\
-    results.status, results.storage, results.summarize, results.schema, results.panels,\
-    results.panels_data, results.curves_data, results.report_base, results.report_style,\
-    results.environment
+import results.fits.aggregate, results.api, results.fits.bootstrap, results.commands, results.tables.export
+import results.tables.history, results.report.page, results.report.data, results.fits.stats, results.tables.snapshot,\
+    results.tables.status, results.tables.storage, results.tables.summarize, results.tables.schema, results.report.panels,\
+    results.report.panels_data, results.report.curves_data, results.report.base, results.report.style,\
+    results.tables.environment
 heavy = sorted(m for m in ("ray", "torch", "orchestrator") if m in sys.modules)
 print(",".join(heavy))
 """
@@ -26,8 +26,8 @@ def test_importing_results_pulls_in_neither_ray_nor_torch_nor_the_orchestrator()
 
 def test_the_statistics_import_neither_plotly_nor_ray():
     check = (
-        "import sys; import results.aggregate, results.stats, results.bootstrap, results.summarize,"
-        " results.panels_data, results.curves_data;"
+        "import sys; import results.fits.aggregate, results.fits.stats, results.fits.bootstrap, results.tables.summarize,"
+        " results.report.panels_data, results.report.curves_data;"
         "print(','.join(m for m in ('plotly', 'ray') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -7,8 +7,8 @@ it. This ties the two both ways, so a new record key can never be dropped on the
 
 from __future__ import annotations
 
-from results import schema
-from results.summarize import INPUT_KEYS
+from results.tables import schema
+from results.tables.summarize import INPUT_KEYS
 from trainables.records import PER_TRIAL_KEYS, RECORD, RECORD_KEYS
 
 ID_COLUMNS = {"trial_id", "trial_key"}
@@ -50,7 +50,7 @@ def test_every_record_field_says_what_it_is():
 
 def test_every_per_trial_key_is_also_a_trials_column_read_from_the_epochs():
     """A per-trial fact (pruning rate, where the trial ran) is one trials.parquet column, typed
-    as the record declares it, that results.summarize fills from the epochs it reads."""
+    as the record declares it, that results.tables.summarize fills from the epochs it reads."""
     assert {"device", "torch_version", "threads", "n_params", "n_prunable"} <= set(PER_TRIAL_KEYS)
     trials = dict(schema.TRIAL_FIELDS)
     for field in RECORD:

@@ -14,10 +14,12 @@ from plotly.offline import get_plotlyjs
 from scipy import stats as st
 from tune_fixture import config
 
-from results import panels, report, report_data
-from results.report_data import build_report_data, ols_band
-from results.status import running_banner
-from results.storage import StudyMeta
+from results.report import data as report_data
+from results.report import page as report
+from results.report import panels
+from results.report.data import build_report_data, ols_band
+from results.tables.status import running_banner
+from results.tables.storage import StudyMeta
 
 NASTY = "<script>alert(1)</script>"
 
@@ -212,7 +214,7 @@ def test_a_10000_trial_report_stays_one_webgl_trace_and_a_bounded_page():
 def test_environment_section_shows_the_driver_and_where_trials_ran(study):
     from tune_fixture import FACTS
 
-    from results.environment import KEYS
+    from results.tables.environment import KEYS
 
     meta, tables, fits, data = study
     assert data.environment == ()  # this study.json records none

@@ -9,9 +9,9 @@ import pytest
 import synthetic as S
 from tune_fixture import config
 
-from results import report
-from results.report_data import build_report_data
-from results.storage import StudyMeta
+from results.report import page as report
+from results.report.data import build_report_data
+from results.tables.storage import StudyMeta
 
 pytestmark = pytest.mark.browser
 

@@ -19,12 +19,12 @@ import pytest
 import synthetic as S
 from scipy import stats as st
 
-from results.export import fits_table
-from results.panels_data import Corr, corr_of
-from results.report import render_report
-from results.report_data import build_report_data
-from results.report_html import num
-from results.storage import StudyMeta
+from results.report.data import build_report_data
+from results.report.html import num
+from results.report.page import render_report
+from results.report.panels_data import Corr, corr_of
+from results.tables.export import fits_table
+from results.tables.storage import StudyMeta
 from search_spaces.fits import KINDS, FitFilter, FitSpec
 
 META = StudyMeta("fits", "h", "name: fits\n", "0.1.0")

@@ -8,11 +8,12 @@ import synthetic as S
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats as st
 
-from results import panels, report
-from results.curves_data import trial_rounds
-from results.export import fits_table, trial_arrays
-from results.report_data import build_report_data
-from results.storage import StudyMeta
+from results.report import page as report
+from results.report import panels
+from results.report.curves_data import trial_rounds
+from results.report.data import build_report_data
+from results.tables.export import fits_table, trial_arrays
+from results.tables.storage import StudyMeta
 
 META = StudyMeta("panels", "h", "name: panels\n", "0.1.0")
 

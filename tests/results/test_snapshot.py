@@ -7,7 +7,7 @@ import json
 import pyarrow.fs as pafs
 import pytest
 
-from results.snapshot import phase, read_snapshot, read_study
+from results.tables.snapshot import phase, read_snapshot, read_study
 from trainables.errors import UserError
 
 FS = pafs.LocalFileSystem()

@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats as st
 
-from results import bootstrap, stats
+from results.fits import bootstrap, stats
 
 RTOL = 1e-12
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tune_fixture import config
 
-from results import summarize as S
-from results.status import trial_status
+from results.tables import summarize as S
+from results.tables.status import trial_status
 from trainables.config import ImpConfig, LayerSchedule, PruningConfig, TrainConfig, TrialConfig
 from trainables.pruning.rounds import ImpPlan
 
@@ -48,7 +48,7 @@ def _cols(test_acc, events=(), val_acc=None, train_acc=None):
             *S.FLATNESS_KEYS,
         )
     }
-    for key in S.PER_TRIAL_KEYS:  # text keys as object arrays, as results.export reads them
+    for key in S.PER_TRIAL_KEYS:  # text keys as object arrays, as results.tables.export reads them
         text = S.FIELDS[key].type == "string"
         cols[key] = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
     cols.update(

@@ -11,8 +11,8 @@ from tune_fixture import INTERRUPTED, TRIALS, config, expected_record
 
 from results import commands
 from results.api import export_study, write_report
-from results.snapshot import read_study
-from results.storage import TABLES, resolve
+from results.tables.snapshot import read_study
+from results.tables.storage import TABLES, resolve
 from trainables.identity import trial_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

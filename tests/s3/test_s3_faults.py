@@ -17,10 +17,10 @@ import pytest
 from orch_helpers import REPO, cli_env, run_cli, start_cli, tiny_spec, wait_for
 from s3_helpers import Relay, S3Server
 
-from orchestrator.holder import LEASE_EXPIRE_S, Holder
-from orchestrator.lock import acquire
-from results.snapshot import read_snapshot
-from results.storage import LEASE_FILE, TABLES, table_file
+from orchestrator.study.holder import LEASE_EXPIRE_S, Holder
+from orchestrator.study.lock import acquire
+from results.tables.snapshot import read_snapshot
+from results.tables.storage import LEASE_FILE, TABLES, table_file
 from trainables.errors import UserError
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(1200)]
@@ -144,7 +144,7 @@ def test_two_cli_drivers_started_together_one_runs(tmp_path, data_dir, s3_server
     args = ["run", str(spec), "--storage", f"s3://{bucket}/studies"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", *args],
+            [sys.executable, "-m", "orchestrator.cli.app", *args],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

@@ -23,7 +23,7 @@ from orch_helpers import (
 )
 from s3_helpers import S3Server
 
-from results.snapshot import read_snapshot
+from results.tables.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(1200)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from results.schema import CONFIG_FIELDS, TRIAL_FIELDS
+from results.tables.schema import CONFIG_FIELDS, TRIAL_FIELDS
 from search_spaces.fits import NUMERIC, SCALAR, FitFilter, FitSpec, fits_from_spec_text
 from search_spaces.spec import load_spec, spec_from_yaml
 from trainables.errors import UserError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from search_spaces.spec import StudySpec
 from search_spaces.yaml_io import dump_yaml
 from trainables.config import TrialConfig

@@ -106,7 +106,9 @@ def test_vgg11_matches_fig2_fig3() -> None:
     scheduled = {("l2", t, r, False, VGG11_LAYERS) for t in targets for r in periods}  # F3_*_r
     assert _arms(spec) == scheduled | {("l2", "smallest", 4, True, VGG11_SCRATCH)}  # + F2_VGG_5
     assert {t.pruning.granularity for t in expand(spec).pruned} == {"filter"}
-    assert schedule_layers((), "vgg11_bn", 0, "cifar10") == VGG11_LAYERS  # the model's paper default
+    assert (
+        schedule_layers((), "vgg11_bn", 0, "cifar10") == VGG11_LAYERS
+    )  # the model's paper default
     events = [len(range(6, 275 + 1, r)) for r in periods]  # the last layer's events per period
     assert events == [68, 14, 7, 5, 3, 2, 1]
     plan = expand(spec)

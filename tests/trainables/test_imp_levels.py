@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from results.summarize import INPUT_KEYS, level_end_rows, summarize
+from results.tables.summarize import INPUT_KEYS, level_end_rows, summarize
 from trainables.augment import derived_generator
 from trainables.config import TrialConfig
 from trainables.loop import TrialRunner

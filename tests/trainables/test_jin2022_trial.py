@@ -11,7 +11,7 @@ import torch
 from cifar_files import accept_written_md5s, write_cifar10
 from torch import nn
 
-from results.summarize import level_end_rows
+from results.tables.summarize import level_end_rows
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
 from trainables.loop import TrialRunner

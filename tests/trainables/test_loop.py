@@ -155,7 +155,9 @@ def test_default_schedule_and_clear_errors(data_dir):
     runner = TrialRunner(cfg, device="cpu")
     assert [lp.name for lp in runner.method.plan.layers] == ["conv1", "conv2", "conv3"]
     bad = {"layers": [{"name": "fc", "final_fraction": 0.5, "start_epoch": 0, "end_epoch": 1}]}
-    with pytest.raises(UserError, match=r"pruning.layers\[0\].name: unknown layer 'fc' of model cnn1d"):
+    with pytest.raises(
+        UserError, match=r"pruning.layers\[0\].name: unknown layer 'fc' of model cnn1d"
+    ):
         TrialRunner(_cfg(data_dir, pruning=bad), device="cpu")
 
 

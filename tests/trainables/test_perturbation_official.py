@@ -18,8 +18,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from results.export import layer_events_table
-from results.history import parse_histories
+from results.tables.export import layer_events_table
+from results.tables.history import parse_histories
 from trainables.config import TrialConfig
 from trainables.loop import TrialRunner
 from trainables.methods import PerturbationPruning

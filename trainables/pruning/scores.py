@@ -156,7 +156,7 @@ def event_score(layer_means: Iterable[float]) -> float:
     that lost units, of ``max(0, mean score of the units chosen in that layer)``; -1 when no layer
     did. The official analysis (``figures_and_tables/utils.py::add_pruning_status_vars``) counts
     an epoch as pruned only when this is > 0, i.e. when some layer's chosen units have a positive
-    mean score (``results.summarize`` applies the rule)."""
+    mean score (``results.tables.summarize`` applies the rule)."""
     means = [max(float(m), 0.0) for m in layer_means]
     return sum(means) / len(means) if means else -1.0
 

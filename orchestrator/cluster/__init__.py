@@ -1,0 +1,1 @@
+"""The Ray runtime (a local Ray or a cluster connection) and Ray Jobs submission."""

@@ -1,0 +1,1 @@
+"""The report: every number it shows (pure), then its Plotly figures and HTML."""

@@ -1,0 +1,1 @@
+"""A study's tables: the Tune snapshot reader, the per-trial summary, the Parquet schema and export."""
