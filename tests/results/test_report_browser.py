@@ -242,8 +242,9 @@ def test_imp_panel_draws_error_and_memorisation_per_control(papers):
     driver, data = _show(papers, "imp")
     traces = _drawn(driver, "imp")
     curves = data.panels.imp.curves
-    assert len(traces) == 3 * len(curves)  # test error, noisy and clean accuracy per curve
-    error = traces[::3]
+    # per curve: test error, training loss, noisy and clean training accuracy
+    assert len(traces) == 4 * len(curves)
+    error = traces[::4]
     assert [n for _, n, _ in error] == [len(c.round) for c in curves]
     assert sorted(n for _, n, _ in error) == [1, 3, 3]  # sparse-from-start: its last phase
     _no_errors(driver)
