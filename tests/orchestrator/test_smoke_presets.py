@@ -67,8 +67,10 @@ def test_paper_preset_smoke_runs_every_arm_end_to_end(preset, local_ray, tmp_pat
             assert t["n_events"] >= 1, t["trial_key"]
         if spec.flatness.epochs:
             assert t["hessian_topk_sum"] is not None and t["grad_noise_trace"] is not None
-        if t["pruning_method"] == "imp":
-            assert t["n_epochs"] == 3 * t["train_epochs"]  # the dense training and 2 rounds
+        if t["pruning_method"] == "imp":  # the dense training and 2 rounds, then for the
+            # size-only control the final mask trained once more from the initialisation
+            phases = 3 + (t["pruning_imp_control"] == "sparse_from_start")
+            assert t["n_epochs"] == phases * t["train_epochs"], t["trial_key"]
     if spec.flatness.epochs:  # measured in every trial (inf: no rise within the grid)
         epochs = pq.read_table(study / "epochs.parquet", columns=["trial_key", "eps_flatness"])
         measured = {r["trial_key"] for r in epochs.to_pylist() if r["eps_flatness"] is not None}
