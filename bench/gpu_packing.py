@@ -84,10 +84,13 @@ def paper_models() -> dict[str, dict[str, Any]]:
 
 def trial_config(model: str, facts: dict, sizes: PackingSizes, method: str, **train):
     """``method`` none, or schedule: 30% of every prunable layer's units, an event every epoch."""
-    from search_spaces.model_check import model_facts
     from trainables.config import TrialConfig
+    from trainables.models import facts_for
 
-    names = model_facts(model, sizes.width, facts["dataset"])[0]
+    model_facts, why = facts_for(model, sizes.width, facts["dataset"])
+    if model_facts is None:
+        raise ValueError(why)
+    names = model_facts.layers
     end = sizes.epochs  # the last epoch (one warm-up epoch comes first)
     layers = [{"name": n, "final_fraction": 0.3, "start_epoch": 0, "end_epoch": end} for n in names]
     return TrialConfig.from_dict(
