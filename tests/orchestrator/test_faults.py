@@ -210,7 +210,7 @@ def test_a_full_disk_stops_the_driver_in_one_line_and_resume_keeps_finished_tria
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-# Known issue (#15, open): after the full-disk stop, a resume was seen (2 of 2 runs on the merged
+# Known issue (#15, open): after the full-disk stop, a resume was seen (3 of 3 runs on the merged
 # tree of 2026-12-07) with no trial pending or running while Tune's restored searcher was not
 # finished, so Tune's controller blocked in its fixed 600 s wait for a next trial
 # (ray.tune.execution.tune_controller, _update_trial_queue). The stop itself (exit 75, one line,
