@@ -22,6 +22,7 @@ stdout carries the command's result with the study directory as its last line (f
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -136,29 +137,46 @@ def execute(
     (``prunetune resume`` retries them), 130 when Ctrl-C stopped it (state saved; nothing
     exported).
     """
-    from orchestrator.cluster.runtime import check_capacity, ray_session, trial_capacity
-    from orchestrator.study.live import live_report
-    from orchestrator.study.lock import acquire
+    from orchestrator.cluster.runtime import check_capacity, ray_session
 
     with ray_session(address, verbose):
         check_capacity(plan.resources.cpu, plan.resources.gpu)
         target = locate_target()
-        with acquire(target.fs, target.path, target.uri, command=" ".join(sys.argv)) as lock:
-            target = locate_target()
-            study = open_for_run(target, spec, plan)
-            state = "resuming" if target.exists else "created"
-            note(f"{state} study {study.uri} (spec {study.spec_hash})")
-            concurrency = plan.max_concurrent_trials or trial_capacity(
-                plan.resources.cpu, plan.resources.gpu
-            )
-            with live_report(study, plan):  # tables and report.html every report_every s
-                finished = _run_experiments(study, plan, address, concurrency, verbose)
-            if lock.lost:
-                raise _lost(lock.lost)
-            if not finished:
-                note(f"interrupted; the study's state is saved: prunetune resume {study.uri}")
-                return 130
-            return _export(study, plan)
+        try:
+            return _locked(locate_target, target, spec, plan, address, verbose)
+        except OSError as exc:
+            raise _no_space(exc, target.uri) from None
+
+
+def _locked(
+    locate_target: Callable[[], Target],
+    target: Target,
+    spec: Any,
+    plan: StudyPlan,
+    address: str | None,
+    verbose: bool,
+) -> int:
+    """:func:`execute` from taking the study's lock on."""
+    from orchestrator.cluster.runtime import trial_capacity
+    from orchestrator.study.live import live_report
+    from orchestrator.study.lock import acquire
+
+    with acquire(target.fs, target.path, target.uri, command=" ".join(sys.argv)) as lock:
+        target = locate_target()
+        study = open_for_run(target, spec, plan)
+        state = "resuming" if target.exists else "created"
+        note(f"{state} study {study.uri} (spec {study.spec_hash})")
+        concurrency = plan.max_concurrent_trials or trial_capacity(
+            plan.resources.cpu, plan.resources.gpu
+        )
+        with live_report(study, plan):  # tables and report.html every report_every s
+            finished = _run_experiments(study, plan, address, concurrency, verbose)
+        if lock.lost:
+            raise _lost(lock.lost)
+        if not finished:
+            note(f"interrupted; the study's state is saved: prunetune resume {study.uri}")
+            return 130
+        return _export(study, plan)
 
 
 def _run_experiments(
@@ -211,6 +229,23 @@ def _export(study: Study, plan: StudyPlan) -> int:
         for s in statuses
     )
     return 1 if unfinished else 0
+
+
+def _no_space(exc: OSError, uri: str) -> OSError:
+    """A write of the study that failed for lack of space (taking the lock, exporting the tables;
+    every write is atomic, so nothing is half-written) as the driver's one disk-full line with the
+    resume command, exit code 75 (``prunetune.cli.app``); any other error as it is."""
+    from orchestrator.tune.diskfull import free_space, is_no_space
+
+    if not is_no_space(exc) or str(exc).startswith("the disk is full"):
+        return exc
+    reason = exc.strerror or " ".join(str(exc).split())
+    what = f"{exc.filename}: {reason}" if exc.filename else f"a write under {uri} failed ({reason})"
+    space = free_space(exc.filename or uri) if "://" not in uri else "free space unknown"
+    return OSError(
+        errno.ENOSPC,
+        f"the disk is full: {what}; {space} there. free space, then: prunetune resume {uri}",
+    )
 
 
 def _lost(why: str) -> Exception:

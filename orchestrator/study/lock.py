@@ -105,7 +105,8 @@ class _FlockLock(StudyLock):
     def take(cls, study_path: str, study_uri: str, holder: Holder) -> _FlockLock:
         os.makedirs(study_path, exist_ok=True)
         # No O_TRUNC: the file may name the current holder, which a refusal reports.
-        fd = os.open(os.path.join(study_path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        path = os.path.join(study_path, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -116,9 +117,13 @@ class _FlockLock(StudyLock):
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.to_json().encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.to_json().encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:  # a full disk, say: name the file, and drop the lock
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, path) from None
         return cls(study_uri, holder, fd)
 
     def release(self) -> None:
