@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     terminate.install()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         code = int(args.func(args) or 0)
         return terminate.exit_code() if code == terminate.INTERRUPTED else code
@@ -87,6 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: documented code 75
             return _fail(no_space_line(exc), code=75)
         return _fail(os_error_line(exc))
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting KEY=VALUE overrides come after options too (``run SPEC --dry-run seeds=1``):
+    argparse alone fills a ``*`` positional once, before the first option."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *(x for x in extra if _is_override(x))]
+        extra = [x for x in extra if not _is_override(x)]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
 
 
 def os_error_line(exc: OSError) -> str:

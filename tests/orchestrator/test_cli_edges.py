@@ -206,3 +206,24 @@ def test_a_long_string_is_shown_cut_in_its_error_line(tmp_path, capsys):
     spec.write_text(f"name: s\ndataset: {{name: {'y' * 40_000}}}\n")
     line = _timed_refusal(capsys, ["run", str(spec), "--dry-run"])
     assert line.startswith("dataset.name: unknown dataset 'yyy") and len(line) < 400, len(line)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "quickstart", "seeds=1", "--dry-run", "--json"],
+        ["run", "quickstart", "--dry-run", "seeds=1", "--json"],
+        ["run", "--dry-run", "quickstart", "--json", "seeds=1"],
+    ],
+)
+def test_overrides_may_come_before_or_after_the_options(argv, capsys):
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["trials"]["total"] == 10  # 9 pruned and 1 baseline on one seed; 30 on three
+
+
+def test_an_unknown_option_after_the_overrides_is_still_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "quickstart", "--dry-run", "seeds=1", "--bogus"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
