@@ -49,14 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"prunetune {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from orchestrator.cli import listing
-    from orchestrator.cli import run as commands
+    from orchestrator.cli import listing, run
     from orchestrator.cluster import submit
-    from results import commands as results_commands
+    from results import commands
 
-    commands.register(sub)
+    run.register(sub)
     listing.register(sub)
-    results_commands.register(sub)
+    commands.register(sub)
     submit.register(sub)
     for command in sub.choices.values():
         command.epilog = command.epilog or EXIT_CODES

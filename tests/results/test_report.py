@@ -15,8 +15,7 @@ from scipy import stats as st
 from tune_fixture import config
 
 from results.report import data as report_data
-from results.report import page as report
-from results.report import panels
+from results.report import page, panels
 from results.report.data import build_report_data, ols_band
 from results.tables.status import running_banner
 from results.tables.storage import StudyMeta
@@ -113,7 +112,7 @@ def test_counts_and_exclusions(study):
 
 def test_all_study_text_is_escaped_including_inside_plotly():
     meta, tables, fits = _study(name=NASTY, data_dir="</script><script>alert(2)</script>")
-    html = report.render_report(build_report_data(meta, tables.trials, tables.epochs, fits))
+    html = page.render_report(build_report_data(meta, tables.trials, tables.epochs, fits))
     assert "alert(1)</script>" not in html and "<script>alert" not in html
     assert "alert(2)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the page title and headings
@@ -126,7 +125,7 @@ def test_all_study_text_is_escaped_including_inside_plotly():
 
 
 def test_plotly_js_is_embedded_once_and_nothing_is_fetched(study):
-    html = report.render_report(study[3])
+    html = page.render_report(study[3])
     js = get_plotlyjs()
     assert html.count(js[:500]) == 1 and html.count(js) == 1
     ours = html.replace(js, "")  # (plotly.js itself names a CDN for geo maps, which we never draw)
@@ -149,19 +148,19 @@ def test_running_banner_states_the_time_in_utc_and_the_counts():
 
 def test_a_running_report_has_the_banner_and_title_a_final_one_neither(study):
     banner = "Study running: snapshot of 2025-06-01 12:03:09 UTC, 3/6 <trials>"
-    live = report.render_report(study[3], running=banner)
+    live = page.render_report(study[3], running=banner)
     assert "<title>running: demo · prunetune report</title>" in live
     shown = '<p class="running" role="status">Study running: snapshot of 2025-06-01 12:03:09 UTC'
     assert live.index(shown) < live.index("<h1>")  # at the top of the page
     assert "3/6 &lt;trials&gt;</p>" in live  # escaped like every other text
-    final = report.render_report(study[3])
+    final = page.render_report(study[3])
     assert "<title>demo · prunetune report</title>" in final
     assert 'class="running"' not in final and "Study running" not in final
 
 
 def test_menus_switch_pair_and_grouping_over_the_same_traces(study):
     data = study[3]
-    fig = report.headline_figure(data)
+    fig = page.headline_figure(data)
     pair_menu, group_menu = fig.layout.updatemenus
     assert [b.label for b in pair_menu.buttons][:3] == [
         "gain vs mean_instability",
@@ -190,7 +189,7 @@ def test_webgl_above_the_threshold(study, monkeypatch):
     monkeypatch.setattr(report_data, "WEBGL_THRESHOLD", 5)
     data = build_report_data(meta, tables.trials, tables.epochs, fits)
     assert data.headline.webgl
-    assert report.headline_figure(data).data[0].type == "scattergl"
+    assert page.headline_figure(data).data[0].type == "scattergl"
     assert panels.fig6_figure(data.panels.fig6, "x").data[0].type == "scattergl"
     assert panels.fig2_figure(data.panels.fig2, "x").data[0].type == "scattergl"
 
@@ -203,8 +202,8 @@ def test_a_10000_trial_report_stays_one_webgl_trace_and_a_bounded_page():
     meta = StudyMeta("big", "h", "", "0.1.0")
     data = build_report_data(meta, tables.trials, tables.epochs, fits)
     assert tables.trials.num_rows == 10_000 and len(data.headline.trial_id) == 9_999
-    html = report.render_report(data)
-    fig = report.headline_figure(data)
+    html = page.render_report(data)
+    fig = page.headline_figure(data)
     assert fig.data[0].type == "scattergl" and len(fig.data[0].x) == 9_999
     assert len(html) < 30e6
     assert f"First {report_data.MAX_CONFIG_ROWS} of 10000 configurations" in html
@@ -222,14 +221,14 @@ def test_environment_section_shows_the_driver_and_where_trials_ran(study):
     assert data.trial_environments == (
         (FACTS["device"], FACTS["torch_version"], str(FACTS["threads"]), reported),
     )
-    page = report.render_report(data)
-    assert "<h2>Environment</h2>" in page and "records no environment" in page
+    html = page.render_report(data)
+    assert "<h2>Environment</h2>" in html and "records no environment" in html
     env = dict.fromkeys(KEYS) | {"torch_version": NASTY, "gpus": ["NVIDIA H200"], "cpu_count": 16}
     with_env = dataclasses.replace(meta, environment=env)
     data = build_report_data(with_env, tables.trials, tables.epochs, fits)
     assert dict(data.environment)["gpus"] == "NVIDIA H200"
-    page = report.render_report(data)
-    section = page[page.index("<h2>Environment</h2>") :]
+    html = page.render_report(data)
+    section = html[html.index("<h2>Environment</h2>") :]
     assert '<td class="l">cpu_count</td><td class="l">16</td>' in section
-    assert NASTY not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert NASTY not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
     assert '<td class="l">0.0.0+fixture</td><td>1</td>' in section

@@ -9,8 +9,8 @@ import pytest
 import synthetic as S
 from tune_fixture import config
 
-from results.report import page as report
 from results.report.data import build_report_data
+from results.report.page import render_report
 from results.tables.storage import StudyMeta
 
 pytestmark = pytest.mark.browser
@@ -68,7 +68,7 @@ def page(tmp_path_factory):
     meta = StudyMeta("<script>alert('x')</script> browser", "abc", "name: browser\n", "0.1.0")
     data = build_report_data(meta, tables.trials, tables.epochs, S.fits(tables))
     path = tmp_path_factory.mktemp("report") / "report.html"
-    path.write_text(report.render_report(data), encoding="utf-8")
+    path.write_text(render_report(data), encoding="utf-8")
     with _chromium() as driver:
         _open(driver, path)
         yield driver, tables, data, path
@@ -172,7 +172,7 @@ def papers(tmp_path_factory):
         meta = StudyMeta(f"{name} <i>study</i>", "abc", f"name: {name}\n", "0.1.0")
         data = build_report_data(meta, tables.trials, tables.epochs, S.fits(tables))
         path = tmp_path_factory.mktemp(name) / "report.html"
-        path.write_text(report.render_report(data), encoding="utf-8")
+        path.write_text(render_report(data), encoding="utf-8")
         out[name] = (data, path)
     with _chromium() as driver:
         yield driver, out

@@ -8,8 +8,7 @@ import synthetic as S
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats as st
 
-from results.report import page as report
-from results.report import panels
+from results.report import page, panels
 from results.report.curves_data import trial_rounds
 from results.report.data import build_report_data
 from results.tables.export import fits_table, trial_arrays
@@ -171,7 +170,7 @@ def test_panels_render_with_their_figure_names_and_escape_labels(figures):
     noise = _data(S.noise_study()).panels
     assert "Jin et al. 2022" in panels.panel_sections(imp, "s")["imp"]
     assert "Figs. 5 and D2" in panels.panel_sections(noise, "s")["noise"]
-    html = report.render_report(_data(S.noise_study()))
+    html = page.render_report(_data(S.noise_study()))
     assert html.index('id="noise"') < html.index('id="dynamics"')
 
 
@@ -182,12 +181,12 @@ def test_the_spec_fits_get_their_own_table_saying_which_trials_they_fit(figures)
     where = ((FitFilter("pruning_target", ("smallest",)), FitFilter("pruning_period", (1, 2))),)
     spec = FitSpec(name="fig2_subset", where=where + ((FitFilter("pruning_period", (3,)),),))
     fits = fits_table(tables.trials, "h", S.FAST_PLAN, [spec])
-    html = report.render_report(build_report_data(META, tables.trials, tables.epochs, fits))
+    html = page.render_report(build_report_data(META, tables.trials, tables.epochs, fits))
     table = html[html.index("Figure fits") :]
     assert table.count('<td class="l">fig2_subset</td>') == 2  # trial and config level
     assert "pruned; pruning_target in {smallest}, pruning_period in {1, 2} or " in table
     assert "pruning_period in {3}" in table
-    no_spec = report.render_report(
+    no_spec = page.render_report(
         build_report_data(META, tables.trials, tables.epochs, S.fits(tables))
     )
     assert "fig2_subset" not in no_spec and '<td class="l">default.fig3</td>' in no_spec
