@@ -237,7 +237,7 @@ def _no_space(exc: OSError, uri: str) -> OSError:
     resume command, exit code 75 (``prunetune.cli.app``); any other error as it is."""
     from orchestrator.tune.diskfull import free_space, is_no_space
 
-    if not is_no_space(exc) or str(exc).startswith("the disk is full"):
+    if not is_no_space(exc) or (exc.strerror or "").startswith("the disk is full"):
         return exc
     reason = exc.strerror or " ".join(str(exc).split())
     what = f"{exc.filename}: {reason}" if exc.filename else f"a write under {uri} failed ({reason})"
