@@ -24,7 +24,11 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
 - A full disk stops the experiment at its first failed write (:mod:`orchestrator.tune.diskfull`); the
-  run state's last good copy (:mod:`orchestrator.tune.good_state`) is put back before a restore.
+  run state's last good set (:mod:`orchestrator.tune.good_state`) is put back whole before a restore.
+- Before a restore, the trial directories its snapshot does not list are removed: trials created
+  after that snapshot, which the restored searcher generates again (a grid trial under the same
+  id, hence the same directory). Left in place, the rerun would append to the first attempt's
+  ``result.json`` and checkpoints.
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
@@ -98,7 +102,7 @@ def run_experiment(
     fs, path = study.fs, study.tune_path(experiment)
     for name in restore_good_state(fs, path):  # a run-state file cut short by a full disk
         print(
-            f"prunetune: {experiment}: {name} was cut short; put back its last good copy",
+            f"prunetune: {experiment}: {name} was cut short; put back the last good run state",
             file=sys.stderr,
             flush=True,
         )
@@ -109,6 +113,8 @@ def run_experiment(
     trainable = _trainable(plan)
     if experiment == OPTUNA_EXPERIMENT:  # a resumed study's mirror catches up before it runs
         refresh_mirror(study, plan)
+    # Trials the restored state does not know (created after its snapshot) run again from the start
+    unknown = remove_orphans(fs, path) if state == "snapshotted" else []
     if state == "snapshotted":
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
@@ -128,7 +134,7 @@ def run_experiment(
         resume = f"free space, then: prunetune resume {study.uri}"
         raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
     prune_checkpoints(fs, path)
-    orphans = remove_orphans(fs, path)
+    orphans = [*unknown, *remove_orphans(fs, path)]
     if experiment == OPTUNA_EXPERIMENT:
         refresh_mirror(study, plan)
     snapshot = read_snapshot(fs, path) or Snapshot("", ())
