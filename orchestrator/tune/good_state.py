@@ -37,26 +37,25 @@ again and runs them from the start.
 
 from __future__ import annotations
 
-import fnmatch
-import io
-import json
 import os
-import pickletools
 import posixpath
 import tarfile
 
 import pyarrow.fs as pafs
 
-from results.tables.snapshot import GOOD_COPY as GOOD
-from results.tables.snapshot import SNAPSHOT_PATTERN, Snapshot, newest_snapshot_name, read_snapshot
-
-STATE_PATTERNS = (
-    SNAPSHOT_PATTERN,  # JSON; the others are pickles
-    "basic-variant-state-*.json",
-    "search_gen_state-*.json",
-    "searcher-state-*.pkl",
-    "callback-states-*.pkl",
+from orchestrator.tune.state_files import (
+    complete,
+    local_bytes,
+    pack,
+    read_bytes,
+    state_infos,
+    state_names,
+    unpack,
+    write_atomic,
 )
+from results.tables.snapshot import GOOD_COPY as GOOD
+from results.tables.snapshot import Snapshot, newest_snapshot_name, read_snapshot
+
 SET_FILE = "run-state" + GOOD  # the last good set, one tar archive
 _kept: dict[str, tuple] = {}  # experiment path -> (name, size, mtime) of the set last kept here
 
@@ -64,21 +63,21 @@ _kept: dict[str, tuple] = {}  # experiment path -> (name, size, mtime) of the se
 def keep_good_state(fs: pafs.FileSystem, exp_path: str, staging_dir: str) -> list[str]:
     """Keep the run-state files of `exp_path` as the last good set when they are exactly those of
     Tune's local `staging_dir` and changed since the last set; their names ([] when not kept)."""
-    infos = _state_infos(fs, exp_path)
+    infos = state_infos(fs, exp_path)
     signature = tuple(sorted((n, i.size, i.mtime_ns) for n, i in infos.items()))
     if not infos or _kept.get(exp_path) == signature:
         return []
     try:
-        staged = {n: _local_bytes(staging_dir, n) for n in _state_names(os.listdir(staging_dir))}
-        files = {n: _bytes(fs, i.path) for n, i in infos.items()}
+        staged = {n: local_bytes(staging_dir, n) for n in state_names(os.listdir(staging_dir))}
+        files = {n: read_bytes(fs, i.path) for n, i in infos.items()}
     except FileNotFoundError:  # a copy under way, or no snapshot staged yet
         return []
-    if files != staged or not all(_complete(n, d) for n, d in files.items()):
+    if files != staged or not all(complete(n, d) for n, d in files.items()):
         return []  # a snapshot half copied (or a copy that failed): keep the previous set
-    _write_atomic(fs, posixpath.join(exp_path, SET_FILE), _pack(files))
+    write_atomic(fs, posixpath.join(exp_path, SET_FILE), pack(files))
     snapshot = newest_snapshot_name(files)
     if snapshot is not None:
-        _write_atomic(fs, posixpath.join(exp_path, snapshot + GOOD), files[snapshot])
+        write_atomic(fs, posixpath.join(exp_path, snapshot + GOOD), files[snapshot])
     _kept[exp_path] = signature
     return sorted(files)
 
@@ -95,12 +94,12 @@ def restore_good_state(fs: pafs.FileSystem, exp_path: str) -> list[str]:
     """Put the last good set back in place of all the run state when any run-state file is
     missing, empty or cut short; the names of those files ([] when nothing was put back)."""
     try:
-        good = _unpack(_bytes(fs, posixpath.join(exp_path, SET_FILE)))
+        good = unpack(read_bytes(fs, posixpath.join(exp_path, SET_FILE)))
     except (FileNotFoundError, tarfile.TarError):
         return []
-    current = {n: _bytes(fs, i.path) for n, i in _state_infos(fs, exp_path).items()}
+    current = {n: read_bytes(fs, i.path) for n, i in state_infos(fs, exp_path).items()}
     names = set(good) | set(current)
-    broken = sorted(n for n in names if not _complete(n, current.get(n)))
+    broken = sorted(n for n in names if not complete(n, current.get(n)))
     if not broken:
         return []
     # The broken files last: cut off midway, this leaves one for the next restore to find.
@@ -109,75 +108,5 @@ def restore_good_state(fs: pafs.FileSystem, exp_path: str) -> list[str]:
         if name not in good:
             fs.delete_file(path)
         elif current.get(name) != good[name]:
-            _write_atomic(fs, path, good[name])
+            write_atomic(fs, path, good[name])
     return broken
-
-
-def _state_names(names) -> list[str]:
-    return [
-        n
-        for n in names
-        if not n.startswith(".") and any(fnmatch.fnmatch(n, p) for p in STATE_PATTERNS)
-    ]
-
-
-def _state_infos(fs: pafs.FileSystem, exp_path: str) -> dict[str, pafs.FileInfo]:
-    """The run-state files of `exp_path`, by name."""
-    infos = fs.get_file_info(pafs.FileSelector(exp_path, allow_not_found=True))
-    files = {i.base_name: i for i in infos if i.type == pafs.FileType.File}
-    return {n: files[n] for n in _state_names(files)}
-
-
-def _complete(name: str, data: bytes | None) -> bool:
-    """Whether a run-state file's bytes are whole: JSON that parses, or a pickle that reaches
-    its end mark (read opcode by opcode: nothing is unpickled)."""
-    if not data:
-        return False
-    try:
-        if fnmatch.fnmatch(name, SNAPSHOT_PATTERN):
-            json.loads(data)
-        else:
-            for _ in pickletools.genops(data):
-                pass
-    except ValueError:
-        return False
-    return True
-
-
-def _pack(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _unpack(data: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-
-
-def _bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.readall()
-
-
-def _local_bytes(directory: str, name: str) -> bytes:
-    with open(os.path.join(directory, name), "rb") as f:
-        return f.read()
-
-
-def _write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    try:
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
-        fs.move(tmp, path)
-    except BaseException:
-        try:
-            fs.delete_file(tmp)
-        except OSError:
-            pass
-        raise

@@ -102,7 +102,8 @@ def run_experiment(
     fs, path = study.fs, study.tune_path(experiment)
     for name in restore_good_state(fs, path):  # a run-state file cut short by a full disk
         print(
-            f"prunetune: {experiment}: {name} was cut short; put back the last good run state",
+            f"prunetune: {experiment}: {name} was missing or cut short; "
+            "put back the last good run state",
             file=sys.stderr,
             flush=True,
         )
