@@ -18,8 +18,8 @@ So :func:`keep_good_state` (called every second in the driver, by
 :class:`~orchestrator.tune.diskfull.DiskGuard` and by the checkpoint janitor) takes a set only
 when the experiment directory's run-state files are byte for byte those of the staging directory:
 one snapshot, copied completely. (The callbacks run in the driver's main thread, which is also the
-thread that writes the staging files, so these do not change while they are read; the copies in
-the experiment directory can, which is why a set is never judged by whether each file parses.)
+thread that writes the staging files, so these do not change while they are read. A snapshot
+half copied into the experiment directory parses file by file, so parsing cannot tell.)
 The set is written as one file, :data:`SET_FILE` (a tar archive, written aside and renamed into
 place, so a failed write leaves the previous set whole), and then the set's snapshot again as
 ``<snapshot>.good``, which ``status`` reads (:mod:`results.tables.snapshot`) while the snapshot
@@ -32,7 +32,7 @@ missing, empty or cut short (JSON that does not parse, a pickle that ends before
 and removes the run-state files the set does not have (a later session's, half copied). Trials
 created after the set was taken are unknown to the restored state; the caller removes their
 directories (:func:`orchestrator.tune.janitor.remove_orphans`), and the searcher generates them
-again and runs them from the start.
+again (a grid trial under the same id, so in the same directory) and they run from the start.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def keep_good_state(fs: pafs.FileSystem, exp_path: str, staging_dir: str) -> lis
         files = {n: read_bytes(fs, i.path) for n, i in infos.items()}
     except FileNotFoundError:  # a copy under way, or no snapshot staged yet
         return []
-    if files != staged or not all(complete(n, d) for n, d in files.items()):
-        return []  # a snapshot half copied (or a copy that failed): keep the previous set
+    if files != staged:  # a snapshot half copied, or a copy that failed: keep the previous set
+        return []  # (the staged files are whole: Tune wrote them in this thread, before the copy)
     write_atomic(fs, posixpath.join(exp_path, SET_FILE), pack(files))
     snapshot = newest_snapshot_name(files)
     if snapshot is not None:
