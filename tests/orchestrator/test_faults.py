@@ -204,6 +204,7 @@ def test_a_full_disk_stops_the_driver_in_one_line_and_resume_keeps_finished_tria
 
         assert code == 0, out[-3000:]
         assert "trials: 6/6 finished: 6 ok" in out, out[-3000:]
+        assert "epochs (360)" in out, out[-3000:]  # 6 trials x 60 epochs: no epoch lost
         for logdir, results in finished.items():  # kept, and not run again
             assert (exp / logdir / "result.json").read_bytes() == results, logdir
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from orchestrator.tune.good_state import keep_good_state, read_good_snapshot, restore_good_state
+from orchestrator.tune.result_tails import cut_partial_lines
 from results.tables.snapshot import read_snapshot
 
 FS = pafs.LocalFileSystem()
@@ -102,3 +103,23 @@ def test_a_later_session_half_copied_is_removed_and_missing_files_put_back(tmp_p
         STATE,
     ]
     assert json.loads((exp / STATE).read_bytes()) == json.loads(_state(1))
+
+
+def test_a_resumed_trials_result_file_cut_mid_line_is_cut_back_to_its_last_whole_line(tmp_path):
+    trials = [
+        [json.dumps({"trial_id": t, "status": s, "relative_logdir": t}), json.dumps({})]
+        for t, s in (("running", "RUNNING"), ("errored", "ERROR"), ("done", "TERMINATED"))
+    ]
+    (tmp_path / STATE).write_text(json.dumps({"trial_data": trials}))
+    lines = b'{"epoch": 1}\n{"epoch": 2}\n'
+    for trial, tail in (("running", b'{"epo'), ("errored", b""), ("done", b'{"epo')):
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / "result.json").write_bytes(lines + tail)
+
+    said = cut_partial_lines(FS, str(tmp_path))
+
+    assert len(said) == 1 and "running/result.json" in said[0] and "5 bytes" in said[0], said
+    assert (tmp_path / "running" / "result.json").read_bytes() == lines  # Tune appends from here
+    assert (tmp_path / "errored" / "result.json").read_bytes() == lines
+    assert (tmp_path / "done" / "result.json").read_bytes() == lines + b'{"epo'  # not resumed
+    assert cut_partial_lines(FS, str(tmp_path)) == []
