@@ -23,8 +23,9 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   session's trial directories. Such a directory holds no result any snapshot refers to (the
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
-- A full disk stops the experiment at its first failed write (:mod:`orchestrator.tune.diskfull`); the
-  run state's last good set (:mod:`orchestrator.tune.good_state`) is put back whole before a restore.
+- A full disk stops the experiment at its first failed write (:mod:`orchestrator.tune.diskfull`);
+  the run state's last good set (:mod:`orchestrator.tune.good_state`) is put back whole before a
+  restore.
 - Before a restore, the trial directories its snapshot does not list are removed: trials created
   after that snapshot, which the restored searcher generates again (a grid trial under the same
   id, hence the same directory). Left in place, the rerun would append to the first attempt's
