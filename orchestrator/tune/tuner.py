@@ -30,7 +30,7 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   after that snapshot, which the restored searcher generates again (a grid trial under the same
   id, hence the same directory). Left in place, the rerun would append to the first attempt's
   ``result.json`` and checkpoints. A resumed trial's ``result.json`` that a full disk cut short
-  mid-line is cut back to its last whole line (:mod:`orchestrator.tune.result_tails`).
+  is mended, so that no epoch's line is lost (:mod:`orchestrator.tune.result_tails`).
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
@@ -65,7 +65,7 @@ from orchestrator.tune.good_state import restore_good_state
 from orchestrator.tune.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.tune.mirror_callback import OptunaMirror
 from orchestrator.tune.progress import ProgressCallback
-from orchestrator.tune.result_tails import cut_partial_lines
+from orchestrator.tune.result_tails import mend_result_files
 from results.tables.snapshot import TUNE_ENDED, Snapshot, phase, read_snapshot
 from results.tables.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join_uri
 from search_spaces.expand import StudyPlan
@@ -123,7 +123,7 @@ def run_experiment(
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
             raise UserError(f"{uri}: has Tune snapshots but no tuner.pkl; cannot resume it")
-        for line in [*set_aside_damaged(fs, path), *cut_partial_lines(fs, path)]:
+        for line in [*set_aside_damaged(fs, path), *mend_result_files(fs, path)]:
             print(f"prunetune: {line}", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from orchestrator.tune.good_state import keep_good_state, read_good_snapshot, restore_good_state
-from orchestrator.tune.result_tails import cut_partial_lines
+from orchestrator.tune.result_tails import mend_result_files
 from results.tables.snapshot import read_snapshot
 
 FS = pafs.LocalFileSystem()
@@ -105,21 +105,36 @@ def test_a_later_session_half_copied_is_removed_and_missing_files_put_back(tmp_p
     assert json.loads((exp / STATE).read_bytes()) == json.loads(_state(1))
 
 
-def test_a_resumed_trials_result_file_cut_mid_line_is_cut_back_to_its_last_whole_line(tmp_path):
+def test_a_resumed_trials_cut_short_results_are_mended_and_no_epoch_is_skipped(tmp_path):
     trials = [
         [json.dumps({"trial_id": t, "status": s, "relative_logdir": t}), json.dumps({})]
         for t, s in (("running", "RUNNING"), ("errored", "ERROR"), ("done", "TERMINATED"))
     ]
     (tmp_path / STATE).write_text(json.dumps({"trial_data": trials}))
-    lines = b'{"epoch": 1}\n{"epoch": 2}\n'
+    lines = b'{"epoch": 0}\n{"epoch": 1}\n'
     for trial, tail in (("running", b'{"epo'), ("errored", b""), ("done", b'{"epo')):
         (tmp_path / trial).mkdir()
         (tmp_path / trial / "result.json").write_bytes(lines + tail)
+        for index, epoch in enumerate((1, 2, 3)):  # written after these epochs
+            checkpoint = tmp_path / trial / f"checkpoint_{index:06d}"
+            checkpoint.mkdir()
+            (checkpoint / "state.pt").write_bytes(b"weights")
+            (checkpoint / "state.sha256.json").write_text(json.dumps({"epoch": epoch}))
 
-    said = cut_partial_lines(FS, str(tmp_path))
+    said = mend_result_files(FS, str(tmp_path))
 
-    assert len(said) == 1 and "running/result.json" in said[0] and "5 bytes" in said[0], said
+    assert [line.split()[1] for line in said] == ["running/result.json", "errored/result.json"]
+    assert "5 bytes" in said[0] and "epochs 2, 3" in said[0], said
     assert (tmp_path / "running" / "result.json").read_bytes() == lines  # Tune appends from here
-    assert (tmp_path / "errored" / "result.json").read_bytes() == lines
+    for trial in ("running", "errored"):  # resumed from epoch 1's checkpoint: epoch 2 runs again
+        states = sorted(
+            p.relative_to(tmp_path / trial) for p in (tmp_path / trial).glob("*/state.pt*")
+        )
+        assert [str(p) for p in states] == [
+            "checkpoint_000000/state.pt",
+            "checkpoint_000001/state.pt.corrupt",
+            "checkpoint_000002/state.pt.corrupt",
+        ]
     assert (tmp_path / "done" / "result.json").read_bytes() == lines + b'{"epo'  # not resumed
-    assert cut_partial_lines(FS, str(tmp_path)) == []
+    assert not list((tmp_path / "done").glob("*/*.corrupt"))
+    assert mend_result_files(FS, str(tmp_path)) == []
