@@ -8,8 +8,8 @@ unfinished in the snapshot, none is marked failed for good) and silences Tune's 
 writes that fail meanwhile. The driver then ends with exit code :data:`DISK_FULL` (75, "try
 again later") and one line: what could not be written, how much space is free there, and the
 command that resumes. The run state Tune needs is never lost to a cut-short write: its last good
-copy is kept, refreshed every second (:mod:`orchestrator.tune.good_state`), and put back before the
-resume.
+set is kept, refreshed every second (:mod:`orchestrator.tune.good_state`), and put back whole before
+the resume, which then keeps every trial that set records as finished.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def is_no_space(exc: BaseException) -> bool:
 
 class DiskGuard(Callback):
     """Stops the experiment at the first write that fails for lack of space (module docs), and
-    refreshes the run state's last good copy every `interval_s` (:mod:`orchestrator.tune.good_state`)
+    refreshes the run state's last good set every `interval_s` (:mod:`orchestrator.tune.good_state`)
     so that it is never more than a few seconds behind Tune's."""
 
     def __init__(self, interval_s: float = 1.0):
@@ -94,7 +94,11 @@ class DiskGuard(Callback):
         self._last = now
         storage = trials[0].storage
         try:
-            keep_good_state(storage.storage_filesystem, storage.experiment_fs_path)
+            keep_good_state(
+                storage.storage_filesystem,
+                storage.experiment_fs_path,
+                storage.experiment_driver_staging_path,
+            )
         except Exception as exc:  # the next pass retries
             if not is_no_space(exc):
                 logging.getLogger(__name__).warning("keeping the run state failed: %s", exc)

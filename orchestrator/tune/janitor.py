@@ -76,7 +76,8 @@ class CheckpointJanitor(Callback):
         self._last = now
         fs, exp_path = trials[0].storage.storage_filesystem, trials[0].storage.experiment_fs_path
         try:
-            keep_good_state(fs, exp_path)  # first: pruning goes by that copy
+            staging = trials[0].storage.experiment_driver_staging_path
+            keep_good_state(fs, exp_path, staging)  # first: pruning goes by that copy
             restore_points = prune_checkpoints(fs, exp_path, self._pruned, good=True)
             self._pruned.update(restore_points)
             for trial in trials:

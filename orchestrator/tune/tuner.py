@@ -23,8 +23,14 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   session's trial directories. Such a directory holds no result any snapshot refers to (the
   first snapshot is taken at the first step), so it is removed and the experiment started anew
   from the current spec: that keeps one trial directory per trial and the results exact.
-- A full disk stops the experiment at its first failed write (:mod:`orchestrator.tune.diskfull`); the
-  run state's last good copy (:mod:`orchestrator.tune.good_state`) is put back before a restore.
+- A full disk stops the experiment at its first failed write (:mod:`orchestrator.tune.diskfull`);
+  the run state's last good set (:mod:`orchestrator.tune.good_state`) is put back whole before a
+  restore.
+- Before a restore, the trial directories its snapshot does not list are removed: trials created
+  after that snapshot, which the restored searcher generates again (a grid trial under the same
+  id, hence the same directory). Left in place, the rerun would append to the first attempt's
+  ``result.json`` and checkpoints. A resumed trial's ``result.json`` that a full disk cut short
+  is mended, so that no epoch's line is lost (:mod:`orchestrator.tune.result_tails`).
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
   Tune's few keys and the export parses it whole, fast.
@@ -59,6 +65,7 @@ from orchestrator.tune.good_state import restore_good_state
 from orchestrator.tune.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.tune.mirror_callback import OptunaMirror
 from orchestrator.tune.progress import ProgressCallback
+from orchestrator.tune.result_tails import mend_result_files
 from results.tables.snapshot import TUNE_ENDED, Snapshot, phase, read_snapshot
 from results.tables.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DIR, join_uri
 from search_spaces.expand import StudyPlan
@@ -98,7 +105,8 @@ def run_experiment(
     fs, path = study.fs, study.tune_path(experiment)
     for name in restore_good_state(fs, path):  # a run-state file cut short by a full disk
         print(
-            f"prunetune: {experiment}: {name} was cut short; put back its last good copy",
+            f"prunetune: {experiment}: {name} was missing or cut short; "
+            "put back the last good run state",
             file=sys.stderr,
             flush=True,
         )
@@ -109,11 +117,13 @@ def run_experiment(
     trainable = _trainable(plan)
     if experiment == OPTUNA_EXPERIMENT:  # a resumed study's mirror catches up before it runs
         refresh_mirror(study, plan)
+    # Trials the restored state does not know (created after its snapshot) run again from the start
+    unknown = remove_orphans(fs, path) if state == "snapshotted" else []
     if state == "snapshotted":
         uri = study.tune_uri(experiment)
         if not tune.Tuner.can_restore(uri):
             raise UserError(f"{uri}: has Tune snapshots but no tuner.pkl; cannot resume it")
-        for line in set_aside_damaged(fs, path):
+        for line in [*set_aside_damaged(fs, path), *mend_result_files(fs, path)]:
             print(f"prunetune: {line}", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(uri, trainable, resume_errored=True)
     else:
@@ -128,7 +138,7 @@ def run_experiment(
         resume = f"free space, then: prunetune resume {study.uri}"
         raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
     prune_checkpoints(fs, path)
-    orphans = remove_orphans(fs, path)
+    orphans = [*unknown, *remove_orphans(fs, path)]
     if experiment == OPTUNA_EXPERIMENT:
         refresh_mirror(study, plan)
     snapshot = read_snapshot(fs, path) or Snapshot("", ())
