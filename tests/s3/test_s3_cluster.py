@@ -178,6 +178,8 @@ def test_bucket_study_survives_losing_a_worker_then_the_head(
         cluster = clusters.start()
         final = submit(cluster, "--follow")
         assert final.returncode == 0, final.stderr[-3000:] + final.stdout[-6000:]
+        # The new cluster knows no job of the old one: a new job under the study's id.
+        assert final.stdout.splitlines()[0] == first.stdout.splitlines()[0]
     finally:
         leftover = clusters.stop()
     assert not leftover, f"processes of the test clusters survived: {leftover}"
