@@ -67,8 +67,8 @@ class Clusters:
         root = Path(tempfile.mkdtemp(prefix="pts3c-"))  # short: Ray's socket paths live below it
         cluster = LocalCluster(root, head_cpus=0, extra_env={**ENV, **self.s3_env})
         self.started.append(cluster)
-        cluster.start_head()
-        cluster.add_worker("worker")
+        cluster.start_head(timeout_s=300)  # minutes on a busy machine
+        cluster.add_worker("worker", timeout_s=300)
         return cluster
 
     def drivers(self) -> list[int]:
@@ -157,7 +157,7 @@ def test_bucket_study_survives_losing_a_worker_then_the_head(
         # 1. A worker node is lost while a trial runs on it; a new worker joins.
         (victim,) = wait_until(mid_run, "a trial mid-run on the worker")[:1]
         cluster.kill_node("worker")
-        cluster.add_worker("worker2")
+        cluster.add_worker("worker2", timeout_s=300)
 
         # 2. That trial goes on from its checkpoint; then the head node is lost, with the driver.
         def restored_mid_study(trials) -> list:
