@@ -161,7 +161,14 @@ class LocalCluster:
         expected = len(self.nodes) + 1
         args = [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}"]
         self._start_node(name, args, hidden_dir=hidden_dir)
-        self._wait(lambda: self.alive_node_count() >= expected, timeout_s, f"node {name} to join")
+
+        def joined() -> bool:
+            node = self.nodes[name]
+            if not node.alive():  # `ray start` gave up (a raylet slow to register, say)
+                raise RuntimeError(f"node {name} exited; log:\n{_tail(node.log_path)}")
+            return self.alive_node_count() >= expected
+
+        self._wait(joined, timeout_s, f"node {name} to join")
 
     def _start_node(self, name: str, args: list[str], hidden_dir: Path | None) -> None:
         temp_dir = self.root / f"ray-{name}"

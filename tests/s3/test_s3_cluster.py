@@ -15,6 +15,10 @@ nodes start. The head has no CPU, so every trial runs on the worker:
 
 Every table in the bucket must equal the same spec's run on local disk, with no (trial, epoch)
 row twice. Every process started here is stopped at the end, also on failure.
+
+All nodes share this machine, so the re-submitted driver sees that the dead driver's pid is gone
+and takes its lease over at once (:func:`orchestrator.study.holder.holder_dead`); a new head on
+another machine waits for the lease to expire, which this test does not cover.
 """
 
 from __future__ import annotations
@@ -63,13 +67,35 @@ class Clusters:
         self.bucket = bucket
         self.started: list[LocalCluster] = []
 
-    def start(self) -> LocalCluster:
-        root = Path(tempfile.mkdtemp(prefix="pts3c-"))  # short: Ray's socket paths live below it
-        cluster = LocalCluster(root, head_cpus=0, extra_env={**ENV, **self.s3_env})
-        self.started.append(cluster)
-        cluster.start_head(timeout_s=300)  # minutes on a busy machine
-        cluster.add_worker("worker", timeout_s=300)
-        return cluster
+    def start(self) -> tuple[LocalCluster, str]:
+        """A new cluster and its worker's node name. `ray start` gives a node 30 s to register,
+        which a busy machine can exceed: a node that gave up is started again (3 tries)."""
+        for attempt in range(3):
+            root = Path(tempfile.mkdtemp(prefix="pts3c-"))  # short: Ray's socket paths below it
+            cluster = LocalCluster(root, head_cpus=0, extra_env={**ENV, **self.s3_env})
+            self.started.append(cluster)
+            try:
+                cluster.start_head(timeout_s=300)
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                cluster.stop()
+                continue
+            return cluster, self.add_worker(cluster, "w1")
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def add_worker(cluster: LocalCluster, name: str) -> str:
+        """Start a worker node (1 CPU) that joins `cluster`; its node name."""
+        for attempt in range(3):
+            try:
+                cluster.add_worker(f"{name}-{attempt}", timeout_s=300)
+                return f"{name}-{attempt}"
+            except RuntimeError:
+                cluster.kill_node(f"{name}-{attempt}")
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def drivers(self) -> list[int]:
         """Live processes naming the bucket: the job's driver (`prunetune run ... --job`)."""
@@ -89,6 +115,13 @@ class Clusters:
         for cluster in self.started:
             shutil.rmtree(cluster.root, ignore_errors=True)
         return leftover
+
+
+def wait_for_nodes(cluster: LocalCluster, count: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while cluster.alive_node_count() != count:
+        assert time.monotonic() < deadline, f"the cluster did not get to {count} alive nodes"
+        time.sleep(1)
 
 
 def test_bucket_study_survives_losing_a_worker_then_the_head(
@@ -150,14 +183,15 @@ def test_bucket_study_survives_losing_a_worker_then_the_head(
         return found
 
     try:
-        cluster = clusters.start()
+        cluster, worker = clusters.start()
         first = submit(cluster)
         assert first.returncode == 0, first.stderr[-3000:]
 
         # 1. A worker node is lost while a trial runs on it; a new worker joins.
         (victim,) = wait_until(mid_run, "a trial mid-run on the worker")[:1]
-        cluster.kill_node("worker")
-        cluster.add_worker("worker2", timeout_s=300)
+        cluster.kill_node(worker)
+        wait_for_nodes(cluster, 1)  # the head sees the worker gone, then a new one joins
+        worker = clusters.add_worker(cluster, "w2")
 
         # 2. That trial goes on from its checkpoint; then the head node is lost, with the driver.
         def restored_mid_study(trials) -> list:
@@ -166,7 +200,7 @@ def test_bucket_study_survives_losing_a_worker_then_the_head(
 
         wait_until(restored_mid_study, "a restored trial, with another trial mid-run")
         cluster.kill_node("head")
-        cluster.kill_node("worker2")
+        cluster.kill_node(worker)
         deadline = time.monotonic() + 60  # the job's watcher kills its driver within seconds
         while clusters.drivers() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -175,7 +209,7 @@ def test_bucket_study_survives_losing_a_worker_then_the_head(
         assert [t for t in before if t.tune_status != "TERMINATED"], "the study had ended"
 
         # 3. A fresh head and worker; the same submit finishes the study.
-        cluster = clusters.start()
+        cluster, _ = clusters.start()
         final = submit(cluster, "--follow")
         assert final.returncode == 0, final.stderr[-3000:] + final.stdout[-6000:]
         # The new cluster knows no job of the old one: a new job under the study's id.
