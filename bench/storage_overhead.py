@@ -19,14 +19,16 @@ Printed side by side:
   are: ``checkpoint`` (``checkpoint_*/``: per epoch and per trial), ``trial_results``
   (result.json, progress.csv, params: Tune's result syncs), ``snapshot`` (experiment_state,
   tuner.pkl, searcher state: the driver's snapshots), ``lease`` (the driver's heartbeat),
-  ``optuna_mirror`` (optuna.db), ``export`` (Parquet tables, report.html: the live report and the
+  ``optuna_mirror`` (optuna.db), ``exp_listings`` (listings of an experiment directory
+  ``tune/<experiment>/``: the Optuna mirror looking for a new snapshot), ``export`` (Parquet tables, report.html: the live report and the
   final export), ``dir_markers`` (the empty ``dir/`` objects pyarrow's ``create_dir`` writes for
   every parent of every upload, and its checks that the bucket exists), ``other``. For each:
   requests, writes, MB, and the seconds the server spent on them (server time only: the
   client's own time per request on loopback comes on top).
 
 Usage: ``python3 bench/storage_overhead.py [--trials 4] [--epochs 20] [--checkpoint-frequency 1]
-[--rounds 1] [--report-every 0] [--json FILE]``.
+[--rounds 1] [--report-every 0] [--optuna] [--json FILE]``; ``--optuna`` makes the same number of
+trials an Optuna search (seed 1, target random or largest), so the Optuna mirror runs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,7 +56,7 @@ SNAPSHOT_NAMES = ("experiment_state", "tuner.pkl", "trainable.pkl", "searcher-st
 
 
 def study_spec(args, data_dir: str) -> dict:
-    return {
+    spec = {
         "name": "bench",
         "dataset": {"name": "mnist1d", "data_dir": data_dir},
         "model": {"name": "cnn1d"},
@@ -67,6 +70,16 @@ def study_spec(args, data_dir: str) -> dict:
         "report_every": args.report_every,
         "storage": "unused",
     }
+    if args.optuna:  # the same number of trials, suggested by Optuna: the mirror runs too
+        spec["pruning"]["target"] = {"choice": ["random", "largest"]}
+        spec["seeds"] = 1
+        spec["search"] = {
+            "algorithm": "optuna",
+            "num_samples": args.trials,
+            "metric": "test_acc",
+            "mode": "max",
+        }
+    return spec
 
 
 def category(method: str, path: str, query: str) -> str:
@@ -77,6 +90,8 @@ def category(method: str, path: str, query: str) -> str:
         path = f"{path}/{prefix}"
     if method == "PUT" and path.endswith("/") or method == "HEAD" and path.count("/") == 1:
         return "dir_markers"
+    if method == "GET" and prefix and re.search(r"/tune/[^/]+/$", path):
+        return "exp_listings"  # an experiment directory listed (the Optuna mirror's look)
     name = path.rsplit("/", 1)[-1]
     if "/checkpoint_" in path or method == "POST" and query.startswith("delete"):
         return "checkpoint"  # a batch delete: the janitor removing superseded checkpoints
@@ -143,6 +158,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-frequency", type=int, default=1)
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--optuna", action="store_true", help="an Optuna search of --trials suggestions, seed 1"
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -181,6 +199,7 @@ def main() -> None:
             "epochs": args.epochs,
             "checkpoint_frequency": args.checkpoint_frequency,
             "report_every": args.report_every,
+            "optuna": args.optuna,
             "cpus": os.cpu_count(),
             "local": {k: statistics.mean(r[k] for r in runs["local"]) for k in runs["local"][0]},
             "s3": {k: statistics.mean(r[k] for r in runs["s3"]) for k in runs["s3"][0]},

@@ -37,9 +37,9 @@ trial numbers are suggestion order. Per-epoch values are not mirrored (the Repea
 to Optuna).
 
 **When**: :class:`orchestrator.tune.mirror_callback.OptunaMirror`, a Tune Callback, updates it from the experiment's snapshot as
-stored (where ``prunetune resume`` restores from) each time Tune has stored a new one (at most
-every ``TUNE_GLOBAL_CHECKPOINT_S``, 10 s, see :mod:`orchestrator.cluster.runtime`), so a suggestion lands
-a few seconds after its last seed ends; :func:`refresh_mirror` does the same before the
+stored (where ``prunetune resume`` restores from) each time Tune has stored a new one that can change
+it, one taken after a trial ended (at most every ``TUNE_GLOBAL_CHECKPOINT_S``, 10 s, see
+:mod:`orchestrator.cluster.runtime`), so a suggestion lands a few seconds after its last seed ends; :func:`refresh_mirror` does the same before the
 experiment runs (a resumed study starts from a correct mirror, and an empty study is there for
 the dashboard), after it ran and when a resumed study has nothing left to run. The mirror never
 runs ahead of the stored snapshot: a seed that ended after the last snapshot would be run again by

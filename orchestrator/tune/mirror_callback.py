@@ -10,13 +10,14 @@ import logging
 import math
 import posixpath
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ray.tune import Callback
 
 from orchestrator.optuna_mirror.db import Memo, write_mirror
 from orchestrator.optuna_mirror.mirror import MirrorSpec, MirrorTrial, mirror_trials, snapshot_view
-from results.tables.snapshot import newest_snapshot_info, read_snapshot
+from results.tables.snapshot import TUNE_ENDED, newest_snapshot_info, read_snapshot
 from trainables.identity import KeyCache
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,14 @@ logger = logging.getLogger(__name__)
 class OptunaMirror(Callback):
     """Updates ``optuna.db`` from the Optuna experiment's stored snapshot each time Tune stored a
     new one (looked for at most every `poll_s` seconds, at the end of a step of Tune's loop).
+
+    It looks only while a trial has ended (live, as Tune's loop sees it) that the snapshot it read
+    last does not show ended: the mirror holds ended trials only, and a trial that ended keeps its
+    last result, so a newer snapshot with the same ended trials mirrors the same. Within one run
+    the live ended trials only grow, and a snapshot is taken from them, so once the stored one
+    shows every live ended trial, a later snapshot can differ only after another trial ends. A
+    study thus lists the experiment directory for a few seconds after each trial ends (until the
+    next snapshot is stored), not once a second throughout.
 
     Stateless across restores (the file is the state); it finds the study directory from the
     trials' storage context (``<study>/tune/optuna``), so it follows a study that was moved.
@@ -41,6 +50,7 @@ class OptunaMirror(Callback):
         self._last: list[MirrorTrial] | None = None  # what it wrote last
         self._seen: tuple[str, int | None, int | None] | None = None  # the snapshot it read last
         self._polled = -math.inf  # time.monotonic() of the last look
+        self._ended: frozenset[tuple[str, str]] | None = None  # ended trials of what it read last
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
         return {"spec": self.spec, "poll_s": self.poll_s}
@@ -51,9 +61,12 @@ class OptunaMirror(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
-        if trials and now - self._polled >= self.poll_s:
-            self._polled = now
-            self.update(trials[0].storage)
+        if not trials or now - self._polled < self.poll_s:
+            return
+        if _ended((t.trial_id, t.status) for t in trials) == self._ended:
+            return  # the stored snapshot it mirrored shows every trial that ended: nothing new
+        self._polled = now
+        self.update(trials[0].storage)
 
     def update(self, context: Any) -> None:
         """Mirror the newest stored snapshot of the experiment `context` (a trial's storage
@@ -76,5 +89,13 @@ class OptunaMirror(Callback):
                 write_mirror(fs, study_path, self.spec.study, mirrored, self._memo)
                 self._last = mirrored
             self._seen = seen
+            self._ended = _ended(
+                (t.trial_id, t.tune_status) for t in (snapshot.trials if snapshot else ())
+            )
         except Exception:  # the mirror must never stop a study; the next update repairs it
             logger.warning("optuna.db not updated; the next update repairs it", exc_info=True)
+
+
+def _ended(trials: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """The (trial id, Tune status) pairs of the trials that ended."""
+    return frozenset((trial_id, status) for trial_id, status in trials if status in TUNE_ENDED)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from local_ray_cluster import LocalCluster, can_hide_dirs, pids_naming
+from local_ray_cluster import LocalCluster, can_hide_dirs, pids_of_node
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,6 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.stop()
-        leftover = pids_naming(str(root))
+        leftover = pids_of_node(root)
         shutil.rmtree(root, ignore_errors=True)
         assert not leftover, f"processes of the test cluster survived its stop: {leftover}"

@@ -2,9 +2,11 @@
 
 Each node is one `ray start --block` process that this module starts in its own session (process
 group), with its own ports and its own ``--temp-dir``. Stopping a node signals that process group,
-then kills by pid whatever process still names the node's temp dir on its command line (read from
-/proc), so only processes this module started are ever touched; `ray stop` is never used (it would
-stop every Ray on the machine).
+then kills by pid whatever process still names the node's temp dir on its command line or carries
+it in ``LOCAL_RAY_NODE`` in its environment (read from /proc; every process of the node inherits
+that variable, also those that leave the node's session, such as a Ray job's driver), so only
+processes this module started are ever touched; `ray stop` is never used (it would stop every Ray
+on the machine).
 
 A worker may be started with ``hidden_dir``: it then runs in a private mount namespace with an empty
 tmpfs over that directory, so it cannot see what the head writes there. That is an honest stand-in
@@ -28,6 +30,7 @@ import requests
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 REPO = Path(__file__).resolve().parents[2]
+NODE_ENV = "LOCAL_RAY_NODE"  # each node's processes: its temp dir (see pids_of_node)
 
 
 def run_cli(
@@ -109,6 +112,7 @@ class LocalCluster:
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     head_cpus: int = 1
     hides_node_local: bool = False  # set by the fixture: the worker cannot see <root>/node-local
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the storage's settings
     nodes: dict[str, Node] = field(default_factory=dict)
     gcs_port: int = 0
     dashboard_port: int = 0
@@ -133,7 +137,7 @@ class LocalCluster:
             env["RAY_AUTH_MODE"] = "token"
         if with_token:
             env["RAY_AUTH_TOKEN"] = self.token
-        return env
+        return env | self.extra_env
 
     def start_head(self, timeout_s: float = 120) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,14 @@ class LocalCluster:
         expected = len(self.nodes) + 1
         args = [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}"]
         self._start_node(name, args, hidden_dir=hidden_dir)
-        self._wait(lambda: self.alive_node_count() >= expected, timeout_s, f"node {name} to join")
+
+        def joined() -> bool:
+            node = self.nodes[name]
+            if not node.alive():  # `ray start` gave up (a raylet slow to register, say)
+                raise RuntimeError(f"node {name} exited; log:\n{_tail(node.log_path)}")
+            return self.alive_node_count() >= expected
+
+        self._wait(joined, timeout_s, f"node {name} to join")
 
     def _start_node(self, name: str, args: list[str], hidden_dir: Path | None) -> None:
         temp_dir = self.root / f"ray-{name}"
@@ -186,7 +197,7 @@ class LocalCluster:
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
-                env=self.env(),
+                env={**self.env(), NODE_ENV: str(temp_dir)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -288,8 +299,25 @@ def pids_naming(text: str) -> list[int]:
     return found
 
 
+def pids_of_node(under: Path) -> list[int]:
+    """Pids of live processes of the nodes whose temp dir is `under` or below it: those naming it
+    on their command line or with it in ``LOCAL_RAY_NODE`` (read from /proc)."""
+    found = set(pids_naming(str(under)))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        prefix = f"{NODE_ENV}={under}".encode()
+        if any(v == prefix or v.startswith(prefix + b"/") for v in environ):
+            found.add(int(entry.name))
+    return sorted(found)
+
+
 def _kill_by_temp_dir(temp_dir: Path, sig: int) -> None:
-    for pid in pids_naming(str(temp_dir)):
+    for pid in pids_of_node(temp_dir):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

@@ -185,9 +185,9 @@ def test_the_callback_mirrors_the_stored_snapshot_never_the_live_trials(tmp_path
     context = SimpleNamespace(
         storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
     )
-    live = [SimpleNamespace(storage=context)]  # what the Callback reads of Tune's trials
     callback = pickle.loads(pickle.dumps(OptunaMirror(MIRROR, poll_s=0)))  # as Tune restores it
     views = _views()[:4]  # t00000..t00003: two suggestions, all seeds TERMINATED or ERROR
+    live = _live(context, views)  # Tune's trials as the loop sees them: all four ended
     stored = [dataclasses.replace(v, tune_status="RUNNING") for v in views[:2]]
 
     callback.on_step_end(0, live)  # no snapshot stored yet: no file
@@ -209,18 +209,70 @@ def test_the_callback_mirrors_the_stored_snapshot_never_the_live_trials(tmp_path
     assert (tmp_path / "optuna.db").stat().st_mtime_ns == before
 
 
+def _live(context, views: list[TrialView]) -> list[SimpleNamespace]:
+    """What the Callback reads of Tune's live trials."""
+    return [
+        SimpleNamespace(storage=context, trial_id=v.trial_id, status=v.tune_status) for v in views
+    ]
+
+
 def test_the_callback_looks_for_a_new_snapshot_at_most_every_poll_s(tmp_path):
     exp_dir = tmp_path / "tune" / "optuna"
     context = SimpleNamespace(
         storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
     )
     callback = OptunaMirror(MIRROR, poll_s=3600)
-    callback.on_step_end(0, [SimpleNamespace(storage=context)])  # looks: nothing stored yet
+    live = _live(context, _views()[:2])
+    callback.on_step_end(0, live)  # looks: nothing stored yet
     _store_snapshot(exp_dir, _views()[:2], "2026-11-30_00-00-00")
-    callback.on_step_end(1, [SimpleNamespace(storage=context)])  # within poll_s: does not look
+    callback.on_step_end(1, live)  # within poll_s: does not look
     assert not (tmp_path / "optuna.db").exists()
     callback.update(context)
     assert len(_db(tmp_path).get_trials()) == 1
+
+
+def test_the_callback_looks_only_while_a_trial_ended_that_the_stored_snapshot_lacks(
+    tmp_path, monkeypatch
+):
+    """Once the snapshot it mirrored shows every trial that ended, no new snapshot can change the
+    mirror until another trial ends: it does not list the experiment directory meanwhile."""
+    from orchestrator.tune import mirror_callback
+
+    handler = SimpleNamespace(listings=0)
+    listing = mirror_callback.newest_snapshot_info
+
+    def counted(fs, path):  # the look at the experiment directory: a listing on a bucket
+        handler.listings += 1
+        return listing(fs, path)
+
+    monkeypatch.setattr(mirror_callback, "newest_snapshot_info", counted)
+    exp_dir = tmp_path / "tune" / "optuna"
+    context = SimpleNamespace(
+        storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(exp_dir)
+    )
+    callback = OptunaMirror(MIRROR, poll_s=0)
+    views = _views()[:4]
+    running = [dataclasses.replace(v, tune_status="RUNNING", last_result={}) for v in views]
+    _store_snapshot(exp_dir, [*views[:2], *running[2:]], "2026-11-30_00-00-00")
+    live = _live(context, [*views[:2], *running[2:]])
+    callback.on_step_end(0, live)  # first look: mirrors the first suggestion
+    assert len(_db(tmp_path).get_trials()) == 1
+    looked = handler.listings
+    for step in range(1, 50):  # the stored snapshot has every ended trial: no look
+        callback.on_step_end(step, live)
+    assert handler.listings == looked
+
+    live = _live(context, views)  # the second suggestion's seeds end ...
+    callback.on_step_end(50, live)  # ... not stored yet: it looks, and keeps looking
+    callback.on_step_end(51, live)
+    assert handler.listings > looked and len(_db(tmp_path).get_trials()) == 1
+    _store_snapshot(exp_dir, views, "2026-11-30_00-00-10")
+    callback.on_step_end(52, live)
+    assert len(_db(tmp_path).get_trials()) == 2
+    looked = handler.listings
+    for step in range(53, 100):
+        callback.on_step_end(step, live)
+    assert handler.listings == looked
 
 
 def _db(tmp_path: Path) -> optuna.Study:
