@@ -40,7 +40,7 @@ BLOCK = 4096  # files take whole blocks of this size (ext4, xfs)
 STATE_FIXED_BYTES = 50_000  # RNG and generator states, the config, torch's archive headers
 RECORD_STATE_BYTES = 250  # one epoch's record pickled inside state.pt
 RESULT_BYTES_PER_EPOCH = 1_300  # one line of result.json
-TRIAL_FILES_BYTES = 4 * BLOCK  # the trial directory, params.json, params.pkl, the checksum file
+TRIAL_FILES_BYTES = 4 * BLOCK  # the trial's and its checkpoint's directories, params.json and .pkl
 TABLE_BYTES_PER_EPOCH = 200  # the Parquet tables, per (trial, epoch)
 SNAPSHOT_BYTES_PER_TRIAL = 100_000  # Tune's snapshot and its good copy, per trial
 FIXED_BYTES = 5_200_000  # report.html (plotly inlined), spec.yaml, study.json, tuner.pkl
@@ -67,7 +67,8 @@ def _model_bytes(model: str, width: int, dataset: str) -> tuple[int, int, int, i
 
 
 def checkpoint_bytes(trial: TrialConfig) -> int:
-    """Disk taken by the trial's final (largest) checkpoint directory."""
+    """Disk taken by the files of the trial's final (largest) checkpoint: ``state.pt``, its
+    checksum file and the per-example loss files."""
     state, params, weights, units = _model_bytes(
         trial.model.name, trial.model.width, trial.dataset.name
     )
@@ -87,13 +88,13 @@ def checkpoint_bytes(trial: TrialConfig) -> int:
         losses = 2 * train_n * loss_files
     body = state * (1 + copies) + optimizer + masks + losses + STATE_FIXED_BYTES
     body += RECORD_STATE_BYTES * epochs
-    files = _blocks(body) + loss_files * _blocks(losses // max(1, loss_files) + 128)
-    return files + TRIAL_FILES_BYTES
+    return _blocks(body) + BLOCK + loss_files * _blocks(losses // max(1, loss_files) + 128)
 
 
 def trial_bytes(trial: TrialConfig) -> int:
-    """Disk a finished trial keeps: its final checkpoint and its results."""
-    return checkpoint_bytes(trial) + _blocks(RESULT_BYTES_PER_EPOCH * total_epochs(trial))
+    """Disk a finished trial keeps: its final checkpoint, its results and Tune's files."""
+    results = _blocks(RESULT_BYTES_PER_EPOCH * total_epochs(trial))
+    return checkpoint_bytes(trial) + results + TRIAL_FILES_BYTES
 
 
 def disk_estimate(plan: StudyPlan, concurrency: int) -> dict[str, Any]:
