@@ -128,7 +128,8 @@ class CheckpointJanitor(Callback):
         newest registered one and that no snapshot of this session names (module docstring)."""
         if not self._written:
             return
-        self._read_staged(staging_path)  # first: every snapshot written so far is known
+        if not self._read_staged(staging_path):  # first: every snapshot written so far is known
+            return
         for trial_id, (trial, written) in list(self._written.items()):
             latest = latest_checkpoint_index(trial)
             if latest is None:
@@ -142,16 +143,18 @@ class CheckpointJanitor(Callback):
                     pass
             self._forget_if_settled(trial_id, latest)
 
-    def _read_staged(self, staging_path: str) -> None:
-        """Note the checkpoints the driver's newest staged snapshot names, when it changed."""
+    def _read_staged(self, staging_path: str) -> bool:
+        """Note the checkpoints the driver's newest staged snapshot names, when it changed; False
+        when there is none (Tune writes one at its first step: a later step without one means
+        the staging directory is not where this reads, and nothing may be deleted)."""
         names = [n for n in _local_names(staging_path) if fnmatch.fnmatch(n, SNAPSHOT_PATTERN)]
         if not names:
-            return
+            return False
         name = max(names)
         stat = os.stat(posixpath.join(staging_path, name))
         seen = (name, stat.st_mtime_ns, stat.st_size)
         if seen == self._staged:
-            return
+            return True
         snapshot = read_snapshot(_LOCAL, staging_path, attempts=1)
         assert snapshot is not None  # written whole by this thread before the step's callbacks
         for t in snapshot.trials:
@@ -160,6 +163,7 @@ class CheckpointJanitor(Callback):
                 if index is not None:
                     self._named.setdefault(t.trial_id, set()).add(index)
         self._staged = seen
+        return True
 
     def _drop_pruned(self, restore_points: dict[str, int]) -> None:
         """Forget what the periodic pass deleted (everything before a trial's restore point)."""

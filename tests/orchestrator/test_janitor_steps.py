@@ -44,6 +44,7 @@ def test_superseded_checkpoints_go_at_the_next_step(local_ray, tmp_path):
     from ray import tune
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    janitor = CheckpointJanitor(interval_s=3600)
     tuner = tune.Tuner(
         _trainable,
         param_space={"x": tune.grid_search([0, 1, 2]), "exp": str(tmp_path / "exp")},
@@ -53,12 +54,13 @@ def test_superseded_checkpoints_go_at_the_next_step(local_ray, tmp_path):
         run_config=tune.RunConfig(
             name="exp",
             storage_path=str(tmp_path),
-            callbacks=[CheckpointJanitor(interval_s=3600)],
+            callbacks=[janitor],
             verbose=0,
         ),
     )
     results = tuner.fit()
     assert not results.errors
+    assert janitor._staged is not None  # it read the driver's staged snapshots
     for result in results:
         # a trial writes EPOCHS checkpoints; it never holds more than the bound at once
         alive = list(result.metrics_dataframe["alive"])
