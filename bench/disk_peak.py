@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,8 +80,10 @@ def one_run(arm: str, spec: list[str], every: float, env: dict) -> dict:
     sampler.join()
     wall = time.monotonic() - start
     if proc.returncode != 0:
+        shutil.rmtree(storage)
         sys.exit(f"{arm}: prunetune run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     final = disk_bytes(study)
+    shutil.rmtree(storage)
     peak = max(seen.get("peak", 0), final)
     return {"arm": arm, "peak_mb": peak / 1e6, "final_mb": final / 1e6,
             "ratio": peak / final, "wall_s": wall, "samples": seen.get("samples", 0)}  # fmt: skip
