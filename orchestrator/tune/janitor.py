@@ -63,6 +63,7 @@ from results.tables.snapshot import SNAPSHOT_PATTERN, TUNE_ENDED, read_snapshot
 _LOCAL = pafs.LocalFileSystem()
 logger = logging.getLogger(__name__)
 
+
 class CheckpointJanitor(Callback):
     """A Tune Callback that prunes superseded checkpoints (see the module docstring).
 
@@ -76,7 +77,8 @@ class CheckpointJanitor(Callback):
         self._pruned: dict[str, int] = {}  # trial id -> the restore point pruned up to
         # trial id -> (trial, {index: (fs, path)}): checkpoints this session registered, not deleted
         self._written: dict[str, tuple[Any, dict[int, tuple[pafs.FileSystem, str]]]] = {}
-        self._named: dict[str, set[int]] = {}  # trial id -> indices a snapshot of this session names
+        # trial id -> the checkpoint indices some snapshot of this session names
+        self._named: dict[str, set[int]] = {}
         self._staged: tuple[str, int, int] | None = None  # staging snapshot read: name, mtime, size
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
