@@ -44,8 +44,26 @@ def plan_report(spec: StudySpec, plan: StudyPlan, address: str | None) -> dict[s
         "reasons": reasons,
         **plan_summary(plan),
         "wall": wall,
+        "disk": _disk(study_uri(spec.storage, spec.name), plan, wall["concurrency"]),
         "detectable_r": detectable_r(plan),
     }
+
+
+def _disk(uri: str, plan: StudyPlan, concurrency: int) -> dict[str, Any]:
+    """The disk estimate (:mod:`orchestrator.cli.disk_estimate`) and the storage's free space; a
+    warning when that is less than the peak (a warning only: the estimate is a guide)."""
+    from orchestrator.cli.disk_estimate import disk_estimate, free_bytes
+
+    disk = disk_estimate(plan, concurrency or plan.max_concurrent_trials or 1)
+    free = free_bytes(uri)
+    disk["free_mb"] = None if free is None else round(free / 1e6, 1)
+    disk["warning"] = None
+    if free is not None and free < disk["peak_mb"] * 1e6:
+        disk["warning"] = (
+            f"the storage's filesystem has {_size(free / 1e6)} free, less than the "
+            f"{_size(disk['peak_mb'])} the study needs at its peak: free space or choose --storage"
+        )
+    return disk
 
 
 def _nodes(address: str | None) -> tuple[list[dict[str, float]], str]:
@@ -156,10 +174,26 @@ def plan_lines(p: dict[str, Any]) -> list[str]:
             f"  wall time on {w['cluster']}: {_duration(w['seconds'])} with {w['concurrency']} "
             f"trials at once ({w['device']} estimate + Ray start, per-trial and export overheads)"
         )
+    d = p["disk"]
+    lines.append(
+        f"  disk: {_size(d['peak_mb'])} at the peak ({d['running_trials']} running trials' "
+        f"checkpoints of up to {_size(d['checkpoint_mb'])}), {_size(d['final_mb'])} at the end"
+        + ("" if d["free_mb"] is None else f"; {_size(d['free_mb'])} free")
+    )
+    if d["warning"]:
+        lines.append(f"  warning: {d['warning']}")
     for r in p["detectable_r"]:
         min_r = "undefined (n <= 3)" if r["min_r"] is None else f"|r| >= {r['min_r']:.2f}"
         lines.append(f"  detectable at {r['level']} level, {r['group']}: n = {r['n']}, {min_r}")
     return lines
+
+
+def _size(mb: float) -> str:
+    if mb < 1:
+        return f"{mb * 1000:.0f} kB"
+    if mb < 1000:
+        return f"{mb:.3g} MB"
+    return f"{mb / 1000:.3g} GB"
 
 
 def _hours(h: float | None) -> str:

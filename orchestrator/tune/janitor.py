@@ -12,6 +12,22 @@ the last good copy of the snapshot, :mod:`orchestrator.tune.good_state`, which i
 stays bounded by one checkpoint per finished trial plus the checkpoints a running trial wrote
 since the last snapshot.
 
+That pass alone let a study peak at several times its final size (bench/disk_peak.py: 83.7 MB
+against 12.3 MB for six 30-epoch MLP trials; 243 MB against 40 MB reported for the quickstart):
+every running trial's checkpoints pile up for a snapshot period plus a pass
+interval, and short trials finish, checkpoints and all, inside that window. So the janitor also
+deletes, at every controller step, each checkpoint this session registered that is older than
+its trial's newest registered one and that no snapshot of this session names. Every snapshot
+Tune writes goes first to the driver's staging directory, in the driver thread, just before the
+step's callbacks run (``TuneController.step``: ``checkpoint()``, then ``on_step_end``), and is
+copied to storage from there; so reading the staging copy at every step sees every snapshot that
+can ever reach storage, and snapshots written later name only the newest checkpoint or a newer
+one. Restores (a resume, a retry) therefore always find their checkpoint, and a finished trial is
+down to its final checkpoint (which holds its per-example losses) plus the few that snapshots
+named while it ran, which the next pass removes. Peak disk: one checkpoint per finished trial plus
+:data:`orchestrator.cli.disk_estimate.PEAK_CHECKPOINTS_PER_RUNNING_TRIAL` per running trial
+(``bench/disk_peak.py`` measures it; ``--dry-run`` estimates it).
+
 Without ``num_to_keep`` Tune's per-trial checkpoint manager would also remember every checkpoint
 (with that epoch's whole result) and write them all into every snapshot: 13 MB for the 30
 100-epoch quickstart trials, growing with epochs x trials. So the janitor also drops the deleted
@@ -24,7 +40,9 @@ snapshot under new ids (same parameters), leaving the first attempts' directorie
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 import posixpath
 import time
 from typing import Any
@@ -40,8 +58,9 @@ from orchestrator.tune.internals import (
     latest_checkpoint_index,
     latest_checkpoint_name,
 )
-from results.tables.snapshot import read_snapshot
+from results.tables.snapshot import SNAPSHOT_PATTERN, TUNE_ENDED, read_snapshot
 
+_LOCAL = pafs.LocalFileSystem()
 logger = logging.getLogger(__name__)
 
 
@@ -56,12 +75,24 @@ class CheckpointJanitor(Callback):
         self.interval_s = interval_s
         self._last = time.monotonic()
         self._pruned: dict[str, int] = {}  # trial id -> the restore point pruned up to
+        # trial id -> (trial, {index: (fs, path)}): checkpoints this session registered, not deleted
+        self._written: dict[str, tuple[Any, dict[int, tuple[pafs.FileSystem, str]]]] = {}
+        # trial id -> the checkpoint indices some snapshot of this session names
+        self._named: dict[str, set[int]] = {}
+        self._staged: tuple[str, int, int] | None = None  # staging snapshot read: name, mtime, size
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
         return {"interval_s": self.interval_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info):
+        # Called before Tune registers it; it becomes a candidate once a newer one is registered.
+        index = checkpoint_index(posixpath.basename(checkpoint.path.rstrip("/")))
+        if index is not None:
+            entry = self._written.setdefault(trial.trial_id, (trial, {}))
+            entry[1][index] = (checkpoint.filesystem, checkpoint.path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A finished trial is never restored: its manager needs only its final checkpoint.
@@ -70,8 +101,15 @@ class CheckpointJanitor(Callback):
             forget_checkpoints_before(trial, latest)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if not trials:
+            return
+        try:
+            self._prune_superseded(trials[0].storage.experiment_driver_staging_path)
+        except Exception as exc:  # never stop a study; the next step retries
+            if not is_no_space(exc):
+                logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
         now = time.monotonic()
-        if now - self._last < self.interval_s or not trials:
+        if now - self._last < self.interval_s:
             return
         self._last = now
         fs, exp_path = trials[0].storage.storage_filesystem, trials[0].storage.experiment_fs_path
@@ -83,10 +121,71 @@ class CheckpointJanitor(Callback):
             for trial in trials:
                 if trial.trial_id in restore_points:
                     forget_checkpoints_before(trial, restore_points[trial.trial_id])
+            self._drop_pruned(restore_points)
         except Exception as exc:  # cleanup must never stop a study; the next pass retries
             if is_no_space(exc):  # a full disk: DiskGuard stops the study with its own line
                 return
             logger.warning("checkpoint cleanup failed; will retry", exc_info=True)
+
+    def _prune_superseded(self, staging_path: str) -> None:
+        """Delete the checkpoints this session registered that are older than their trial's
+        newest registered one and that no snapshot of this session names (module docstring)."""
+        if not self._written:
+            return
+        if not self._read_staged(staging_path):  # first: every snapshot written so far is known
+            return
+        for trial_id, (trial, written) in list(self._written.items()):
+            latest = latest_checkpoint_index(trial)
+            if latest is None:
+                continue
+            named = self._named.get(trial_id, set())
+            for index in [i for i in written if i < latest and i not in named]:
+                fs, path = written.pop(index)
+                try:
+                    fs.delete_dir(path)
+                except FileNotFoundError:  # deleted meanwhile by the periodic pass
+                    pass
+            self._forget_if_settled(trial_id, latest)
+
+    def _read_staged(self, staging_path: str) -> bool:
+        """Note the checkpoints the driver's newest staged snapshot names, when it changed; False
+        when there is none (Tune writes one at its first step: a later step without one means
+        the staging directory is not where this reads, and nothing may be deleted)."""
+        names = [n for n in _local_names(staging_path) if fnmatch.fnmatch(n, SNAPSHOT_PATTERN)]
+        if not names:
+            return False
+        name = max(names)
+        stat = os.stat(posixpath.join(staging_path, name))
+        seen = (name, stat.st_mtime_ns, stat.st_size)
+        if seen == self._staged:
+            return True
+        snapshot = read_snapshot(_LOCAL, staging_path, attempts=1)
+        assert snapshot is not None  # written whole by this thread before the step's callbacks
+        for t in snapshot.trials:
+            if t.trial_id in self._written:
+                index = checkpoint_index(latest_checkpoint_name(t.metadata))
+                if index is not None:
+                    self._named.setdefault(t.trial_id, set()).add(index)
+        self._staged = seen
+        return True
+
+    def _drop_pruned(self, restore_points: dict[str, int]) -> None:
+        """Forget what the periodic pass deleted (everything before a trial's restore point)."""
+        for trial_id, keep_from in restore_points.items():
+            if trial_id in self._named:
+                self._named[trial_id] = {i for i in self._named[trial_id] if i >= keep_from}
+            if trial_id in self._written:
+                written = self._written[trial_id][1]
+                for index in [i for i in written if i < keep_from]:
+                    del written[index]
+                self._forget_if_settled(trial_id, keep_from)
+
+    def _forget_if_settled(self, trial_id: str, latest: int) -> None:
+        """Stop tracking an ended trial that holds only its final checkpoint."""
+        trial, written = self._written[trial_id]
+        if trial.status in TUNE_ENDED and set(written) <= {latest}:
+            del self._written[trial_id]
+            self._named.pop(trial_id, None)
 
 
 def prune_checkpoints(
@@ -143,6 +242,13 @@ def remove_orphans(fs: pafs.FileSystem, exp_path: str) -> list[str]:
             fs.delete_dir(info.path)
             removed.append(info.base_name)
     return sorted(removed)
+
+
+def _local_names(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def checkpoint_names(fs: pafs.FileSystem, trial_dir: str) -> list[str]:

@@ -130,3 +130,44 @@ def test_forget_trims_a_restored_trials_manager_and_its_snapshot_text(experiment
         == kept[-1].checkpoint.path.rsplit("/", 1)[1]
     )
     assert forget_checkpoints_before(trial, EPOCHS - 2) == 0
+
+
+def _fake_trial(trial_id: str, latest: Path, status: str = "RUNNING"):
+    """What the step-wise pruning reads of a live trial: its id, status and newest registered
+    checkpoint (the manager's ``latest_checkpoint_result``)."""
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(checkpoint=SimpleNamespace(path=str(latest)))
+    manager = SimpleNamespace(latest_checkpoint_result=result)
+    metadata = SimpleNamespace(checkpoint_manager=manager)
+    return SimpleNamespace(trial_id=trial_id, status=status, run_metadata=metadata)
+
+
+def test_step_wise_pruning_spares_what_a_staged_snapshot_names(experiment, tmp_path):
+    """The real snapshot, staged, names checkpoint EPOCHS - 1 of each trial: with a newer one
+    registered, every older checkpoint goes but that one; with no staged snapshot, none goes."""
+    from types import SimpleNamespace
+
+    from orchestrator.tune.janitor import CheckpointJanitor
+
+    exp = _copy(experiment, tmp_path)
+    staging, empty = tmp_path / "staging", tmp_path / "empty"
+    empty.mkdir()
+    staging.mkdir()
+    for snapshot_file in exp.glob("experiment_state-*.json"):
+        shutil.copy(snapshot_file, staging)
+    first = read_snapshot(FS, str(exp)).trials[0]
+    trial_dir = exp / first.logdir
+    newest = trial_dir / f"checkpoint_{EPOCHS:06d}"  # written after that snapshot
+    shutil.copytree(trial_dir / f"checkpoint_{EPOCHS - 1:06d}", newest)
+    janitor = CheckpointJanitor()
+    trial = _fake_trial(first.trial_id, newest)
+    for i in range(EPOCHS + 1):
+        path = str(trial_dir / f"checkpoint_{i:06d}")
+        janitor.on_checkpoint(0, [], trial, SimpleNamespace(path=path, filesystem=FS))
+
+    janitor._prune_superseded(str(empty))
+    assert _checkpoints(trial_dir) == list(range(EPOCHS + 1))  # no snapshot seen: nothing goes
+
+    janitor._prune_superseded(str(staging))
+    assert _checkpoints(trial_dir) == [EPOCHS - 1, EPOCHS]
