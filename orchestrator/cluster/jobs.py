@@ -73,8 +73,12 @@ def follow(
     `lost_after_s` seconds, print ``prunetune: error: `` and ``lost(reason)`` on one line and
     return :data:`CLUSTER_LOST_EXIT`.
     """
+    import logging
+
     import aiohttp
 
+    # The Jobs SDK logs each closed log socket at INFO on stderr; the outcome is said here, once.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     dropped = None
     try:
         asyncio.run(_stream_logs(client, sid))

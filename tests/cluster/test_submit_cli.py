@@ -334,7 +334,7 @@ seeds: 1
 """  # a pruned trial and its matched baseline
 
 
-def lost_study(tmp_path: Path, address: str) -> Path:
+def lost_study(tmp_path: Path, address: str, with_resume: bool = True) -> Path:
     """A created study submitted to `address`, one trial done and one running at its last snapshot
     (its driver gone): what a lost head leaves on the shared storage."""
     from orchestrator.study.directory import locate, open_for_run
@@ -358,8 +358,10 @@ def lost_study(tmp_path: Path, address: str) -> Path:
     exp = Path(study.tune_path("trials"))
     exp.mkdir(parents=True)
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": rows}))
-    resume = f"prunetune submit {spec_file} --address {address} --follow"
-    assert jobs.record_submission(spec.storage, "q", "prunetune-q-abc", address, spec.hash, resume)
+    record = {"submission_id": "prunetune-q-abc", "address": address, "spec_hash": spec.hash}
+    if with_resume:
+        record["resume"] = f"prunetune submit {spec_file} --address {address} --follow"
+    (Path(study.uri) / "submission.json").write_text(json.dumps(record))
     return Path(study.uri)
 
 
@@ -394,13 +396,18 @@ def test_status_shows_a_study_whose_cluster_went_away_as_interrupted(no_ray_env)
 
 
 def test_status_of_a_study_a_new_head_does_not_know(no_ray_env) -> None:
+    """Also: a record from before submission.json named its resume command gets one built from
+    the study's stored spec."""
     dashboard = ForgetfulDashboard()
     try:
-        study = lost_study(no_ray_env, dashboard.url)
+        study = lost_study(no_ray_env, dashboard.url, with_resume=False)
         code, out, err = status_of(study)
     finally:
         dashboard.close()
     assert code == 0, err
     assert out.splitlines()[0].endswith(": interrupted"), out
     assert "the cluster does not know this job (a new head?)" in out
-    assert out.splitlines()[-1].startswith(f"resume it once a head is up at {dashboard.url} again")
+    assert out.splitlines()[-1] == (
+        f"resume it once a head is up at {dashboard.url} again: prunetune submit "
+        f"{study / 'spec.yaml'} --address {dashboard.url} --follow"
+    )
