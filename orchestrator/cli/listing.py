@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.cluster.jobs import GONE, job_report
+    from orchestrator.cluster.submission import job_report, with_job
     from orchestrator.study.status import format_status
 
     study = find_study(args.study, args.storage)
@@ -61,14 +61,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     started = any(s.phase != "absent" for s in statuses)
     gain = gain_extremes(study) if started else None
     job = job_report(study.uri)
-    resume = None
-    if job is not None and not job.active and status["state"] in ("incomplete", "not started"):
-        resume = job.resume  # no driver holds the study and its job is over or lost
-        if job.state in GONE and status["state"] == "incomplete":
-            status["state"] = "interrupted"  # its cluster went away with the driver
+    status.update(with_job(status["state"], job))  # state, job, resume
     if args.json:
-        line = None if job is None else job.line()
-        print(json.dumps({**status, "gain": gain, "job": line, "resume": resume}, indent=2))
+        print(json.dumps({**status, "gain": gain}, indent=2))
         return 0
     print(f"study {study.uri} (spec {study.spec_hash}): {status['state']}")
     if status["driver"]:
@@ -77,10 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_status(s))
     print(_gain_line(gain))
     if job is not None:
-        print(job.line())
-    if resume:
-        when = f" once a head is up at {job.address} again" if job.state in GONE else ""
-        print(f"resume it{when}: {resume}")
+        print("\n".join(job.lines(with_resume=status["resume"] is not None)))
     return 0
 
 

@@ -18,7 +18,7 @@ and .git never travel.
 
 A resubmission after the job failed or was stopped gets the id ``<base>-r<k>``; the driver finds
 the study's directory and resumes it. When the storage is reachable from here, the study
-directory records the job in ``submission.json`` and ``orchestrator.cluster.jobs.job_status_line`` reports
+directory records the job in ``submission.json`` and ``orchestrator.cluster.submission.job_report`` reports
 its state.
 """
 
@@ -37,10 +37,10 @@ from orchestrator.cluster.jobs import (
     jobs_of_study,
     lost_line,
     next_submission_id,
-    record_submission,
     say,
     submission_id,
 )
+from orchestrator.cluster.submission import record_submission
 from results.tables.storage import SUBMISSION_FILE, is_uri, study_uri
 from search_spaces.overrides import OVERRIDES_HELP
 from trainables.errors import UserError

@@ -9,6 +9,7 @@ same ports, that very command finishes the study: every trial ok, every epoch on
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -36,8 +37,8 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def has_two_checkpoints(study: Path) -> bool:
-    return any((study / "tune" / "trials").glob("*/checkpoint_000001"))
+def trials_with_two_checkpoints(study: Path) -> list[str]:
+    return [p.parent.name for p in (study / "tune" / "trials").glob("*/checkpoint_000001")]
 
 
 @pytest.fixture
@@ -72,12 +73,13 @@ def test_a_lost_head_is_one_line_then_interrupted_then_resumed(head_only, tmp_pa
         )
         try:
             wait_until(
-                lambda: has_two_checkpoints(study) or follower.poll() is not None,
+                lambda: trials_with_two_checkpoints(study) or follower.poll() is not None,
                 600,
                 "a trial's second checkpoint",
             )
             assert follower.poll() is None, err.read_text()[-3000:] + out.read_text()[-3000:]
             cluster.kill_node("head")
+            (victim,) = trials_with_two_checkpoints(study)
             code = follower.wait(timeout=120)
         finally:
             if follower.poll() is None:
@@ -119,3 +121,7 @@ def test_a_lost_head_is_one_line_then_interrupted_then_resumed(head_only, tmp_pa
     assert again.returncode == 0, again.stderr[-4000:] + again.stdout[-4000:]
     assert again.stdout.splitlines()[0] == sid  # the same study id: a fresh head knew no job
     assert_complete(study, n_trials=2, epochs=EPOCHS)
+    # The trial the head died under has each epoch once in Tune's own history of it too (from its
+    # last checkpoint in the snapshot, or from the start when the snapshot named none yet).
+    history = (study / "tune" / "trials" / victim / "result.json").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == list(range(EPOCHS)), history

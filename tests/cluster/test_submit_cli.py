@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.app import main
-from orchestrator.cluster import jobs, submit
+from orchestrator.cluster import jobs, submission, submit
 from orchestrator.cluster.connect import read_auth_token, resolve_address
 from trainables.errors import UserError
 
@@ -207,17 +207,24 @@ def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
 
 def test_submission_record_and_status_line(no_ray_env) -> None:
     storage = no_ray_env / "studies"
-    assert not jobs.record_submission(str(storage), "q", "sid", "http://x:1", "h", "cmd")  # no root
+    assert not submission.record_submission(
+        str(storage), "q", "sid", "http://x:1", "h", "cmd"
+    )  # no root
     storage.mkdir()
     url = f"http://127.0.0.1:{closed_port()}"
-    assert jobs.record_submission(str(storage), "q", "prunetune-q-1", url, "abc", "prunetune x")
+    assert submission.record_submission(
+        str(storage), "q", "prunetune-q-1", url, "abc", "prunetune x"
+    )
     record = json.loads((storage / "q" / "submission.json").read_text())
     assert record["submission_id"] == "prunetune-q-1" and record["address"] == url
     assert record["resume"] == "prunetune x"
-    report = jobs.job_report(storage / "q")
-    assert report.line() == f"job prunetune-q-1 at {url}: the cluster does not answer (connection refused)"
+    report = submission.job_report(storage / "q")
+    assert (
+        report.line()
+        == f"job prunetune-q-1 at {url}: the cluster does not answer (connection refused)"
+    )
     assert report.state == "unreachable" and not report.active and report.resume == "prunetune x"
-    assert jobs.job_report(storage) is None  # no submission.json there
+    assert submission.job_report(storage) is None  # no submission.json there
 
 
 def test_unreachable_hint_names_the_addresss_own_port(no_ray_env) -> None:
@@ -365,14 +372,14 @@ def lost_study(tmp_path: Path, address: str, with_resume: bool = True) -> Path:
     return Path(study.uri)
 
 
-def status_of(study: Path) -> tuple[int, str, str]:
+def status_of(study: Path, *options: str) -> tuple[int, str, str]:
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_")}
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli.app", "status", str(study)],
+        [sys.executable, "-m", "orchestrator.cli.app", "status", str(study), *options],
         cwd=repo, env={**env, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
@@ -386,13 +393,19 @@ def test_status_shows_a_study_whose_cluster_went_away_as_interrupted(no_ray_env)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].endswith(": interrupted"), out
-    assert f"job prunetune-q-abc at {url}: the cluster does not answer (connection refused)" in lines
+    assert (
+        f"job prunetune-q-abc at {url}: the cluster does not answer (connection refused)" in lines
+    )
     assert lines[-1] == (
         f"resume it once a head is up at {url} again: prunetune submit "
         f"{no_ray_env / 'q.yaml'} --address {url} --follow"
     )
     assert "8265" not in out and "state unknown" not in out
     assert any("1 interrupted" in line for line in lines), out
+    code, out, err = status_of(study, "--json")
+    shown = json.loads(out)
+    assert (shown["state"], shown["resume"]) == ("interrupted", lines[-1].split(" again: ")[1])
+    assert shown["job"].endswith("the cluster does not answer (connection refused)")
 
 
 def test_status_of_a_study_a_new_head_does_not_know(no_ray_env) -> None:
