@@ -5,8 +5,9 @@ dashboard with the auth token (`orchestrator.cluster.connect.connect`); derive t
 study id, ``prunetune-<name>-<spec hash[:12]>``; attach to a live or finished job of that study
 instead of starting a second one; else submit ``prunetune run spec.yaml --storage S --name N
 --address auto --job`` (``--job``: the driver leaves the job's working directory once it has read
-the spec; ``orchestrator.cli.run.leave_job_dir``); print the job id; with ``--follow`` stream the logs and exit with the job's status (or, when the
-cluster goes away meanwhile, one line with the command that resumes the study, exit 69).
+the spec; ``orchestrator.cli.run.leave_job_dir``); print the job id; with ``--follow`` stream the
+logs and exit with the job's status (or, when the cluster goes away meanwhile, one line with the
+command that resumes the study, exit 69).
 
 What travels: the job's runtime_env ``working_dir`` is a fresh staging directory holding the
 resolved ``spec.yaml`` (exactly what was validated here) and, by default, prunetune's own
@@ -18,8 +19,8 @@ and .git never travel.
 
 A resubmission after the job failed or was stopped gets the id ``<base>-r<k>``; the driver finds
 the study's directory and resumes it. When the storage is reachable from here, the study
-directory records the job in ``submission.json`` and ``orchestrator.cluster.submission.job_report`` reports
-its state.
+directory records the job and the command that resumes the study in ``submission.json``, and
+``orchestrator.cluster.submission.job_report`` reports its state.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import connect as cluster
 from orchestrator.cluster.jobs import (
+    CLUSTER_LOST_EXIT,
     follow,
     jobs_of_study,
     lost_line,
@@ -74,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--follow",
         action="store_true",
-        help="stream the job's logs; exit 0 if it succeeds, else 1; 69 if the cluster goes away",
+        help="stream the job's logs; exit 0 if it succeeds, else 1; "
+        f"{CLUSTER_LOST_EXIT} if the cluster goes away",
     )
     code = p.add_mutually_exclusive_group()
     code.add_argument(

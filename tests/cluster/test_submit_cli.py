@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.app import main
+from orchestrator.cli.app import EXIT_CODES, main
 from orchestrator.cluster import jobs, submission, submit
 from orchestrator.cluster.connect import read_auth_token, resolve_address
 from trainables.errors import UserError
@@ -278,6 +278,7 @@ def test_follow_says_in_one_line_that_the_cluster_went_away(capsys) -> None:
     lost = lambda why: jobs.lost_line("http://h:4242", "j", why, "/s/q", "prunetune submit x")  # noqa: E731
     code = jobs.follow(client, "j", lost, poll_s=0.01, lost_after_s=0.05)
     assert code == jobs.CLUSTER_LOST_EXIT == 69
+    assert "\n  69   `submit --follow`: the cluster went away" in EXIT_CODES  # --help says so
     (line,) = error_lines(capsys)
     assert line == (
         "prunetune: error: the cluster at http://h:4242 went away while job j ran (connection "
