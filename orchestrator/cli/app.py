@@ -25,6 +25,8 @@ exit codes:
   0    done (every trial finished: ok or diverged)
   1    some trials failed for good (`prunetune resume STUDY_DIR` retries them)
   2    bad input or an environment refusal: one line on stderr, nothing written
+  69   `submit --follow`: the cluster went away while the study ran; the line names the
+       `prunetune submit ...` that resumes it once a head is up again
   75   the disk is full: one line says what could not be written and the space left; free
        space, then `prunetune resume STUDY_DIR` (finished trials are kept)
   130  interrupted (Ctrl-C); the study's state is saved: `prunetune resume STUDY_DIR`

@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.cluster.submission import job_report, with_job
     from orchestrator.study.status import format_status
 
     study = find_study(args.study, args.storage)
@@ -59,11 +60,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     statuses = status.pop("statuses")
     started = any(s.phase != "absent" for s in statuses)
     gain = gain_extremes(study) if started else None
-    from orchestrator.cluster.jobs import job_status_line
-
-    job = job_status_line(study.uri)
+    job = job_report(study.uri)
+    status.update(with_job(status["state"], job))  # state, job, resume
     if args.json:
-        print(json.dumps({**status, "gain": gain, "job": job}, indent=2))
+        print(json.dumps({**status, "gain": gain}, indent=2))
         return 0
     print(f"study {study.uri} (spec {study.spec_hash}): {status['state']}")
     if status["driver"]:
@@ -71,8 +71,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in statuses:
         print(format_status(s))
     print(_gain_line(gain))
-    if job:
-        print(job)
+    if job is not None:
+        print("\n".join(job.lines(with_resume=status["resume"] is not None)))
     return 0
 
 

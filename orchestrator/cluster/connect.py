@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from results.tables.storage import is_uri, resolve
 from trainables.errors import UserError
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
 # Checked with a short timeout before the Jobs client is built (its own requests have none).
 CONNECT_TIMEOUT_S = 10.0
 TOKEN_HELP = "`ray get-auth-token` on the head node prints it"
+
+
+class Unreachable(UserError):
+    """The dashboard did not answer; ``reason`` is why, in a few words (``connection refused``)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(_unreachable(url, reason))
+        self.reason = reason
 
 
 # --- the token -----------------------------------------------------------------------------------
@@ -109,7 +118,7 @@ def connect(address: str) -> JobSubmissionClient:
             raise UserError(_missing_token(url)) from None
         raise UserError(_refused_token(url, source)) from None
     except ConnectionError as exc:
-        raise UserError(_unreachable(url, str(exc))) from None
+        raise Unreachable(url, reason_of(exc)) from None
 
 
 def auth_mode(url: str) -> str | None:
@@ -120,9 +129,9 @@ def auth_mode(url: str) -> str | None:
     try:
         response = requests.get(f"{url}/api/authentication_mode", timeout=CONNECT_TIMEOUT_S)
     except requests.Timeout:
-        raise UserError(_unreachable(url, f"no answer within {CONNECT_TIMEOUT_S:.0f} s")) from None
+        raise Unreachable(url, f"no answer within {CONNECT_TIMEOUT_S:.0f} s") from None
     except requests.ConnectionError as exc:
-        raise UserError(_unreachable(url, _reason(exc))) from None
+        raise Unreachable(url, reason_of(exc)) from None
     if response.status_code != 200:
         return None  # an older Ray, or a proxy in front of it: the Jobs client will tell
     try:
@@ -131,7 +140,8 @@ def auth_mode(url: str) -> str | None:
         return None
 
 
-def _reason(exc: Exception) -> str:
+def reason_of(exc: Exception) -> str:
+    """Why a connection failed, in a few words: a known socket error, else the exception's class."""
     text = str(exc)
     for known in ("Connection refused", "Name or service not known", "No route to host"):
         if known in text:
@@ -140,9 +150,10 @@ def _reason(exc: Exception) -> str:
 
 
 def _unreachable(url: str, reason: str) -> str:
+    port = urlsplit(url).port or (443 if url.startswith("https:") else 80)
     return (
         f"cannot reach the Ray dashboard at {url} ({reason}): check --address and that the "
-        "head's dashboard port is reachable (e.g. an SSH tunnel to 127.0.0.1:8265)"
+        f"head's dashboard port {port} is reachable from here (e.g. through an SSH tunnel)"
     )
 
 

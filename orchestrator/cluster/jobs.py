@@ -1,24 +1,21 @@
-"""A study's jobs on a cluster: their ids, following one, and the record a study directory keeps.
+"""A study's jobs on a cluster: their ids and following one.
 
 A study's submission id is ``prunetune-<name>-<spec hash[:12]>`` (:func:`submission_id`); a
-resubmission after a failed or stopped job gets ``<base>-r<k>``. ``submission.json`` in the study
-directory names the job, and :func:`job_status_line` reports its state for ``prunetune status``.
+resubmission after a failed or stopped job gets ``<base>-r<k>``. :func:`follow` streams a job's
+logs and says in one line when the cluster goes away (exit :data:`CLUSTER_LOST_EXIT`). The record
+a study directory keeps of its job is in :mod:`orchestrator.cluster.submission`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.cluster import connect as cluster
-from results.tables.storage import SUBMISSION_FILE, resolve
-from trainables.errors import UserError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -47,86 +44,83 @@ def jobs_of_study(client: JobSubmissionClient, base: str) -> list:
 
 
 TERMINAL_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
+# The exit code of a client that loses the cluster while it follows a job: sysexits' EX_UNAVAILABLE
+# (a service it needs is gone; distinct from 75, the full disk, whose remedy differs).
+CLUSTER_LOST_EXIT = 69
+# How long the dashboard may fail to answer before the client counts the cluster as gone (a
+# blip, a dashboard restart).
+LOST_AFTER_S = 10.0
 
 
-def follow(client: JobSubmissionClient, sid: str, poll_s: float = 1.0) -> int:
-    """Stream the job's logs to stdout until it ends; 0 if it SUCCEEDED, 1 if FAILED/STOPPED."""
+def follow(
+    client: JobSubmissionClient,
+    sid: str,
+    lost: Callable[[str], str],
+    poll_s: float = 1.0,
+    lost_after_s: float = LOST_AFTER_S,
+) -> int:
+    """Stream the job's logs to stdout until it ends; 0 if it SUCCEEDED, 1 if FAILED/STOPPED.
+
+    When the cluster stops answering (or answers but no longer knows the job: a new head) for
+    `lost_after_s` seconds, print ``prunetune: error: `` and ``lost(reason)`` on one line and
+    return :data:`CLUSTER_LOST_EXIT`.
+    """
+    import logging
+
+    import aiohttp
+
+    # The Jobs SDK logs each closed log socket at INFO on stderr; the outcome is said here, once.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    dropped = None
     try:
         asyncio.run(_stream_logs(client, sid))
-    except RuntimeError as exc:  # the log socket dropped: the job may still be running
-        say(f"note: log stream interrupted ({exc}); waiting for the job to end")
+    except (RuntimeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        dropped = exc  # the log socket dropped: the job may still run, or the cluster went away
+    since = None
     while True:
-        info = client.get_job_info(sid)
+        try:
+            info = client.get_job_info(sid)
+        except (OSError, RuntimeError) as exc:  # requests' errors are OSErrors
+            since = since if since is not None else time.monotonic()
+            if time.monotonic() - since >= lost_after_s:
+                say(f"prunetune: error: {lost(_lost_reason(exc))}")
+                return CLUSTER_LOST_EXIT
+            time.sleep(poll_s)
+            continue
+        since = None
         status = str(info.status)
         if status in TERMINAL_EXIT:
             break
+        if dropped is not None:
+            say(f"note: log stream interrupted ({dropped}); waiting for the job to end")
+            dropped = None
         time.sleep(poll_s)
     detail = f": {info.message}" if info.message and status != "SUCCEEDED" else ""
     say(f"job {sid} {status}{detail}")
     return TERMINAL_EXIT[status]
 
 
+def _lost_reason(exc: BaseException) -> str:
+    """Why the Jobs API did not answer, in a few words."""
+    if isinstance(exc, OSError):
+        return cluster.reason_of(exc)
+    if "does not exist" in str(exc):
+        return "the cluster no longer knows the job: a new head?"
+    return " ".join(str(exc).split())[:200]
+
+
+def lost_line(address: str, sid: str, reason: str, study: str, resume: str) -> str:
+    """What a client that lost the cluster says: what happened, where the state is, what to type."""
+    return (
+        f"the cluster at {address} went away while job {sid} ran ({reason}); the study's state "
+        f"is saved in {study}: once a head is up there again, resume it with: {resume}"
+    )
+
+
 async def _stream_logs(client: JobSubmissionClient, sid: str) -> None:
     async for chunk in client.tail_job_logs(sid):
         sys.stdout.write(chunk)
         sys.stdout.flush()
-
-
-# --- submission.json and `prunetune status` -------------------------------------------------------
-
-
-def record_submission(
-    storage: str, name: str, sid: str, address: str, spec_hash: str, overwrite: bool = True
-) -> bool:
-    """Write ``<storage>/<name>/submission.json`` if the storage root is reachable from here.
-
-    Returns False (and writes nothing) when it is not, e.g. a cluster-only mount or a bucket
-    this machine has no credentials for. With ``overwrite=False`` an existing record is kept.
-    """
-    import pyarrow.fs
-
-    record = {
-        "submission_id": sid,
-        "address": address,
-        "spec_hash": spec_hash,
-        "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        fs, root = resolve(storage)
-        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
-            return False
-        target = f"{root}/{name}/{SUBMISSION_FILE}"
-        if not overwrite and fs.get_file_info(target).type == pyarrow.fs.FileType.File:
-            return True
-        fs.create_dir(f"{root}/{name}", recursive=True)
-        with fs.open_output_stream(target) as stream:
-            stream.write((json.dumps(record, indent=2) + "\n").encode())
-    except (OSError, UserError):
-        return False
-    return True
-
-
-def job_status_line(study_dir: str | Path) -> str | None:
-    """One line with the state of the job that runs this study, or None if it was not submitted.
-
-    Reads ``<study_dir>/submission.json`` (a local path or a URI) and asks the cluster's Jobs
-    API; never raises: an unreachable cluster or a refused token gives "state unknown (...)".
-    """
-    try:
-        fs, root = resolve(str(study_dir))
-        with fs.open_input_stream(f"{root}/{SUBMISSION_FILE}") as stream:
-            record = json.loads(stream.read())
-        sid, address = record["submission_id"], record["address"]
-    except (OSError, ValueError, KeyError, TypeError, UserError):
-        return None
-    try:
-        info = cluster.connect(address).get_job_info(sid)
-    except UserError as exc:
-        return f"job {sid} at {address}: state unknown ({exc})"
-    except Exception as exc:  # e.g. the cluster was replaced and forgot the job
-        return f"job {sid} at {address}: state unknown ({type(exc).__name__}: {exc})"
-    message = f" ({info.message})" if info.message else ""
-    return f"job {sid} at {address}: {info.status}{message}"
 
 
 def say(text: str) -> None:

@@ -5,7 +5,9 @@ dashboard with the auth token (`orchestrator.cluster.connect.connect`); derive t
 study id, ``prunetune-<name>-<spec hash[:12]>``; attach to a live or finished job of that study
 instead of starting a second one; else submit ``prunetune run spec.yaml --storage S --name N
 --address auto --job`` (``--job``: the driver leaves the job's working directory once it has read
-the spec; ``orchestrator.cli.run.leave_job_dir``); print the job id; with ``--follow`` stream the logs and exit with the job's status.
+the spec; ``orchestrator.cli.run.leave_job_dir``); print the job id; with ``--follow`` stream the
+logs and exit with the job's status (or, when the cluster goes away meanwhile, one line with the
+command that resumes the study, exit 69).
 
 What travels: the job's runtime_env ``working_dir`` is a fresh staging directory holding the
 resolved ``spec.yaml`` (exactly what was validated here) and, by default, prunetune's own
@@ -17,8 +19,8 @@ and .git never travel.
 
 A resubmission after the job failed or was stopped gets the id ``<base>-r<k>``; the driver finds
 the study's directory and resumes it. When the storage is reachable from here, the study
-directory records the job in ``submission.json`` and ``orchestrator.cluster.jobs.job_status_line`` reports
-its state.
+directory records the job and the command that resumes the study in ``submission.json``, and
+``orchestrator.cluster.submission.job_report`` reports its state.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import connect as cluster
 from orchestrator.cluster.jobs import (
+    CLUSTER_LOST_EXIT,
     follow,
     jobs_of_study,
+    lost_line,
     next_submission_id,
-    record_submission,
     say,
     submission_id,
 )
-from results.tables.storage import SUBMISSION_FILE, is_uri
+from orchestrator.cluster.submission import record_submission
+from results.tables.storage import SUBMISSION_FILE, is_uri, study_uri
 from search_spaces.overrides import OVERRIDES_HELP
 from trainables.errors import UserError
 
@@ -70,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="study name (default: the spec's name)")
     p.add_argument(
-        "--follow", action="store_true", help="stream the job's logs; exit 0 if it succeeds, else 1"
+        "--follow",
+        action="store_true",
+        help="stream the job's logs; exit 0 if it succeeds, else 1; "
+        f"{CLUSTER_LOST_EXIT} if the cluster goes away",
     )
     code = p.add_mutually_exclusive_group()
     code.add_argument(
@@ -114,15 +121,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
         )
         say(f"submitted job {sid} to {address}")
     print(sid, flush=True)
+    resume = resubmit_command(args, spec, address)
     recorded = record_submission(
-        spec.storage, spec.name, sid, address, spec.hash, overwrite=not attached
+        spec.storage, spec.name, sid, address, spec.hash, resume, overwrite=not attached
     )
     if not recorded:
         say(f"note: {spec.storage} is not reachable from here; no {SUBMISSION_FILE} written")
     if args.follow:
-        return follow(client, sid)
+        study = study_uri(spec.storage, spec.name)
+        return follow(client, sid, lambda why: lost_line(address, sid, why, study, resume))
     say(f"follow it: prunetune submit {shlex.quote(args.spec)} --address {address} --follow")
     return 0
+
+
+def resubmit_command(args: argparse.Namespace, spec, address: str) -> str:
+    """The ``prunetune submit ... --follow`` that resumes this study on a cluster: the same spec
+    (a file by its absolute path), overrides, storage, name and code as this submission, so it
+    has the same spec hash. On a new head it starts a job that resumes the study from its
+    storage; while the job still runs it attaches to it."""
+    source = Path(args.spec).expanduser()
+    words = ["prunetune", "submit", str(source.resolve()) if source.is_file() else args.spec]
+    words += [*args.overrides, "--address", address]
+    words += ["--storage", spec.storage, "--name", spec.name]
+    if args.working_dir:
+        words += ["--working-dir", str(Path(args.working_dir).expanduser().resolve())]
+    if args.no_ship_code:
+        words.append("--no-ship-code")
+    return shlex.join([*words, "--follow"])
 
 
 def require_cluster_storage(storage: str) -> None:

@@ -139,9 +139,13 @@ class LocalCluster:
             env["RAY_AUTH_TOKEN"] = self.token
         return env | self.extra_env
 
-    def start_head(self, timeout_s: float = 120) -> None:
+    def start_head(self, timeout_s: float = 120, same_ports: bool = False) -> None:
+        """Start the head; ``same_ports``: on the ports of the head before it (a new head where a
+        lost one was, so its dashboard URL is the same)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        self.gcs_port, self.dashboard_port, self.client_port = free_port(), free_port(), free_port()
+        if not same_ports:
+            self.gcs_port, self.dashboard_port = free_port(), free_port()
+            self.client_port = free_port()
         args = [
             "--head",
             f"--port={self.gcs_port}",

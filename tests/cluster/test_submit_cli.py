@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.app import main
-from orchestrator.cluster import jobs, submit
+from orchestrator.cli.app import EXIT_CODES, main
+from orchestrator.cluster import jobs, submission, submit
 from orchestrator.cluster.connect import read_auth_token, resolve_address
 from trainables.errors import UserError
 
@@ -207,12 +207,221 @@ def test_entrypoint_runs_the_cli_on_the_cluster() -> None:
 
 def test_submission_record_and_status_line(no_ray_env) -> None:
     storage = no_ray_env / "studies"
-    assert not jobs.record_submission(str(storage), "q", "sid", "http://x:1", "h")  # no root
+    assert not submission.record_submission(
+        str(storage), "q", "sid", "http://x:1", "h", "cmd"
+    )  # no root
     storage.mkdir()
     url = f"http://127.0.0.1:{closed_port()}"
-    assert jobs.record_submission(str(storage), "q", "prunetune-q-1", url, "abc")
+    assert submission.record_submission(
+        str(storage), "q", "prunetune-q-1", url, "abc", "prunetune x"
+    )
     record = json.loads((storage / "q" / "submission.json").read_text())
     assert record["submission_id"] == "prunetune-q-1" and record["address"] == url
-    line = jobs.job_status_line(storage / "q")
-    assert line.startswith(f"job prunetune-q-1 at {url}: state unknown (cannot reach")
-    assert jobs.job_status_line(storage) is None  # no submission.json there
+    assert record["resume"] == "prunetune x"
+    report = submission.job_report(storage / "q")
+    assert (
+        report.line()
+        == f"job prunetune-q-1 at {url}: the cluster does not answer (connection refused)"
+    )
+    assert report.state == "unreachable" and not report.active and report.resume == "prunetune x"
+    assert submission.job_report(storage) is None  # no submission.json there
+
+
+def test_unreachable_hint_names_the_addresss_own_port(no_ray_env) -> None:
+    port = closed_port()
+    with pytest.raises(UserError) as refused:
+        resolve_and_connect(f"http://127.0.0.1:{port}")
+    assert f"port {port} " in str(refused.value) and "8265" not in str(refused.value)
+
+
+def resolve_and_connect(url: str):
+    from orchestrator.cluster.connect import connect
+
+    return connect(resolve_address(url))
+
+
+# --- a lost cluster: the following client and `status` ---------------------------------------------
+
+
+class LostClient:
+    """A Jobs client whose cluster went away: the log socket drops, then nothing answers."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers = answers  # what get_job_info gives in turn: an exception or a status
+        self.asked = 0
+
+    async def tail_job_logs(self, sid: str):
+        yield "epoch 1\n"
+        raise RuntimeError("WebSocket connection closed unexpectedly with close code 1006")
+
+    def get_job_info(self, sid: str):
+        from types import SimpleNamespace
+
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return SimpleNamespace(status=answer, message="")
+
+
+def refused_connection():
+    import requests
+
+    return requests.ConnectionError(
+        "HTTPConnectionPool(host='127.0.0.1', port=4242): Max retries exceeded with url: "
+        "/api/jobs/j ([Errno 111] Connection refused)"
+    )
+
+
+def test_follow_says_in_one_line_that_the_cluster_went_away(capsys) -> None:
+    client = LostClient([refused_connection()])
+    lost = lambda why: jobs.lost_line("http://h:4242", "j", why, "/s/q", "prunetune submit x")  # noqa: E731
+    code = jobs.follow(client, "j", lost, poll_s=0.01, lost_after_s=0.05)
+    assert code == jobs.CLUSTER_LOST_EXIT == 69
+    assert "\n  69   `submit --follow`: the cluster went away" in EXIT_CODES  # --help says so
+    (line,) = error_lines(capsys)
+    assert line == (
+        "prunetune: error: the cluster at http://h:4242 went away while job j ran (connection "
+        "refused); the study's state is saved in /s/q: once a head is up there again, resume it "
+        "with: prunetune submit x"
+    )
+    assert client.asked > 1  # it waited for the cluster to come back before giving up
+
+
+def test_follow_rides_out_a_blip_and_a_dropped_log_stream(capsys) -> None:
+    client = LostClient([refused_connection(), "RUNNING", "SUCCEEDED"])
+    code = jobs.follow(client, "j", lambda why: why, poll_s=0.01, lost_after_s=30)
+    assert code == 0
+    lines = error_lines(capsys)
+    assert lines[0].startswith("note: log stream interrupted") and lines[-1] == "job j SUCCEEDED"
+
+
+def test_follow_counts_a_new_head_that_forgot_the_job_as_lost(capsys) -> None:
+    forgot = RuntimeError("Request failed with status code 404: Job j does not exist.")
+    code = jobs.follow(LostClient([forgot]), "j", lambda why: why, poll_s=0.01, lost_after_s=0.02)
+    assert code == 69
+    assert error_lines(capsys) == [
+        "prunetune: error: the cluster no longer knows the job: a new head?"
+    ]
+
+
+class ForgetfulDashboard(Witness):
+    """A dashboard of a new head: it answers, auth disabled, and knows no job."""
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                path = conn.recv(65536).decode("latin-1").split(" ")[1]
+                if path == "/api/authentication_mode":
+                    status, body = "200 OK", '{"authentication_mode": "disabled"}'
+                elif path == "/api/version":
+                    status, body = "200 OK", '{"version": "4", "ray_version": "2.60.0"}'
+                else:
+                    status, body = "404 Not Found", f"Job {path.rsplit('/', 1)[-1]} does not exist"
+                conn.sendall(
+                    f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
+                    f"Connection: close\r\n\r\n{body}".encode()
+                )
+
+
+LOST_SPEC = """\
+name: q
+storage: {storage}
+dataset: {{name: mnist1d}}
+model: {{name: mlp}}
+train: {{epochs: 3}}
+pruning:
+  method: schedule
+  layers: [{{name: fc1, final_fraction: 0.5, start_epoch: 0, end_epoch: 1}}]
+seeds: 1
+"""  # a pruned trial and its matched baseline
+
+
+def lost_study(tmp_path: Path, address: str, with_resume: bool = True) -> Path:
+    """A created study submitted to `address`, one trial done and one running at its last snapshot
+    (its driver gone): what a lost head leaves on the shared storage."""
+    from orchestrator.study.directory import locate, open_for_run
+    from search_spaces.expand import expand
+    from search_spaces.spec import load_spec
+
+    spec_file = write_spec(tmp_path / "q.yaml", LOST_SPEC.format(storage=tmp_path / "st"))
+    spec = load_spec(spec_file)
+    study = open_for_run(locate(spec), spec, expand(spec))
+    trials = expand(spec).trials
+    done = ("TERMINATED", {"training_iteration": 3, "status": "done"})
+    running = ("RUNNING", {"training_iteration": 1, "status": "running"})
+    rows = [
+        [
+            json.dumps({"trial_id": f"t{i}", "status": status, "relative_logdir": f"t{i}",
+                        "config": {"trial": trials[i].to_dict()}}),
+            json.dumps({"last_result": last, "num_failures": 0}),
+        ]
+        for i, (status, last) in enumerate([done, running])
+    ]  # fmt: skip
+    exp = Path(study.tune_path("trials"))
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": rows}))
+    record = {"submission_id": "prunetune-q-abc", "address": address, "spec_hash": spec.hash}
+    if with_resume:
+        record["resume"] = f"prunetune submit {spec_file} --address {address} --follow"
+    (Path(study.uri) / "submission.json").write_text(json.dumps(record))
+    return Path(study.uri)
+
+
+def status_of(study: Path, *options: str) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli.app", "status", str(study), *options],
+        cwd=repo, env={**env, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_status_shows_a_study_whose_cluster_went_away_as_interrupted(no_ray_env) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    study = lost_study(no_ray_env, url)
+    code, out, err = status_of(study)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith(": interrupted"), out
+    assert (
+        f"job prunetune-q-abc at {url}: the cluster does not answer (connection refused)" in lines
+    )
+    assert lines[-1] == (
+        f"resume it once a head is up at {url} again: prunetune submit "
+        f"{no_ray_env / 'q.yaml'} --address {url} --follow"
+    )
+    assert "8265" not in out and "state unknown" not in out
+    assert any("1 interrupted" in line for line in lines), out
+    code, out, err = status_of(study, "--json")
+    shown = json.loads(out)
+    assert (shown["state"], shown["resume"]) == ("interrupted", lines[-1].split(" again: ")[1])
+    assert shown["job"].endswith("the cluster does not answer (connection refused)")
+
+
+def test_status_of_a_study_a_new_head_does_not_know(no_ray_env) -> None:
+    """Also: a record from before submission.json named its resume command gets one built from
+    the study's stored spec."""
+    dashboard = ForgetfulDashboard()
+    try:
+        study = lost_study(no_ray_env, dashboard.url, with_resume=False)
+        code, out, err = status_of(study)
+    finally:
+        dashboard.close()
+    assert code == 0, err
+    assert out.splitlines()[0].endswith(": interrupted"), out
+    assert "the cluster does not know this job (a new head?)" in out
+    assert out.splitlines()[-1] == (
+        f"resume it once a head is up at {dashboard.url} again: prunetune submit "
+        f"{study / 'spec.yaml'} --address {dashboard.url} --follow"
+    )
