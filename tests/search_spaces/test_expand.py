@@ -29,7 +29,7 @@ COUNTS = {
     "jin2022-imp": (48, 12, 60),  # 4 arms x 4 noise levels x 3 seeds + 4 x 3
     "mini-bartoldson2020-flatness": (25, 5, 30),  # (1 + 3 + scratch) cfgs x 5 seeds + 5
     "mini-bartoldson2020-noise": (40, 5, 45),  # (1 + 2 x 3 + 1) perturbations x 5 seeds + 5
-    "mini-jin2022-imp": (45, 15, 60),  # 3 arms x 3 noise levels x 5 seeds + 3 x 5
+    "mini-jin2022-imp": (30, 10, 40),  # 3 arms x 2 noise levels x 5 seeds + 2 x 5
 }
 
 
