@@ -176,7 +176,7 @@ def recorded(doc: Path = DOC) -> dict[str, tuple[Stat, str]]:
         m = _STAT_RE.search(cells[2])
         if m is None or not cells[3].isdigit():
             continue
-        label = cells[2][: m.start()].rstrip(": ").strip("`")
+        label = cells[2][: m.start()].rstrip(": =").strip("`")
         stat = Stat(*map(float, m.groups()), n=int(cells[3]), label=label)
         rows[cells[0]] = (stat, cells[4].strip("*"))
     return rows
