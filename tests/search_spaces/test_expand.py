@@ -27,6 +27,9 @@ COUNTS = {
     "bartoldson2020-noise": (110, 10, 120),  # (1 + 2 x 3 + 4) perturbations x 10 seeds + 10
     "bartoldson2020-flatness": (50, 10, 60),  # (1 + 3 + scratch) pruning cfgs x 10 seeds + 10
     "jin2022-imp": (48, 12, 60),  # 4 arms x 4 noise levels x 3 seeds + 4 x 3
+    "mini-bartoldson2020-flatness": (25, 5, 30),  # (1 + 3 + scratch) cfgs x 5 seeds + 5
+    "mini-bartoldson2020-noise": (40, 5, 45),  # (1 + 2 x 3 + 1) perturbations x 5 seeds + 5
+    "mini-jin2022-imp": (30, 10, 40),  # 3 arms x 2 noise levels x 5 seeds + 2 x 5
 }
 
 

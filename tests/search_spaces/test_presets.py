@@ -32,6 +32,9 @@ REQUIRED = {
     "bartoldson2020-noise",
     "bartoldson2020-flatness",
     "jin2022-imp",
+    "mini-bartoldson2020-flatness",
+    "mini-bartoldson2020-noise",
+    "mini-jin2022-imp",
 }
 # The names of the project's internal notes (never cited by the repository; see
 # tests/test_citations.py), assembled so that this file does not match its own search.
