@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from orchestrator.cluster import connect as cluster
+from orchestrator.cluster import connect
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -103,7 +103,7 @@ def follow(
 def _lost_reason(exc: BaseException) -> str:
     """Why the Jobs API did not answer, in a few words."""
     if isinstance(exc, OSError):
-        return cluster.reason_of(exc)
+        return connect.reason_of(exc)
     if "does not exist" in str(exc):
         return "the cluster no longer knows the job: a new head?"
     return " ".join(str(exc).split())[:200]

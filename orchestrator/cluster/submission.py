@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.cluster import connect as cluster
+from orchestrator.cluster import connect
 from results.tables.storage import SPEC_FILE, SUBMISSION_FILE, resolve
 from trainables.errors import UserError
 
@@ -116,13 +116,13 @@ def job_report(study_dir: str | Path) -> JobReport | None:
         return None
     resume = str(record.get("resume") or _stored_spec_resume(str(study_dir), address))
     try:
-        info = cluster.connect(address).get_job_info(sid)
-    except cluster.Unreachable as exc:
+        info = connect.connect(address).get_job_info(sid)
+    except connect.Unreachable as exc:
         return JobReport(sid, address, "unreachable", exc.reason, resume)
     except UserError as exc:  # a missing or refused token
         return JobReport(sid, address, "unknown", str(exc), resume)
     except OSError as exc:  # the dashboard went away between the two requests
-        return JobReport(sid, address, "unreachable", cluster.reason_of(exc), resume)
+        return JobReport(sid, address, "unreachable", connect.reason_of(exc), resume)
     except Exception as exc:  # the Jobs API's RuntimeError: no such job, or a server error
         if "does not exist" in str(exc):
             return JobReport(sid, address, "forgotten", "", resume)

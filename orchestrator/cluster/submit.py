@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.cluster import connect as cluster
+from orchestrator.cluster import connect
 from orchestrator.cluster.jobs import (
     CLUSTER_LOST_EXIT,
     follow,
@@ -99,9 +99,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, name=args.name, storage=args.storage, overrides=args.overrides)
     require_cluster_storage(spec.storage)
     code_root = None if args.no_ship_code else project_root(args.working_dir)
-    address = cluster.resolve_address(args.address)
-    client = cluster.connect(address)
-    if cluster.auth_mode(address) == "disabled":
+    address = connect.resolve_address(args.address)
+    client = connect.connect(address)
+    if connect.auth_mode(address) == "disabled":
         say(
             f"warning: the cluster at {address} has token auth disabled: anyone who reaches its "
             "dashboard can run code there (start every node with RAY_AUTH_MODE=token)"
