@@ -22,7 +22,6 @@ stdout carries the command's result with the study directory as its last line (f
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Callable
@@ -235,17 +234,19 @@ def _no_space(exc: OSError, uri: str) -> OSError:
     """A write of the study that failed for lack of space (taking the lock, exporting the tables;
     every write is atomic, so nothing is half-written) as the driver's one disk-full line with the
     resume command, exit code 75 (``prunetune.cli.app``); any other error as it is."""
-    from orchestrator.tune.diskfull import free_space, is_no_space
+    from orchestrator.tune.diskfull import (
+        DISK_FULL_PREFIX,
+        disk_full_error,
+        free_space,
+        is_no_space,
+    )
 
-    if not is_no_space(exc) or (exc.strerror or "").startswith("the disk is full"):
+    if not is_no_space(exc) or (exc.strerror or "").startswith(DISK_FULL_PREFIX):
         return exc
     reason = exc.strerror or " ".join(str(exc).split())
     what = f"{exc.filename}: {reason}" if exc.filename else f"a write under {uri} failed ({reason})"
     space = free_space(exc.filename or uri) if "://" not in uri else "free space unknown"
-    return OSError(
-        errno.ENOSPC,
-        f"the disk is full: {what}; {space} there. free space, then: prunetune resume {uri}",
-    )
+    return disk_full_error(f"{what}; {space} there", uri)
 
 
 def _lost(why: str) -> Exception:

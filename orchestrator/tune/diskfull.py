@@ -72,6 +72,15 @@ def no_space_error(trial: Any) -> str | None:
     return f"{type(exc).__name__}: {lines[-1] if lines else 'no space left'}"[:300]
 
 
+DISK_FULL_PREFIX = "the disk is full: "
+
+
+def disk_full_error(what: str, study_uri: str) -> OSError:
+    """The driver's one disk-full line (what failed, the space left) with the resume command."""
+    resume = f"free space, then: prunetune resume {study_uri}"
+    return OSError(errno.ENOSPC, f"{DISK_FULL_PREFIX}{what}. {resume}")
+
+
 def is_no_space(exc: BaseException) -> bool:
     """True for an error of a write that failed for lack of space."""
     text = str(exc)

@@ -46,7 +46,6 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -60,7 +59,7 @@ from orchestrator.optuna_mirror.mirror import mirror_spec, refresh_mirror
 from orchestrator.study.directory import Study
 from orchestrator.study.status import expected_trials
 from orchestrator.tune.damaged import set_aside_damaged
-from orchestrator.tune.diskfull import DiskGuard, stop_reason, watching
+from orchestrator.tune.diskfull import DiskGuard, disk_full_error, stop_reason, watching
 from orchestrator.tune.good_state import restore_good_state
 from orchestrator.tune.janitor import CheckpointJanitor, prune_checkpoints, remove_orphans
 from orchestrator.tune.mirror_callback import OptunaMirror
@@ -135,8 +134,7 @@ def run_experiment(
             if not stop_reason():
                 raise
     if stop_reason():
-        resume = f"free space, then: prunetune resume {study.uri}"
-        raise OSError(errno.ENOSPC, f"the disk is full: {stop_reason()}. {resume}")
+        raise disk_full_error(stop_reason(), study.uri)
     prune_checkpoints(fs, path)
     orphans = [*unknown, *remove_orphans(fs, path)]
     if experiment == OPTUNA_EXPERIMENT:
