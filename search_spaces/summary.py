@@ -56,7 +56,7 @@ EXPORT_S = 2.0
 EXPORT_PER_TRIAL_S = 0.005
 
 
-def _all_trials(plan: StudyPlan) -> list[TrialConfig]:
+def all_trials(plan: StudyPlan) -> list[TrialConfig]:
     """The plan's trials, Optuna's counted with the plan's base configuration."""
     trials = list(plan.trials)
     if plan.optuna:
@@ -69,7 +69,7 @@ def wall_estimate(plan: StudyPlan, concurrency: int) -> dict[str, Any]:
     per GPU trial, one CPU thread per CPU trial); ``seconds`` is None where a model has no
     estimate for the device."""
     device = "gpu" if plan.resources.gpu > 0 else "cpu"
-    trials = _all_trials(plan)
+    trials = all_trials(plan)
     share = 1 / min(plan.resources.gpu, 1.0) if device == "gpu" else 1.0
     per_trial = [trial_seconds(t, device) for t in trials]
     out = {"device": device, "concurrency": concurrency, "seconds": None}
@@ -95,7 +95,7 @@ def plan_summary(plan: StudyPlan) -> dict[str, Any]:
     ``max_concurrent_trials``; ``estimate`` {gpu_hours (one A100), cpu_hours (one thread per
     trial); None where some model has no estimate; basis}. Wall time: :func:`wall_estimate`.
     """
-    trials = _all_trials(plan)
+    trials = all_trials(plan)
     optuna_n = plan.optuna.num_trials if plan.optuna else 0
     gpu_hours = _hours([trial_seconds(t, "gpu") for t in trials])
     cpu_hours = _hours([trial_seconds(t, "cpu") for t in trials])

@@ -100,9 +100,9 @@ def trial_bytes(trial: TrialConfig) -> int:
 def disk_estimate(plan: StudyPlan, concurrency: int) -> dict[str, Any]:
     """``{"checkpoint_mb", "final_mb", "peak_mb", "running_trials"}``: the largest checkpoint, the
     study directory at the end and at its peak with `concurrency` trials running at once."""
-    from search_spaces.summary import _all_trials
+    from search_spaces.summary import all_trials
 
-    trials = _all_trials(plan)
+    trials = all_trials(plan)
     largest = max((checkpoint_bytes(t) for t in trials), default=0)
     epochs = sum(total_epochs(t) for t in trials)
     final = sum(trial_bytes(t) for t in trials) + TABLE_BYTES_PER_EPOCH * epochs + FIXED_BYTES
