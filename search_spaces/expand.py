@@ -75,6 +75,7 @@ class StudyPlan:
     max_concurrent_trials: int | None
     checkpoint_frequency: int
     retries: int
+    report_batch_s: float = 0.0
 
     @property
     def pruned(self) -> tuple[TrialConfig, ...]:
@@ -126,6 +127,7 @@ def expand(spec: StudySpec) -> StudyPlan:
         max_concurrent_trials=spec.max_concurrent_trials,
         checkpoint_frequency=spec.checkpoint_frequency,
         retries=spec.retries,
+        report_batch_s=spec.report_batch_s,
     )
 
 

@@ -16,6 +16,7 @@ Layout (every key optional except where noted; unknown keys are errors)::
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (below 1)
     max_concurrent_trials: null   # null: as many as the resources allow
     checkpoint_frequency: 1       # epochs between trial checkpoints
+    report_batch_s: 0.5           # seconds of epochs gathered into one report to Tune
     retries: 2                    # retries of a failed trial, from its last checkpoint
     report_every: 300             # seconds between live refreshes of the tables and report
     storage: ./studies            # a local path or a URI (s3://, gs://)
@@ -33,9 +34,9 @@ Identity: ``spec.hash`` hashes the canonical science of the study: the five sect
 baselines, generalization, per_example_loss and search, with default-valued fields dropped (so
 a field added later with a default keeps every old hash). It excludes ``name`` and ``storage``
 (where the study lives, not what it computes) and the execution settings ``resources``,
-``max_concurrent_trials``, ``checkpoint_frequency``, ``retries`` and ``report_every`` (they
-change how fast the numbers come or how often they are shown, not the numbers; Tune freezes its
-searcher settings when a study starts anyway),
+``max_concurrent_trials``, ``checkpoint_frequency``, ``report_batch_s``, ``retries`` and
+``report_every`` (they change how fast the numbers come or how often they are shown, not the
+numbers; Tune freezes its searcher settings when a study starts anyway),
 and ``fits`` (how the numbers are analysed; a study's fits may grow after it started).
 """
 
@@ -145,6 +146,12 @@ class StudySpec:
         None, "trials at once; null = as many as the resources allow", at_least(1)
     )
     checkpoint_frequency: int = param(1, "epochs between trial checkpoints", at_least(1))
+    report_batch_s: float = param(
+        0.5,
+        "seconds of epochs a trial gathers into one report to Tune (0 = a report per epoch); "
+        "a report carries the checkpoint when one is due",
+        at_least(0),
+    )
     retries: int = param(2, "retries of a failed trial, from its last checkpoint", at_least(0))
     report_every: int = param(
         300,
@@ -188,7 +195,7 @@ class StudySpec:
 
 NOT_HASHED = frozenset(
     {"name", "storage", "resources", "max_concurrent_trials", "checkpoint_frequency", "retries"}
-    | {"report_every", "fits"}
+    | {"report_batch_s", "report_every", "fits"}
 )
 
 

@@ -117,6 +117,9 @@ RECORD: tuple[RecordField, ...] = (
 )
 
 RECORD_KEYS: tuple[str, ...] = tuple(f.name for f in RECORD)
+# A report to Tune may carry several epochs (``trainables.tune_trainable``): the newest epoch's
+# record, plus the earlier epochs' records, oldest first, under this key.
+BATCH_KEY = "earlier_epochs"
 # The flatness measures (their last measured value is a trial-level outcome).
 FLATNESS_KEYS: tuple[str, ...] = ("hessian_topk_sum", "grad_noise_trace", "eps_flatness")
 FIELDS: dict[str, RecordField] = {f.name: f for f in RECORD}

@@ -5,12 +5,20 @@ The only module of ``trainables`` that imports Ray. Contract:
 - Tune ``config`` = ``{"trial": TrialConfig.to_dict(), "checkpoint_frequency": int}``, optionally
   with ``"seeds": [..]`` and Tune's ``"__trial_index__"`` (set by ``Repeater``), in which case the
   trial's seed is ``seeds[__trial_index__]``.
-- Each epoch: ``tune.report(record, checkpoint=...)`` with exactly the keys of
-  ``trainables.records.RECORD`` (identity comes from the config: ``trainables.identity``).
-  A checkpoint goes with every ``checkpoint_frequency``-th epoch and always with the last record.
+- Records are gathered and reported in batches: ``tune.report(result, checkpoint=...)`` once the
+  config's ``report_batch_s`` seconds have passed since the trial's last report (0 or absent: after
+  every epoch), and always with the last record. ``result`` is the newest epoch's record, exactly
+  the keys of ``trainables.records.RECORD`` (identity comes from the config:
+  ``trainables.identity``), plus, when the batch holds more than one epoch, the earlier epochs'
+  records in order under ``trainables.records.BATCH_KEY`` (``orchestrator.tune.tuner.RecordLogger`` writes each of
+  them as its own line of ``result.json``, so every epoch still has its row).
+- A checkpoint goes with a report that completes a ``checkpoint_frequency``-th epoch not yet
+  checkpointed (so with ``report_batch_s`` 0, with every ``checkpoint_frequency``-th epoch), and
+  always with the last record. A report is one Tune round trip (a few ms on a CPU worker): for
+  short epochs, batching them is most of what a sweep's overhead per epoch can lose.
 - A retried trial restores from ``tune.get_checkpoint()`` and continues exactly. Epochs after its
-  last checkpoint are run and reported again, with the same numbers on CPU; readers keep the last
-  row per (trial, epoch).
+  last checkpoint (reported or still gathered when it died) are run and reported again, with the
+  same numbers on CPU; readers keep the last row per (trial, epoch).
 - A checkpoint that fails its checksum (``trainables.state.CorruptCheckpoint``), or whose
   ``state.pt`` was set aside or deleted, is skipped: its ``state.pt`` is renamed
   ``state.pt.corrupt`` on storage, one line goes to the worker's stderr, and the trial restores
@@ -31,6 +39,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from typing import Any
 
 import ray
@@ -39,6 +48,7 @@ from ray import tune
 
 from trainables.identity import trial_config, trial_key
 from trainables.loop import TrialRunner
+from trainables.records import BATCH_KEY
 from trainables.state import SET_ASIDE_SUFFIX, STATE_FILE, CorruptCheckpoint, save_state
 
 FAULT_DIR_ENV = "PRUNETUNE_FAULT_DIR"
@@ -58,6 +68,9 @@ def train_fn(config: dict[str, Any]) -> None:
     frequency = int(config.get("checkpoint_frequency", 1))
     if frequency < 1:
         raise ValueError(f"checkpoint_frequency: must be >= 1, got {frequency}")
+    batch_s = float(config.get("report_batch_s", 0.0))
+    if not batch_s >= 0:
+        raise ValueError(f"report_batch_s: must be >= 0, got {batch_s}")
     key = trial_key(cfg)
     device, threads = assigned_resources()
     runner = None
@@ -70,14 +83,26 @@ def train_fn(config: dict[str, Any]) -> None:
                 _set_aside(key, checkpoint, bad)
     if runner is None:
         runner = TrialRunner(cfg, device=device, num_threads=threads)
+    batch: list[dict[str, Any]] = []
+    checkpointed = None  # checkpoint_frequency-th epochs completed at the last checkpoint
+    last_report = time.monotonic()
     for record in runner.run():
         _maybe_inject_fault(key, record["epoch"])
-        if runner.finished or (record["epoch"] + 1) % frequency == 0:
+        if checkpointed is None:  # the trial's first epoch here: `epoch` epochs came before it
+            checkpointed = record["epoch"] // frequency
+        batch.append(record)
+        if not runner.finished and time.monotonic() - last_report < batch_s:
+            continue
+        result = {**record, BATCH_KEY: batch[:-1]} if len(batch) > 1 else record
+        due = (record["epoch"] + 1) // frequency
+        if runner.finished or due > checkpointed:
             with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
                 save_state(runner, directory)
-                tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
+            checkpointed = due
         else:
-            tune.report(record)
+            tune.report(result)
+        batch, last_report = [], time.monotonic()
 
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")

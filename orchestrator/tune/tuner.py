@@ -70,17 +70,21 @@ from results.tables.storage import OPTUNA_EXPERIMENT, TRIALS_EXPERIMENT, TUNE_DI
 from search_spaces.expand import StudyPlan
 from search_spaces.tune_space import grid_param_space, optuna_param_space
 from trainables.errors import UserError
+from trainables.records import BATCH_KEY
 
 PRINT_ERRORS_ENV = "TUNE_PRINT_ALL_TRIAL_ERRORS"  # read by Tune's controller when fit starts
 
 
 class RecordLogger(JsonLoggerCallback):
-    """Tune's ``result.json`` logger, minus the config copy in every line (module docstring)."""
+    """Tune's ``result.json`` logger, minus the config copy in every line (module docstring), one
+    line per epoch: a batched report's earlier epochs (``trainables.records.BATCH_KEY``)
+    each get their own line, with the report's Tune keys, before the newest epoch's."""
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        super().log_trial_result(
-            iteration, trial, {k: v for k, v in result.items() if k != "config"}
-        )
+        latest = {k: v for k, v in result.items() if k not in ("config", BATCH_KEY)}
+        for record in result.get(BATCH_KEY) or ():
+            super().log_trial_result(iteration, trial, {**latest, **record})
+        super().log_trial_result(iteration, trial, latest)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,10 @@ def _new_tuner(
         callbacks=callbacks,
         verbose=0,
     )
-    frequency = {"checkpoint_frequency": plan.checkpoint_frequency}
+    frequency = {
+        "checkpoint_frequency": plan.checkpoint_frequency,
+        "report_batch_s": plan.report_batch_s,
+    }
     if experiment == TRIALS_EXPERIMENT:
         return tune.Tuner(
             trainable,

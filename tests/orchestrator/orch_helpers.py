@@ -25,7 +25,9 @@ from trainables.identity import trial_config, trial_key
 REPO = Path(__file__).resolve().parents[2]
 
 # Columns that legitimately differ between two runs of the same study: Tune's trial ids, wall
-# times, hosts, and how often a trial was retried.
+# times, hosts, how often a trial was retried, and Tune's report counter (`training_iteration`),
+# which runs ahead of the epoch for a trial that restarted from an earlier checkpoint than the
+# one Tune handed over, or from its first epoch (README, "A corrupt checkpoint").
 VOLATILE = {
     "trial_id",
     "epoch_time_s",
@@ -37,6 +39,7 @@ VOLATILE = {
     "num_failures",
     "tune_status",
     "error",
+    "training_iteration",
 }
 
 
