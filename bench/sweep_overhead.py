@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import yaml
+from tune_floor import plain_tune, report_round_trip
 
 GOAL = 1.25
 
@@ -62,6 +63,7 @@ def study_spec(
     storage: str,
     checkpoint_frequency: int = 1,
     report_every: int = 0,
+    report_batch_s: float = 0.5,
 ) -> dict:
     return {
         "name": name,
@@ -74,13 +76,15 @@ def study_spec(
         "resources": {"cpu": 1},
         "max_concurrent_trials": 2,
         "checkpoint_frequency": checkpoint_frequency,
+        "report_batch_s": report_batch_s,
         "report_every": report_every,
         "storage": storage,
     }
 
 
-def run_sequential(configs) -> list[float]:
-    """Seconds per trial, TrialRunner on one thread (construction included, as in a trial)."""
+def run_sequential(configs, setups: list[float] | None = None) -> list[float]:
+    """Seconds per trial, TrialRunner on one thread (construction included, as in a trial);
+    each construction's seconds are appended to `setups`."""
     import torch
 
     from trainables.loop import TrialRunner
@@ -89,24 +93,30 @@ def run_sequential(configs) -> list[float]:
     seconds = []
     for cfg in configs:
         start = time.perf_counter()
-        for _ in TrialRunner(cfg, device="cpu", num_threads=1).run():
+        runner = TrialRunner(cfg, device="cpu", num_threads=1)
+        if setups is not None:
+            setups.append(time.perf_counter() - start)
+        for _ in runner.run():
             pass
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
-def _half(configs) -> list[float]:
-    return run_sequential(configs)
+def _half(configs) -> tuple[list[float], list[float]]:
+    setups: list[float] = []
+    return run_sequential(configs, setups), setups
 
 
-def run_parallel(configs) -> tuple[float, list[float]]:
-    """Two plain processes (no Ray), each running half of the trials back to back."""
+def run_parallel(configs) -> tuple[float, list[float], list[float]]:
+    """Two plain processes (no Ray), each running half of the trials back to back: wall time,
+    seconds per trial, and each trial's set-up (the first in each process a cold one)."""
     import multiprocessing
 
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         halves = pool.map(_half, [configs[0::2], configs[1::2]])
-    return time.perf_counter() - start, [s for half in halves for s in half]
+    wall = time.perf_counter() - start
+    return wall, [s for h in halves for s in h[0]], [s for h in halves for s in h[1]]
 
 
 def run_prunetune(spec_file: str) -> dict:
@@ -125,15 +135,17 @@ def run_prunetune(spec_file: str) -> dict:
     plan = expand(spec)
     study = open_for_run(locate(spec), spec, plan)
     start = time.perf_counter()
-    with ray_session(None):
+    with ray_session(None):  # the order of orchestrator.cli.run.execute
         from orchestrator.tune.tuner import run_experiment
 
         ray_up, cpu_start = time.perf_counter(), time.process_time()
         with live_report(study, plan) as live:
             outcome = run_experiment(study, plan, "trials", plan.max_concurrent_trials or 2)
         fit_end, driver_cpu = time.perf_counter(), time.process_time() - cpu_start
-    summary = export_study(study.uri)
-    write_report(study.uri)
+        summary = export_study(study.uri)
+        exported = time.perf_counter()
+        write_report(study.uri)
+        reported = time.perf_counter()
     end = time.perf_counter()
     assert outcome.counts["ok"] == len(plan.trials), outcome.counts
     runtimes = pq.read_table(Path(study.path) / "trials.parquet").column("runtime_s").to_pylist()
@@ -142,8 +154,13 @@ def run_prunetune(spec_file: str) -> dict:
         "ray_start_s": ray_up - start,
         "fit_s": fit_end - ray_up,
         "driver_cpu_s": driver_cpu,  # the driver process's CPU time during the fit, all threads
-        "shutdown_export_report_s": end - fit_end,
+        "export_s": exported - fit_end,
+        "report_s": reported - exported,
+        "shutdown_s": end - reported,
         "per_trial_s": statistics.mean(runtimes),
+        # slot time not spent inside a trial (between trials, and a slot idle at the end)
+        "slot_s_outside_trials_per_trial": (2 * (fit_end - ray_up) - sum(runtimes)) / len(runtimes),
+        "report_batch_s": spec.report_batch_s,
         "n_trials_exported": summary.n_trials,
         "report_every_s": spec.report_every,
         "refreshes": live.refreshes,
@@ -223,6 +240,56 @@ def live_comparison(plain: list[dict], live: list[dict]) -> dict:
     }
 
 
+def breakdown(
+    run: dict,
+    per_epoch: dict,
+    ideal: float,
+    sequential: list[float],
+    parallel: list[float],
+    epochs: int,
+) -> dict:
+    """Where prunetune's wall time goes beyond the ideal (sequential time / 2), in seconds of the
+    study, each with its share of the gap; the parts add up to the gap.
+
+    - ``two_trials_per_2_cores``: two plain processes on the 2 cores run each trial slower than
+      one alone (``parallel`` vs ``sequential`` per trial): the machine, not Ray or prunetune;
+    - ``inside_trials``: a trial's own time in Tune (``time_total_s``: set-up, epochs, reports,
+      checkpoints) beyond the same trial in a plain process;
+    - ``between_trials``: slot time outside any trial (Tune starting the next trial on a reused
+      actor, a slot idle while the last trial runs);
+    - ``ray_start``, ``export``, ``report``, ``ray_shutdown``: the study's fixed costs.
+
+    ``per_epoch_report_s``: what a report to Tune after every epoch cost each epoch, from the
+    side-by-side run with ``report_batch_s: 0`` (difference of the mean trial times).
+    """
+    n = len(sequential)
+    slots = 2
+    parts = {
+        "two_trials_per_2_cores": (statistics.mean(parallel) - statistics.mean(sequential))
+        * n
+        / slots,
+        "inside_trials": (run["per_trial_s"] - statistics.mean(parallel)) * n / slots,
+        "between_trials": run["slot_s_outside_trials_per_trial"] * n / slots,
+        "ray_start": run["ray_start_s"],
+        "export": run["export_s"],
+        "report": run["report_s"],
+        "ray_shutdown": run["shutdown_s"],
+    }
+    gap = run["wall_s"] - ideal
+    return {
+        "gap_s": gap,
+        "parts_s": parts,
+        "shares": {k: v / gap for k, v in parts.items()},
+        "unaccounted_s": gap - sum(parts.values()),
+        "per_trial": {
+            "inside_extra_s": run["per_trial_s"] - statistics.mean(parallel),
+            "between_s": run["slot_s_outside_trials_per_trial"],
+        },
+        "per_epoch_report_s": (per_epoch["per_trial_s"] - run["per_trial_s"]) / epochs,
+        "per_study_s": run["ray_start_s"] + run["export_s"] + run["report_s"] + run["shutdown_s"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="where to write the results")
@@ -236,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=5,
         help="seconds between live refreshes in the run beside the report_every: 0 one",
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="skip the live-report runs (four more studies)"
     )
     args = parser.parse_args(argv)
     if (os.cpu_count() or 0) < 2:
@@ -253,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         spec_file = Path(tmp, "bench.yaml")
         spec_file.write_text(yaml.safe_dump(spec))
 
-        def twin(name: str, report_every: int) -> str:
+        def twin(name: str, report_every: int, **more) -> str:
             """The same trials as another study (a fresh directory)."""
             path = Path(tmp, f"{name}.yaml")
-            path.write_text(yaml.safe_dump({**spec, "name": name, "report_every": report_every}))
+            twin_spec = {**spec, "name": name, "report_every": report_every, **more}
+            path.write_text(yaml.safe_dump(twin_spec))
             return str(path)
 
         configs = expand(spec_from_dict(spec)).trials
@@ -265,14 +336,22 @@ def main(argv: list[str] | None = None) -> int:
         load_data(configs[0].dataset, seed=0)  # generate and cache MNIST-1D outside the timings
         load_before = os.getloadavg()
         half = len(configs) // 2
-        sequential = run_sequential(configs[:half])
+        setups: list[float] = []
+        sequential = run_sequential(configs[:half], setups)
         prunetune = run_prunetune(str(spec_file))
-        # plain, live, live, plain: a load that drifts during the four runs cancels out.
-        live = [run_prunetune(twin(f"live{i}", args.report_every)) for i in (1, 2)]
-        plain = [prunetune, run_prunetune(twin("plain2", 0))]
-        lag = driver_lag(live[0]["study_dir"])
-        parallel_s, parallel = run_parallel(configs)
-        sequential += run_sequential(configs[half:])
+        per_epoch_reports = run_prunetune(twin("per-epoch", 0, report_batch_s=0))
+        floor = plain_tune(configs, report="epoch")
+        floor_end = plain_tune(configs, report="end")
+        round_trip = report_round_trip()
+        live_part = None
+        if not args.no_live:
+            # plain, live, live, plain: a load that drifts during the four runs cancels out.
+            live = [run_prunetune(twin(f"live{i}", args.report_every)) for i in (1, 2)]
+            plain = [prunetune, run_prunetune(twin("plain2", 0))]
+            lag = driver_lag(live[0]["study_dir"])
+            live_part = {**live_comparison(plain, live), "driver_lag": lag}
+        parallel_s, parallel, parallel_setups = run_parallel(configs)
+        sequential += run_sequential(configs[half:], setups)
         load_after = os.getloadavg()
 
     sequential_s = sum(sequential)
@@ -281,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": prunetune["wall_s"] / ideal,
         "ratio_fit": prunetune["fit_s"] / ideal,
         "ratio_vs_parallel": prunetune["wall_s"] / parallel_s,
+        "ratio_plain_tune": floor["wall_s"] / ideal,
+        "ratio_plain_tune_one_report": floor_end["wall_s"] / ideal,
         "goal": GOAL,
         "n_trials": len(configs),
         "epochs": args.epochs,
@@ -289,8 +370,19 @@ def main(argv: list[str] | None = None) -> int:
         "sequential_per_trial_s": statistics.mean(sequential),
         "parallel_s": parallel_s,
         "parallel_per_trial_s": statistics.mean(parallel),
+        "breakdown": breakdown(
+            prunetune, per_epoch_reports, ideal, sequential, parallel, args.epochs
+        ),
+        "setup_s": {
+            "cold_first_in_process": statistics.mean(parallel_setups[0 :: len(parallel) // 2]),
+            "warm_same_process": statistics.mean(setups),
+        },
+        "report_round_trip": round_trip,
         "prunetune": prunetune,
-        "live_report": {**live_comparison(plain, live), "driver_lag": lag},
+        "prunetune_report_per_epoch": per_epoch_reports,
+        "plain_tune_report_per_epoch": floor,
+        "plain_tune_one_report": floor_end,
+        "live_report": live_part,
         "loadavg_before_after": [load_before[0], load_after[0]],
         "cpus": os.cpu_count(),
     }
