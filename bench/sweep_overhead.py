@@ -11,8 +11,23 @@ The same N MNIST-1D trials (``cnn1d``, the model's default pruning schedule, tar
   after.
 
 ``ratio`` = prunetune wall time / (sequential time / 2): 1.0 means two concurrent trials on two
-cores cost nothing beyond the training itself. Goal: <= 1.25 for trials of >= 10 s.
-``ratio_fit`` uses only the time inside ``Tuner.fit`` (no Ray start, export or report).
+cores cost nothing beyond the training itself. Goal: <= 1.25 on the defaults (the quickstart's
+trials: 60 MNIST-1D epochs). ``ratio_fit`` uses only the time inside ``Tuner.fit`` (no Ray start,
+export or report).
+
+``breakdown`` splits the gap (prunetune wall time - ideal) into measured parts that add up to it
+(see :func:`breakdown`): two trials on two cores (the machine), a trial's own time in Tune beyond
+a plain process, slot time between trials, Ray's start and shutdown, the export and the report.
+Side by side in the same run:
+
+- ``prunetune_report_per_epoch``: the same study with ``report_batch_s: 0`` (a ``tune.report``
+  after every epoch, as before batching); ``breakdown.per_epoch_report_s`` is what that cost
+  each epoch;
+- ``plain_tune_report_per_epoch`` / ``plain_tune_one_report``: the same trials as a plain Tune
+  function trainable (``bench/tune_floor.py``), reporting every epoch / once: Ray's own floor,
+  ``ratio_plain_tune*`` over the same ideal;
+- ``report_round_trip``: seconds per ``tune.report`` without and with a checkpoint;
+- ``setup_s``: building a trial (``TrialRunner``) in a fresh process and again in a warm one.
 
 On a machine whose cores other processes also use, two concurrent trials cannot run twice as fast
 as one, with or without Ray. So the same trials also run as two plain processes without Ray, each
@@ -35,7 +50,7 @@ machine's cores (the share of the machine's CPU the refreshes used).
 next step) wakes from a 2 ms sleep while refreshes run back to back, and without them.
 
 Usage: ``python3 bench/sweep_overhead.py --json FILE [--trials 8] [--epochs 60]
-[--checkpoint-frequency 1] [--report-every 5]``.
+[--checkpoint-frequency 1] [--report-every 5] [--no-live]``.
 """
 
 from __future__ import annotations
@@ -50,6 +65,7 @@ import time
 from pathlib import Path
 
 import yaml
+from live_overhead import driver_lag, live_comparison
 from tune_floor import plain_tune, report_round_trip
 
 GOAL = 1.25
@@ -149,6 +165,9 @@ def run_prunetune(spec_file: str) -> dict:
     end = time.perf_counter()
     assert outcome.counts["ok"] == len(plan.trials), outcome.counts
     runtimes = pq.read_table(Path(study.path) / "trials.parquet").column("runtime_s").to_pylist()
+    epochs = pq.read_table(Path(study.path) / "epochs.parquet", columns=["trial_key", "epoch"])
+    reports = pq.read_table(Path(study.path) / "epochs.parquet").group_by("trial_key")
+    reports = reports.aggregate([("training_iteration", "max")]).column(1).to_pylist()
     return {
         "wall_s": end - start,
         "ray_start_s": ray_up - start,
@@ -161,82 +180,12 @@ def run_prunetune(spec_file: str) -> dict:
         # slot time not spent inside a trial (between trials, and a slot idle at the end)
         "slot_s_outside_trials_per_trial": (2 * (fit_end - ray_up) - sum(runtimes)) / len(runtimes),
         "report_batch_s": spec.report_batch_s,
+        "reports_per_trial": statistics.mean(reports),  # Tune's report counter at the end
+        "epoch_rows": epochs.num_rows,
         "n_trials_exported": summary.n_trials,
         "report_every_s": spec.report_every,
         "refreshes": live.refreshes,
         "study_dir": study.uri,
-    }
-
-
-def driver_lag(study_dir: str, seconds: float = 8.0) -> dict:
-    """How late a driver thread wakes from a 2 ms sleep while live refreshes of `study_dir` (a
-    finished study) run back to back in another thread, and without them. Tune's controller is
-    such a thread: while it waits for the interpreter lock a refresh holds, trials wait for it."""
-    import threading
-
-    from orchestrator.study.directory import open_existing
-    from orchestrator.study.live import LiveReport
-
-    study = open_existing(study_dir)
-    live = LiveReport(study, expected=1, interval_s=0)
-    done = threading.Event()
-
-    def refresh() -> None:
-        while not done.is_set():
-            live.refresh()
-
-    def lags_ms() -> list[float]:
-        lags, end = [], time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            time.sleep(0.002)
-            lags.append(1e3 * (time.perf_counter() - start - 0.002))
-        return sorted(lags)
-
-    quiet = lags_ms()
-    worker = threading.Thread(target=refresh)
-    worker.start()
-    busy = lags_ms()
-    done.set()
-    worker.join()
-
-    def summary(lags: list[float]) -> dict:
-        return {
-            "mean_ms": statistics.mean(lags),
-            "p99_ms": lags[int(0.99 * len(lags))],
-            "max_ms": lags[-1],
-        }
-
-    return {
-        "refresh_s": seconds / max(1, live.refreshes),  # wall seconds per back-to-back refresh
-        "without_refreshes": summary(quiet),
-        "while_refreshing": summary(busy),
-    }
-
-
-def live_comparison(plain: list[dict], live: list[dict]) -> dict:
-    """The live runs against the plain ones (summed over the runs of each): ratios > 1 are what
-    the refreshes cost."""
-
-    def total(runs: list[dict], key: str) -> float:
-        return sum(r[key] for r in runs)
-
-    refreshes = total(live, "refreshes")
-    extra_cpu = total(live, "driver_cpu_s") - total(plain, "driver_cpu_s")
-    return {
-        "report_every_s": live[0]["report_every_s"],
-        "refreshes": [r["refreshes"] for r in live],
-        "cpu_per_refresh_s": extra_cpu / refreshes if refreshes else None,
-        "cpu_share": extra_cpu / (total(live, "fit_s") * (os.cpu_count() or 1)),
-        "ratio_wall": total(live, "wall_s") / total(plain, "wall_s"),
-        "ratio_fit": total(live, "fit_s") / total(plain, "fit_s"),
-        "ratio_per_trial": total(live, "per_trial_s") / total(plain, "per_trial_s"),
-        "plain_fit_s": [r["fit_s"] for r in plain],
-        "live_fit_s": [r["fit_s"] for r in live],
-        "plain_driver_cpu_s": [r["driver_cpu_s"] for r in plain],
-        "live_driver_cpu_s": [r["driver_cpu_s"] for r in live],
-        "plain_per_trial_s": [r["per_trial_s"] for r in plain],
-        "live_per_trial_s": [r["per_trial_s"] for r in live],
     }
 
 
@@ -260,7 +209,9 @@ def breakdown(
     - ``ray_start``, ``export``, ``report``, ``ray_shutdown``: the study's fixed costs.
 
     ``per_epoch_report_s``: what a report to Tune after every epoch cost each epoch, from the
-    side-by-side run with ``report_batch_s: 0`` (difference of the mean trial times).
+    side-by-side run with ``report_batch_s: 0`` (difference of the mean trial times; on a machine
+    whose load drifts it is noisy, see ``report_round_trip`` for each report's own cost);
+    ``reports_per_trial``: Tune's reports per trial, batched and after every epoch.
     """
     n = len(sequential)
     slots = 2
@@ -286,6 +237,7 @@ def breakdown(
             "between_s": run["slot_s_outside_trials_per_trial"],
         },
         "per_epoch_report_s": (per_epoch["per_trial_s"] - run["per_trial_s"]) / epochs,
+        "reports_per_trial": [run["reports_per_trial"], per_epoch["reports_per_trial"]],
         "per_study_s": run["ray_start_s"] + run["export_s"] + run["report_s"] + run["shutdown_s"],
     }
 
@@ -388,7 +340,37 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print("\n".join(summary_lines(result)))
     return 0
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The ratios and the gap's parts, one line each, for a reader."""
+    b = result["breakdown"]
+    lines = [
+        f"ratio {result['ratio']:.2f} (goal {result['goal']}), plain Tune "
+        f"{result['ratio_plain_tune']:.2f} (one report a trial: "
+        f"{result['ratio_plain_tune_one_report']:.2f}), vs two plain processes "
+        f"{result['ratio_vs_parallel']:.2f}",
+        f"gap {b['gap_s']:.1f} s over the ideal {result['sequential_s'] / 2:.1f} s:",
+    ]
+    for part, seconds in b["parts_s"].items():
+        lines.append(f"  {part:<24} {seconds:6.2f} s  {100 * b['shares'][part]:5.1f}%")
+    rt = result["report_round_trip"]
+    batched, every_epoch = b["reports_per_trial"]
+    lines.append(
+        f"per epoch: {batched:.1f} reports a trial batched, {every_epoch:.1f} after every epoch; "
+        f"report after every epoch {1e3 * b['per_epoch_report_s']:.1f} ms more; "
+        f"tune.report {1e3 * rt['report_s']:.1f} ms, with a checkpoint "
+        f"{1e3 * rt['report_with_checkpoint_s']:.1f} ms"
+    )
+    lines.append(
+        f"per trial: inside Tune +{b['per_trial']['inside_extra_s']:.2f} s, between trials "
+        f"{b['per_trial']['between_s']:.2f} s; set-up cold {result['setup_s']['cold_first_in_process']:.2f}"
+        f" s, warm {result['setup_s']['warm_same_process']:.3f} s"
+    )
+    lines.append(f"per study: {b['per_study_s']:.2f} s (Ray start, export, report, Ray shutdown)")
+    return lines
 
 
 if __name__ == "__main__":

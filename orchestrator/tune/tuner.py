@@ -33,7 +33,9 @@ Choices, with their reasons (measured here: bench/sweep_overhead.py; Ray Tune 2.
   is mended, so that no epoch's line is lost (:mod:`orchestrator.tune.result_tails`).
 - ``result.json`` is written by :class:`RecordLogger`: Tune's JSON logger without Tune's copy of
   the trial config in every line (``params.json`` holds it once), so each line is the record plus
-  Tune's few keys and the export parses it whole, fast.
+  Tune's few keys and the export parses it whole, fast. A trial reports several epochs at once
+  (``report_batch_s``: each ``tune.report`` is a round trip to this driver); the logger writes
+  each of them as its own line, so ``result.json`` stays one line per epoch.
 - The Optuna experiment is mirrored into ``optuna.db`` for Optuna's own tools
   (:mod:`orchestrator.optuna_mirror.mirror`): refreshed from the snapshot before and after ``fit``, and
   by :class:`~orchestrator.tune.mirror_callback.OptunaMirror` each time Tune stored a new snapshot.
