@@ -170,10 +170,13 @@ def wait_for(
         time.sleep(0.1)
 
 
-def progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bool = False):
-    """True once the stored snapshot shows `min_trials` trials past `min_iterations` epochs and
-    the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
-    does not list yet (a trial created after it: an orphan-to-be for Optuna)."""
+def progressed(exp: Path, min_epochs: int, min_trials: int = 1, unlisted: bool = False):
+    """True once the stored snapshot shows `min_trials` trials with `min_epochs` epochs reported
+    and the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
+    does not list yet (a trial created after it: an orphan-to-be for Optuna).
+
+    Counted in epochs (the newest reported record's ``epoch`` + 1), not in Tune's reports: one
+    report may carry several epochs (the spec's ``report_batch_s``)."""
 
     def check() -> bool:
         try:
@@ -182,11 +185,7 @@ def progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bo
             return False
         if snapshot is None:
             return False
-        started = [
-            t
-            for t in snapshot.trials
-            if t.last_result.get("training_iteration", 0) >= min_iterations
-        ]
+        started = [t for t in snapshot.trials if t.last_result.get("epoch", -1) + 1 >= min_epochs]
         unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
         if unlisted:
             listed = {t.logdir for t in snapshot.trials}

@@ -56,7 +56,7 @@ def test_killed_study_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
         killed / "tune" / "trials",
         tmp_path / "run.log",
         ENV,
-        min_iterations=4,
+        min_epochs=4,
     )
     assert not (killed / "trials.parquet").exists()
 
@@ -106,7 +106,7 @@ def test_killed_optuna_study_resumes_without_orphans_or_duplicates(tmp_path):
     # Snapshots every 3 s leave time to kill while a trial exists that no snapshot lists.
     env = ENV | {"TUNE_GLOBAL_CHECKPOINT_S": "3"}
     _kill_midway(
-        ["run", str(spec)], exp, tmp_path / "run.log", env, min_iterations=2, unlisted=True
+        ["run", str(spec)], exp, tmp_path / "run.log", env, min_epochs=2, unlisted=True
     )
 
     resumed = run_cli(["resume", str(study)], cli_env(**ENV))
