@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.study.directory import Study, locate, open_for_run
+from orchestrator.tune.internals import latest_checkpoint_name
 from results.tables.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec
@@ -170,10 +171,22 @@ def wait_for(
         time.sleep(0.1)
 
 
-def progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bool = False):
-    """True once the stored snapshot shows `min_trials` trials past `min_iterations` epochs and
-    the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
-    does not list yet (a trial created after it: an orphan-to-be for Optuna)."""
+def progressed(
+    exp: Path,
+    min_epochs: int,
+    min_trials: int = 1,
+    unlisted: bool = False,
+    checkpointed: bool = False,
+):
+    """True once the stored snapshot shows `min_trials` trials with `min_epochs` epochs reported
+    and the experiment still unfinished; with `unlisted`, also a trial directory that the snapshot
+    does not list yet (a trial created after it: an orphan-to-be for Optuna); with
+    `checkpointed`, also an unfinished trial with a checkpoint that the snapshot registered (one
+    that a resume restores from).
+
+    Counted in epochs (the newest reported record's ``epoch`` + 1), not in Tune's reports: one
+    report may carry several epochs (the spec's ``report_batch_s``), and a checkpoint goes with a
+    report, so a few reports may hold every epoch of a short trial."""
 
     def check() -> bool:
         try:
@@ -182,12 +195,10 @@ def progressed(exp: Path, min_iterations: int, min_trials: int = 1, unlisted: bo
             return False
         if snapshot is None:
             return False
-        started = [
-            t
-            for t in snapshot.trials
-            if t.last_result.get("training_iteration", 0) >= min_iterations
-        ]
+        started = [t for t in snapshot.trials if t.last_result.get("epoch", -1) + 1 >= min_epochs]
         unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
+        if checkpointed and not any(latest_checkpoint_name(t.metadata) for t in unfinished):
+            return False
         if unlisted:
             listed = {t.logdir for t in snapshot.trials}
             if not any(p.is_dir() and p.name not in listed for p in exp.iterdir()):

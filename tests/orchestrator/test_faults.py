@@ -94,14 +94,16 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_trial_resumes_to_the_same_num
     damage, tmp_path
 ):
     storage, data = tmp_path / "studies", tmp_path / "data"
-    spec = tiny_spec(tmp_path / "s.yaml", "ckpt", data, storage, train={"epochs": 10})
+    # 40 epochs of a few hundredths of a second, reported in batches of 0.5 s: a trial runs for
+    # a few snapshots, with a checkpoint after its first report.
+    spec = tiny_spec(tmp_path / "s.yaml", "ckpt", data, storage, train={"epochs": 40})
     reference = run_cli(["run", str(spec), "--name", "reference"], cli_env(**ENV))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     study, log = storage / "damaged", tmp_path / "run.log"
     exp = study / "tune" / "trials"
     proc = start_cli(["run", str(spec), "--name", "damaged"], cli_env(**ENV), log)
-    wait_for(progressed(exp, 3), proc, timeout=600, log=log)
+    wait_for(progressed(exp, 3, checkpointed=True), proc, timeout=600, log=log)
     kill_session(proc)
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
     victim = next(

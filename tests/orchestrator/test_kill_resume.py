@@ -30,6 +30,9 @@ from results.tables.snapshot import read_snapshot
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "OMP_NUM_THREADS": "1"}
+# Epochs of a few hundredths of a second, reported in batches of 0.5 s (the default
+# report_batch_s): a trial runs for a few snapshots, with a checkpoint after its first report.
+EPOCHS = 40
 
 
 def _kill_midway(args: list[str], exp: Path, log: Path, env: dict, **condition) -> None:
@@ -45,7 +48,12 @@ def test_killed_study_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
     storage, data = tmp_path / "studies", tmp_path / "data"
     # checkpoint_frequency 2: epochs after a trial's last checkpoint are re-run and re-reported.
     spec = tiny_spec(
-        tmp_path / "s.yaml", "exact", data, storage, train={"epochs": 16}, checkpoint_frequency=2
+        tmp_path / "s.yaml",
+        "exact",
+        data,
+        storage,
+        train={"epochs": EPOCHS},
+        checkpoint_frequency=2,
     )
     reference = run_cli(["run", str(spec), "--name", "reference"], cli_env(**ENV))
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -56,7 +64,8 @@ def test_killed_study_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
         killed / "tune" / "trials",
         tmp_path / "run.log",
         ENV,
-        min_iterations=4,
+        min_epochs=4,
+        checkpointed=True,  # a trial to continue from its checkpoint
     )
     assert not (killed / "trials.parquet").exists()
 
@@ -66,7 +75,7 @@ def test_killed_study_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
     assert resumed.stdout.splitlines()[-1] == str(killed)
     ref = storage / "reference"
     epochs = stable_rows(killed / "epochs.parquet", ("trial_key", "epoch"))
-    assert len(epochs) == 6 * 16
+    assert len(epochs) == 6 * EPOCHS
     assert len({(r["trial_key"], r["epoch"]) for r in epochs}) == len(epochs)
     assert epochs == stable_rows(ref / "epochs.parquet", ("trial_key", "epoch"))
     events = stable_rows(killed / "events.parquet", ("trial_key", "epoch"))
@@ -105,9 +114,7 @@ def test_killed_optuna_study_resumes_without_orphans_or_duplicates(tmp_path):
     exp = study / "tune" / "optuna"
     # Snapshots every 3 s leave time to kill while a trial exists that no snapshot lists.
     env = ENV | {"TUNE_GLOBAL_CHECKPOINT_S": "3"}
-    _kill_midway(
-        ["run", str(spec)], exp, tmp_path / "run.log", env, min_iterations=2, unlisted=True
-    )
+    _kill_midway(["run", str(spec)], exp, tmp_path / "run.log", env, min_epochs=2, unlisted=True)
 
     resumed = run_cli(["resume", str(study)], cli_env(**ENV))
 

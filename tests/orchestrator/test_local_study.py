@@ -14,6 +14,7 @@ import torch
 from orch_helpers import optuna_trial_keys, tiny_spec
 
 from orchestrator.cli.app import main
+from orchestrator.tune.internals import latest_checkpoint_name
 from results.tables.snapshot import read_snapshot
 from search_spaces.expand import expand
 from search_spaces.spec import load_spec, spec_from_yaml
@@ -57,12 +58,16 @@ def test_grid_study_runs_retries_a_crashed_trial_and_cleans_up(
     assert len(epochs) == 18 and set(per_trial.values()) == {3}
     assert len({(r["trial_key"], r["epoch"]) for r in epochs}) == 18
     assert (study / "report.html").stat().st_size > 0
-    # Only the final checkpoint of each trial is kept, and no directory outside the snapshot.
+    # Only the final checkpoint of each trial is kept (its name counts the trial's checkpoints,
+    # which depends on how many epochs each report to Tune carried), and no directory outside
+    # the snapshot.
     exp = study / "tune" / "trials"
     snapshot = read_snapshot(pafs.LocalFileSystem(), str(exp))
     assert _trial_dirs(exp) == {t.logdir for t in snapshot.trials}
-    for name in _trial_dirs(exp):
-        assert sorted(p.name for p in (exp / name).glob("checkpoint_*")) == ["checkpoint_000002"]
+    for t in snapshot.trials:
+        final = t.last_result["checkpoint_dir_name"]
+        assert final == latest_checkpoint_name(t.metadata) and t.last_result["epoch"] == 2
+        assert sorted(p.name for p in (exp / t.logdir).glob("checkpoint_*")) == [final]
 
     assert main(["status", str(study)]) == 0
     status = capsys.readouterr().out.splitlines()

@@ -23,12 +23,15 @@ from orch_helpers import (
 )
 from s3_helpers import S3Server
 
+from orchestrator.tune.internals import latest_checkpoint_name
 from results.tables.snapshot import read_snapshot
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(1200)]
 
 ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "OMP_NUM_THREADS": "1"}
-EPOCHS = 8
+# Epochs of a few hundredths of a second, reported in batches of 0.5 s (the default
+# report_batch_s): a trial runs for a few snapshots, with a checkpoint after its first report.
+EPOCHS = 40
 
 
 def _rows(fs, path: str, keys: tuple[str, ...]) -> list[dict]:
@@ -73,9 +76,12 @@ def studies(tmp_path_factory, data_dir, s3_server: S3Server):
         if "report" not in live and fs.get_file_info(report).size:
             with fs.open_input_stream(report) as f:
                 live["report"] = f.readall().decode()
-        started = [t for t in snapshot.trials if t.last_result.get("training_iteration", 0) >= 3]
+        # 3 epochs reported (one report to Tune may carry several: report_batch_s)
+        started = [t for t in snapshot.trials if t.last_result.get("epoch", -1) >= 2]
         unfinished = [t for t in snapshot.trials if t.status not in ("ok", "diverged")]
-        return "report" in live and bool(started) and bool(unfinished)
+        # an unfinished trial with a checkpoint in the bucket, for the resume to continue from
+        checkpointed = any(latest_checkpoint_name(t.metadata) for t in unfinished)
+        return "report" in live and bool(started) and checkpointed
 
     log = tmp / "run.log"
     proc = start_cli(["run", str(spec), "--storage", storage], env, log)

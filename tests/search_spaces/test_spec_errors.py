@@ -42,7 +42,7 @@ BAD_SPECS = [
     (
         "unknown top key",
         "name: t\nepochz: 3\n",
-        "epochz: unknown key; valid keys: baselines, checkpoint_frequency, dataset, fits, flatness, generalization, max_concurrent_trials, model, name, per_example_loss, pruning, report_every, resources, retries, search, seeds, storage, train",
+        "epochz: unknown key; valid keys: baselines, checkpoint_frequency, dataset, fits, flatness, generalization, max_concurrent_trials, model, name, per_example_loss, pruning, report_batch_s, report_every, resources, retries, search, seeds, storage, train",
     ),
     (
         "unknown section key",
@@ -299,7 +299,7 @@ BAD_SPECS = [
     (
         "several",
         "name: t\ntrain: {lr: -1, epochs: 0}\nmodel: {name: vgg12}\nfoo: 1\n",
-        "foo: unknown key; valid keys: baselines, checkpoint_frequency, dataset, fits, flatness, generalization, max_concurrent_trials, model, name, per_example_loss, pruning, report_every, resources, retries, search, seeds, storage, train\nmodel.name: unknown model 'vgg12'; choose one of: cnn1d, lenet, mlp, openlth_resnet20, resnet18, resnet20, resnet56, vgg11_bn, vgg16\ntrain.lr: must be > 0, got -1.0\ntrain.epochs: must be >= 1, got 0",
+        "foo: unknown key; valid keys: baselines, checkpoint_frequency, dataset, fits, flatness, generalization, max_concurrent_trials, model, name, per_example_loss, pruning, report_batch_s, report_every, resources, retries, search, seeds, storage, train\nmodel.name: unknown model 'vgg12'; choose one of: cnn1d, lenet, mlp, openlth_resnet20, resnet18, resnet20, resnet56, vgg11_bn, vgg16\ntrain.lr: must be > 0, got -1.0\ntrain.epochs: must be >= 1, got 0",
     ),
 ]
 
