@@ -93,7 +93,7 @@ def wait_until(proc: subprocess.Popen, exp: Path, need_ok: bool) -> None:
     while proc.poll() is None:
         snap = snapshot(exp)
         statuses = [t.status for t in snap.trials] if snap else []
-        epochs = [t.last_result.get("training_iteration", 0) for t in snap.trials] if snap else []
+        epochs = [t.last_result.get("epoch", -1) + 1 for t in snap.trials] if snap else []
         unfinished = any(s != "ok" for s in statuses)
         if unfinished and ("ok" in statuses if need_ok else max(epochs, default=0) >= 3):
             return
