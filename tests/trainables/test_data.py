@@ -7,6 +7,9 @@ import dataclasses
 import math
 import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import mnist1d.data
 import numpy as np
@@ -20,6 +23,8 @@ from trainables.config import DatasetConfig
 from trainables.data import load_data
 from trainables.datasets import DATASETS
 from trainables.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
 
 torch.set_num_threads(1)
 
@@ -84,6 +89,26 @@ def test_mnist1d_cache_is_reused(tmp_path, monkeypatch):
     # another num_samples is another file: generating it hits the patched function
     with pytest.raises(AssertionError, match="make_dataset called"):
         load_data(_cfg(str(tmp_path), num_samples=200), seed=0)
+
+
+def test_a_cached_mnist1d_loads_without_importing_the_package(tmp_path):
+    """The package imports matplotlib and scipy (about a second): a fresh Ray worker's first
+    trial must not pay that when the dataset is cached already."""
+    load_data(_cfg(str(tmp_path), num_samples=300), seed=0)  # writes the cache
+    code = (
+        "import sys\n"
+        "from trainables.config import DatasetConfig\n"
+        "from trainables.data import load_data\n"
+        f"d = load_data(DatasetConfig(name='mnist1d', data_dir={str(tmp_path)!r}, "
+        "num_samples=300), seed=0)\n"
+        "assert d.x_train.shape == (240, 1, 40)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mnist1d', 'matplotlib', 'scipy')))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_validation_split(data_dir):
