@@ -96,9 +96,9 @@ def locate(spec: StudySpec, check_driver: bool = True) -> Target:
         if check_driver:
             check_not_driven(fs, path, uri)
         return Target(uri, fs, path, True)
-    _check_creatable(fs, path, uri, info)
     if check_driver and info.type == pafs.FileType.Directory:  # a driver creating it now
         check_not_driven(fs, path, uri)
+    _check_creatable(fs, path, uri, info, check_driver)
     return Target(uri, fs, path, False)
 
 
@@ -159,9 +159,13 @@ def _stored_hash(fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileInfo) 
         raise UserError(f"{uri}/{META_FILE}: unreadable; not a valid study record") from None
 
 
-def _check_creatable(fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileInfo) -> None:
+def _check_creatable(
+    fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileInfo, check_driver: bool = True
+) -> None:
     """Refuse to turn a directory holding anything but pre-study files into a study, and (local
-    paths) a study directory that could not be created."""
+    paths) a study directory that could not be created. Files of a study that a live driver is
+    creating right now (its spec.yaml before its study.json) are that driver's: with
+    `check_driver`, the refusal names it instead."""
     if info.type == pafs.FileType.NotFound:
         if isinstance(fs, pafs.LocalFileSystem):
             _check_local_parent(path, uri)
@@ -169,6 +173,8 @@ def _check_creatable(fs: pafs.FileSystem, path: str, uri: str, info: pafs.FileIn
     entries = fs.get_file_info(pafs.FileSelector(path))
     foreign = sorted(e.base_name for e in entries if e.base_name not in PRE_STUDY_FILES)
     if foreign:
+        if check_driver:
+            check_not_driven(fs, path, uri)
         raise UserError(
             f"{uri}: exists and is not a prunetune study (holds {', '.join(foreign[:3])}); "
             "use another --name or --storage"

@@ -15,6 +15,11 @@ snapshot would resume:
   report the epochs in between again. The trainable then restores from its newest checkpoint
   left, or from the start, with the same numbers (:mod:`trainables.tune_trainable`), and reports
   every epoch after it again.
+
+A trial directory without ``result.json`` (the trial's checkpoints reached storage, the driver's
+copy of its results had not yet when the driver died) counts as a file with no line: Tune would
+start a new file and resume from the newest checkpoint, losing every epoch before it, so every
+checkpoint is set aside and the trial runs from its first epoch.
 """
 
 from __future__ import annotations
@@ -41,21 +46,24 @@ def mend_result_files(fs: pafs.FileSystem, exp_path: str) -> list[str]:
             continue
         trial_dir = posixpath.join(exp_path, trial.logdir)
         path = posixpath.join(trial_dir, RESULT_FILE)
+        missing = False
         try:
             data = read_bytes(fs, path)
         except FileNotFoundError:
-            continue
-        keep = data.rfind(b"\n") + 1
+            data, missing = b"", True
         said = []
+        keep = data.rfind(b"\n") + 1
         if keep < len(data):
             write_atomic(fs, path, data[:keep])
             said.append(f"ended in a line cut short ({len(data) - keep} bytes), cut back")
         last = _last_epoch(data[:keep])
         aside = _set_aside_after(fs, trial_dir, last)
         if aside:
+            where = "is missing" if missing else f"ends at epoch {last}"
+            which = "from the first" if missing else "between"
             said.append(
-                f"ends at epoch {last}: set aside the checkpoints of epochs "
-                f"{', '.join(map(str, aside))}, so that the trial reports the epochs between again"
+                f"{where}: set aside the checkpoints of epochs "
+                f"{', '.join(map(str, aside))}, so that the trial reports the epochs {which} again"
             )
         if said:
             lines.append(

@@ -138,3 +138,26 @@ def test_a_resumed_trials_cut_short_results_are_mended_and_no_epoch_is_skipped(t
     assert (tmp_path / "done" / "result.json").read_bytes() == lines + b'{"epo'  # not resumed
     assert not list((tmp_path / "done").glob("*/*.corrupt"))
     assert mend_result_files(FS, str(tmp_path)) == []
+
+
+def test_a_resumed_trial_without_results_restarts_from_its_first_epoch(tmp_path):
+    """Its checkpoints reached storage, the driver's copy of its result.json had not: Tune would
+    start a new file and resume from the newest checkpoint, and the epochs before it would be
+    lost. Every checkpoint is set aside, so the trial runs and reports from epoch 0."""
+    trials = [[json.dumps({"trial_id": "t", "status": "RUNNING", "relative_logdir": "t"}), "{}"]]
+    (tmp_path / STATE).write_text(json.dumps({"trial_data": trials}))
+    for index, epoch in enumerate((4, 9)):
+        checkpoint = tmp_path / "t" / f"checkpoint_{index:06d}"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "state.pt").write_bytes(b"weights")
+        (checkpoint / "state.sha256.json").write_text(json.dumps({"epoch": epoch}))
+
+    (said,) = mend_result_files(FS, str(tmp_path))
+
+    assert "t/result.json is missing" in said and "epochs 4, 9" in said, said
+    states = sorted(
+        str(p.relative_to(tmp_path / "t")) for p in (tmp_path / "t").glob("*/state.pt*")
+    )
+    assert states == ["checkpoint_000000/state.pt.corrupt", "checkpoint_000001/state.pt.corrupt"]
+    assert not (tmp_path / "t" / "result.json").exists()  # Tune starts it afresh
+    assert mend_result_files(FS, str(tmp_path)) == []

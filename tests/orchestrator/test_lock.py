@@ -203,3 +203,18 @@ def test_auto_mode_uses_a_lease_off_the_local_filesystem(tmp_path: Path) -> None
         assert (tmp_path / "s" / LEASE_FILE).exists()
         with pytest.raises(UserError, match="^study mock://bucket/s is driven by"):
             acquire(fs, "s", "mock://bucket/s", **FAST)
+
+
+def test_a_study_another_driver_is_creating_names_the_driver(study: Path) -> None:
+    """Two drivers started together: the second sees the first one's spec.yaml before its
+    study.json. The refusal names the driver, not 'not a prunetune study'."""
+    from orchestrator.study.directory import locate
+    from search_spaces.spec import spec_from_dict
+
+    spec = spec_from_dict({"name": study.name, "storage": str(study.parent)})
+    with acquire(FS, str(study), str(study), mode="flock", **FAST):
+        (study / "spec.yaml").write_text(spec.to_yaml())  # created up to its study.json
+        with pytest.raises(UserError, match="is driven by another prunetune process"):
+            locate(spec)
+    with pytest.raises(UserError, match="exists and is not a prunetune study"):
+        locate(spec)  # no driver: a directory someone else's files are in
