@@ -80,11 +80,14 @@ PRINT_ERRORS_ENV = "TUNE_PRINT_ALL_TRIAL_ERRORS"  # read by Tune's controller wh
 class RecordLogger(JsonLoggerCallback):
     """Tune's ``result.json`` logger, minus the config copy in every line (module docstring), one
     line per epoch: a batched report's earlier epochs (``trainables.records.BATCH_KEY``)
-    each get their own line, with the report's Tune keys, before the newest epoch's."""
+    each get their own line, with the report's Tune keys, before the newest epoch's. The earlier
+    epochs are then taken out of the result (Tune lets callbacks change it in place; this logger
+    is the first callback), so that Tune's snapshot keeps each trial's newest record only,
+    however many epochs a report holds."""
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         latest = {k: v for k, v in result.items() if k not in ("config", BATCH_KEY)}
-        for record in result.get(BATCH_KEY) or ():
+        for record in result.pop(BATCH_KEY, None) or ():
             super().log_trial_result(iteration, trial, {**latest, **record})
         super().log_trial_result(iteration, trial, latest)
 

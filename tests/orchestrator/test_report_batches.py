@@ -96,6 +96,7 @@ def test_record_logger_writes_one_line_per_epoch_of_a_batched_report(tmp_path):
     trial, logger = _Trial(tmp_path / "trial"), RecordLogger()
     batched = {**_record(2), **_tune_keys(1), BATCH_KEY: [_record(0), _record(1)]}
     logger.log_trial_result(1, trial, batched)
+    assert BATCH_KEY not in batched  # Tune's snapshot keeps the newest record only
     logger.log_trial_result(2, trial, {**_record(3), **_tune_keys(2)})  # one epoch, no batch key
     logger.log_trial_end(trial)
 
@@ -165,6 +166,8 @@ def test_a_trial_killed_between_batched_reports_ends_with_the_undisturbed_number
     assert killed.returncode == 0, killed.stderr[-3000:]
     study, ref = storage / "killed", storage / "reference"
     # Batching was on: each undisturbed trial reported its epochs in several multi-epoch reports.
+    snapshots = list((ref / "tune" / "trials").glob("experiment_state-*.json"))
+    assert snapshots and not any(BATCH_KEY in p.read_text() for p in snapshots)
     for d in _trial_dirs(ref).values():
         lines = _lines(d)
         assert [line["epoch"] for line in lines] == list(range(EPOCHS))
