@@ -10,8 +10,8 @@ The only module of ``trainables`` that imports Ray. Contract:
   every epoch), and always with the last record. ``result`` is the newest epoch's record, exactly
   the keys of ``trainables.records.RECORD`` (identity comes from the config:
   ``trainables.identity``), plus, when the batch holds more than one epoch, the earlier epochs'
-  records in order under ``trainables.records.BATCH_KEY`` (``orchestrator.tune.tuner.RecordLogger`` writes each of
-  them as its own line of ``result.json``, so every epoch still has its row).
+  records in order under ``trainables.records.BATCH_KEY`` (``orchestrator.tune.tuner.RecordLogger``
+  writes each of them as its own line of ``result.json``, so every epoch still has its row).
 - A checkpoint goes with a report that completes a ``checkpoint_frequency``-th epoch not yet
   checkpointed (so with ``report_batch_s`` 0, with every ``checkpoint_frequency``-th epoch), and
   always with the last record. A report is one Tune round trip (a few ms on a CPU worker): for
